@@ -1,0 +1,26 @@
+//! keyquorum's cryptography: AES-256-GCM-SIV and the self-describing ciphertext format,
+//! ECDSA P-384, the threshold root key (threshold_crypto, BLS12-381), node identity keys,
+//! zeroizing secret types and the injectable RNG.
+//!
+//! **Architecture Invariant:** this crate does no I/O, reads no clock and draws no
+//! thread-local randomness: every random byte comes from a [`SecureRng`] the caller passes in,
+//! so the simulator can seed it.
+
+pub mod aead;
+pub mod ciphertext;
+pub mod ecdsa;
+mod error;
+pub mod rng;
+pub mod secret;
+pub mod threshold;
+
+pub use error::CryptoError;
+pub use rng::SecureRng;
+pub use secret::SecretBytes;
+
+/// Length of a symmetric KMS key (AES-256) in bytes.
+pub const AES_KEY_LEN: usize = 32;
+/// Length of a P-384 private scalar in bytes.
+pub const P384_SCALAR_LEN: usize = 48;
+/// Largest plaintext Encrypt accepts (64 KiB).
+pub const MAX_PLAINTEXT_LEN: usize = 64 * 1024;

@@ -1,0 +1,572 @@
+//! The `keyquorum` command line: `server`, `dev`, and the client and cluster commands.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use base64::Engine as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use client::{pb, Client};
+
+#[derive(Debug, Parser)]
+#[command(name = "keyquorum", version, about = "A replicated, multi-region key management service")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Commands,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// Client endpoints, comma-separated (http://host:port,...).
+    #[arg(long, global = true, env = "KEYQUORUM_ENDPOINTS", value_delimiter = ',', default_value = "http://127.0.0.1:7401,http://127.0.0.1:7402,http://127.0.0.1:7403")]
+    pub endpoints: Vec<String>,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Commands {
+    /// Run one node.
+    Server {
+        #[arg(long, env = "KEYQUORUM_CONFIG")]
+        config: PathBuf,
+    },
+    /// Start a local multi-region cluster (one node process per region) and wait for Ctrl-C.
+    Dev {
+        #[arg(long, default_value = ".kq-dev")]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=9))]
+        nodes: u64,
+        /// First node's port; node i listens on base_port + i - 1.
+        #[arg(long, default_value_t = 7401)]
+        base_port: u16,
+    },
+    /// Key lifecycle.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Encrypt up to 64 KiB under a symmetric key.
+    Encrypt {
+        #[arg(long)]
+        key: String,
+        #[command(flatten)]
+        io: CryptoIo,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Decrypt a ciphertext (the key is named inside it).
+    Decrypt {
+        #[command(flatten)]
+        io: CryptoIo,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Re-encrypt a ciphertext under a key's primary version (or another key) without the plaintext leaving the cluster.
+    Reencrypt {
+        /// Destination key (default: the ciphertext's own key).
+        #[arg(long)]
+        key: Option<String>,
+        /// Encryption context of the new ciphertext (default: the same as the source).
+        #[arg(long = "dest-context", value_parser = parse_pair)]
+        dest_context: Vec<(String, String)>,
+        #[command(flatten)]
+        io: CryptoIo,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Generate a data key for envelope encryption.
+    Datakey {
+        #[arg(long)]
+        key: String,
+        #[arg(long, value_parser = parse_pair)]
+        context: Vec<(String, String)>,
+        #[arg(long, default_value_t = 32)]
+        bytes: u32,
+        /// Return only the encrypted data key.
+        #[arg(long)]
+        without_plaintext: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Sign a message with an ECC_NIST_P384 key (ECDSA, SHA-384); writes a DER signature.
+    Sign {
+        #[arg(long)]
+        key: String,
+        #[arg(long = "in")]
+        input: String,
+        #[arg(long = "out")]
+        output_file: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Verify a signature.
+    Verify {
+        #[arg(long)]
+        key: String,
+        #[arg(long = "in")]
+        input: String,
+        #[arg(long)]
+        signature: String,
+        #[arg(long, default_value_t = 0)]
+        key_version: u32,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Print a signing key's public key (PEM).
+    Pubkey {
+        key: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Random bytes from the cluster's CSPRNG.
+    Random {
+        #[arg(long, default_value_t = 32)]
+        bytes: u32,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Cluster administration.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CryptoIo {
+    /// Encryption context, repeatable: --context k=v.
+    #[arg(long, value_parser = parse_pair)]
+    pub context: Vec<(String, String)>,
+    /// Input file, or - for stdin.
+    #[arg(long = "in", default_value = "-")]
+    pub input: String,
+    /// Output file, or - for stdout.
+    #[arg(long = "out", default_value = "-")]
+    pub output_file: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    Create {
+        #[arg(long)]
+        alias: Option<String>,
+        #[arg(long, value_enum, default_value_t = Spec::Aes256GcmSiv)]
+        spec: Spec,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Automatic rotation period in days.
+        #[arg(long)]
+        rotation_days: Option<u32>,
+    },
+    Describe { key: String },
+    List,
+    Rotate { key: String },
+    Enable { key: String },
+    Disable { key: String },
+    ScheduleDeletion {
+        key: String,
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+    },
+    CancelDeletion { key: String },
+    Versions { key: String },
+    EnableVersion { key: String, version: u32 },
+    DisableVersion { key: String, version: u32 },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Spec {
+    #[value(name = "AES_256_GCM_SIV", alias = "aes")]
+    Aes256GcmSiv,
+    #[value(name = "ECC_NIST_P384", alias = "p384")]
+    EccNistP384,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Form the cluster and deal its threshold root key. Members: id=1,addr=127.0.0.1:7401,region=a
+    Init {
+        #[arg(long = "member", value_parser = parse_member, required = true)]
+        members: Vec<pb::Member>,
+    },
+    Status,
+    AddNode {
+        #[arg(long)]
+        id: u64,
+        #[arg(long)]
+        addr: String,
+        #[arg(long)]
+        region: String,
+    },
+    RemoveNode { id: u64 },
+    TransferLeader { id: u64 },
+    Snapshot,
+}
+
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("expected key=value, got {s:?}"))?;
+    if k.is_empty() {
+        return Err(format!("empty key in {s:?}"));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+pub fn parse_member(s: &str) -> Result<pb::Member, String> {
+    let mut m = pb::Member::default();
+    for part in s.split(',') {
+        let (k, v) = parse_pair(part)?;
+        match k.as_str() {
+            "id" => m.id = v.parse().map_err(|_| format!("bad id {v:?}"))?,
+            "addr" => m.addr = v,
+            "region" => m.region = v,
+            "zone" => m.zone = v,
+            _ => return Err(format!("unknown member field {k:?} (id, addr, region, zone)")),
+        }
+    }
+    if m.id == 0 || m.addr.is_empty() || m.region.is_empty() {
+        return Err("a member needs id, addr and region".into());
+    }
+    Ok(m)
+}
+
+fn read_input(path: &str) -> anyhow::Result<Vec<u8>> {
+    if path == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin().read_to_end(&mut buf)?;
+        return Ok(buf);
+    }
+    std::fs::read(path).with_context(|| format!("cannot read {path}"))
+}
+
+fn write_output(path: &str, bytes: &[u8]) -> anyhow::Result<()> {
+    if path == "-" {
+        let mut out = std::io::stdout().lock();
+        out.write_all(bytes)?;
+        return Ok(out.flush()?);
+    }
+    std::fs::write(path, bytes).with_context(|| format!("cannot write {path}"))
+}
+
+fn context(pairs: &[(String, String)]) -> HashMap<String, String> {
+    pairs.iter().cloned().collect()
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn token() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn status_error(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{:?}: {}", s.code(), s.message())
+}
+
+fn print_key(output: Output, key: Option<pb::KeyMetadata>) -> anyhow::Result<()> {
+    let key = key.context("the server returned no key")?;
+    match output {
+        Output::Json => println!("{}", key_json(&key)),
+        Output::Text => {
+            let state = pb::KeyState::try_from(key.state).map(|s| s.as_str_name()).unwrap_or("?");
+            let spec = pb::KeySpec::try_from(key.spec).map(|s| s.as_str_name()).unwrap_or("?");
+            println!(
+                "{}  {spec}  {state}  v{}/{}  {}",
+                key.key_id,
+                key.primary_version,
+                key.version_count,
+                key.aliases.join(",")
+            );
+        }
+    }
+    Ok(())
+}
+
+fn key_json(key: &pb::KeyMetadata) -> serde_json::Value {
+    serde_json::json!({
+        "key_id": key.key_id,
+        "aliases": key.aliases,
+        "description": key.description,
+        "tags": key.tags,
+        "spec": pb::KeySpec::try_from(key.spec).map(|s| s.as_str_name()).unwrap_or("?"),
+        "state": pb::KeyState::try_from(key.state).map(|s| s.as_str_name()).unwrap_or("?"),
+        "deletion_time_ms": key.deletion_time_ms,
+        "primary_version": key.primary_version,
+        "version_count": key.version_count,
+        "rotation_period_days": key.rotation_period_days,
+        "next_rotation_ms": key.next_rotation_ms,
+        "created_ms": key.created_ms,
+        "updated_ms": key.updated_ms,
+    })
+}
+
+fn client(common: &Common) -> anyhow::Result<Client> {
+    Ok(Client::new(&common.endpoints)?)
+}
+
+/// Runs a client or cluster command.
+pub async fn run_client(command: Commands) -> anyhow::Result<()> {
+    match command {
+        Commands::Server { .. } | Commands::Dev { .. } => bail!("not a client command"),
+        Commands::Key { command, common } => key_command(command, &common).await,
+        Commands::Encrypt { key, io, common } => {
+            let c = client(&common)?;
+            let req = pb::EncryptRequest {
+                key,
+                plaintext: read_input(&io.input)?,
+                encryption_context: context(&io.context),
+                consistency: None,
+            };
+            let r = c.kms(|mut k| { let req = req.clone(); async move { k.encrypt(req).await } }).await.map_err(status_error)?;
+            match common.output {
+                Output::Text => write_output(&io.output_file, &r.ciphertext),
+                Output::Json => {
+                    let j = serde_json::json!({"ciphertext": b64(&r.ciphertext), "key_id": r.key_id, "key_version": r.key_version});
+                    write_output(&io.output_file, format!("{j}\n").as_bytes())
+                }
+            }
+        }
+        Commands::Decrypt { io, common } => {
+            let c = client(&common)?;
+            let req = pb::DecryptRequest {
+                ciphertext: read_input(&io.input)?,
+                encryption_context: context(&io.context),
+                consistency: None,
+                key: String::new(),
+            };
+            let r = c.kms(|mut k| { let req = req.clone(); async move { k.decrypt(req).await } }).await.map_err(status_error)?;
+            match common.output {
+                Output::Text => write_output(&io.output_file, &r.plaintext),
+                Output::Json => {
+                    let j = serde_json::json!({"plaintext": b64(&r.plaintext), "key_id": r.key_id, "key_version": r.key_version});
+                    write_output(&io.output_file, format!("{j}\n").as_bytes())
+                }
+            }
+        }
+        Commands::Reencrypt { key, dest_context, io, common } => {
+            let c = client(&common)?;
+            let source = context(&io.context);
+            let req = pb::ReEncryptRequest {
+                ciphertext: read_input(&io.input)?,
+                destination_encryption_context: if dest_context.is_empty() { source.clone() } else { context(&dest_context) },
+                source_encryption_context: source,
+                destination_key: key.unwrap_or_default(),
+                consistency: None,
+            };
+            let r = c.kms(|mut k| { let req = req.clone(); async move { k.re_encrypt(req).await } }).await.map_err(status_error)?;
+            match common.output {
+                Output::Text => write_output(&io.output_file, &r.ciphertext),
+                Output::Json => {
+                    let j = serde_json::json!({"ciphertext": b64(&r.ciphertext), "key_id": r.key_id, "key_version": r.key_version,
+                        "source_key_id": r.source_key_id, "source_key_version": r.source_key_version});
+                    write_output(&io.output_file, format!("{j}\n").as_bytes())
+                }
+            }
+        }
+        Commands::Datakey { key, context: ctx, bytes, without_plaintext, common } => {
+            let c = client(&common)?;
+            let req = pb::GenerateDataKeyRequest { key, encryption_context: context(&ctx), number_of_bytes: bytes, consistency: None };
+            let r = if without_plaintext {
+                c.kms(|mut k| { let req = req.clone(); async move { k.generate_data_key_without_plaintext(req).await } }).await
+            } else {
+                c.kms(|mut k| { let req = req.clone(); async move { k.generate_data_key(req).await } }).await
+            }
+            .map_err(status_error)?;
+            let j = serde_json::json!({"plaintext": b64(&r.plaintext), "ciphertext": b64(&r.ciphertext), "key_id": r.key_id, "key_version": r.key_version});
+            match common.output {
+                Output::Json => println!("{j}"),
+                Output::Text => {
+                    if !without_plaintext {
+                        println!("plaintext:  {}", b64(&r.plaintext));
+                    }
+                    println!("ciphertext: {}", b64(&r.ciphertext));
+                    println!("key:        {} v{}", r.key_id, r.key_version);
+                }
+            }
+            Ok(())
+        }
+        Commands::Sign { key, input, output_file, common } => {
+            let c = client(&common)?;
+            let req = pb::SignRequest { key, message: read_input(&input)?, consistency: None };
+            let r = c.kms(|mut k| { let req = req.clone(); async move { k.sign(req).await } }).await.map_err(status_error)?;
+            write_output(&output_file, &r.signature)?;
+            if common.output == Output::Json {
+                eprintln!("{}", serde_json::json!({"key_id": r.key_id, "key_version": r.key_version, "signature": b64(&r.signature)}));
+            }
+            Ok(())
+        }
+        Commands::Verify { key, input, signature, key_version, common } => {
+            let c = client(&common)?;
+            let req = pb::VerifyRequest {
+                key,
+                message: read_input(&input)?,
+                signature: read_input(&signature)?,
+                key_version,
+                consistency: None,
+            };
+            let r = c.kms(|mut k| { let req = req.clone(); async move { k.verify(req).await } }).await.map_err(status_error)?;
+            match common.output {
+                Output::Json => println!("{}", serde_json::json!({"valid": r.valid})),
+                Output::Text => println!("{}", if r.valid { "valid" } else { "INVALID" }),
+            }
+            if !r.valid {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Commands::Pubkey { key, common } => {
+            let c = client(&common)?;
+            let req = pb::GetPublicKeyRequest { key, key_version: 0, consistency: None };
+            let r = c.kms(|mut k| { let req = req.clone(); async move { k.get_public_key(req).await } }).await.map_err(status_error)?;
+            match common.output {
+                Output::Json => println!("{}", serde_json::json!({"key_id": r.key_id, "key_version": r.key_version, "public_key_der": b64(&r.public_key_der), "public_key_pem": r.public_key_pem})),
+                Output::Text => print!("{}", r.public_key_pem),
+            }
+            Ok(())
+        }
+        Commands::Random { bytes, common } => {
+            let c = client(&common)?;
+            let req = pb::GenerateRandomRequest { number_of_bytes: bytes };
+            let r = c.kms(|mut k| async move { k.generate_random(req).await }).await.map_err(status_error)?;
+            match common.output {
+                Output::Json => println!("{}", serde_json::json!({"random": b64(&r.random)})),
+                Output::Text => println!("{}", hex::encode(&r.random)),
+            }
+            Ok(())
+        }
+        Commands::Cluster { command, common } => cluster_command(command, &common).await,
+    }
+}
+
+async fn key_command(command: KeyCommand, common: &Common) -> anyhow::Result<()> {
+    let c = client(common)?;
+    macro_rules! call {
+        ($method:ident, $req:expr) => {{
+            let req = $req;
+            c.kms(|mut k| { let req = req.clone(); async move { k.$method(req).await } }).await.map_err(status_error)?
+        }};
+    }
+    let key = match command {
+        KeyCommand::Create { alias, spec, description, rotation_days } => {
+            let spec = match spec {
+                Spec::Aes256GcmSiv => pb::KeySpec::Aes256GcmSiv,
+                Spec::EccNistP384 => pb::KeySpec::EccNistP384,
+            };
+            call!(create_key, pb::CreateKeyRequest {
+                spec: spec as i32,
+                usage: 0,
+                description,
+                tags: HashMap::new(),
+                alias: alias.unwrap_or_default(),
+                idempotency_token: token(),
+                rotation_period_days: rotation_days.unwrap_or(0),
+            })
+            .key
+        }
+        KeyCommand::Describe { key } => call!(describe_key, pb::DescribeKeyRequest { key, consistency: None }).key,
+        KeyCommand::List => {
+            let mut page_token = String::new();
+            let mut all = Vec::new();
+            loop {
+                let r = call!(list_keys, pb::ListKeysRequest { page_size: 100, page_token: page_token.clone(), consistency: None });
+                all.extend(r.keys);
+                if r.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = r.next_page_token;
+            }
+            if common.output == Output::Json {
+                println!("{}", serde_json::Value::Array(all.iter().map(key_json).collect()));
+            } else {
+                for k in all {
+                    print_key(Output::Text, Some(k))?;
+                }
+            }
+            return Ok(());
+        }
+        KeyCommand::Rotate { key } => call!(rotate_key, pb::RotateKeyRequest { key, idempotency_token: token() }).key,
+        KeyCommand::Enable { key } => call!(enable_key, pb::KeyRequest { key }).key,
+        KeyCommand::Disable { key } => call!(disable_key, pb::KeyRequest { key }).key,
+        KeyCommand::ScheduleDeletion { key, days } => {
+            call!(schedule_key_deletion, pb::ScheduleKeyDeletionRequest { key, pending_window_days: days }).key
+        }
+        KeyCommand::CancelDeletion { key } => call!(cancel_key_deletion, pb::KeyRequest { key }).key,
+        KeyCommand::EnableVersion { key, version } => call!(enable_key_version, pb::KeyVersionRequest { key, version }).key,
+        KeyCommand::DisableVersion { key, version } => call!(disable_key_version, pb::KeyVersionRequest { key, version }).key,
+        KeyCommand::Versions { key } => {
+            let r = call!(list_key_versions, pb::ListKeyVersionsRequest { key, consistency: None });
+            for v in r.versions {
+                let state = pb::KeyVersionState::try_from(v.state).map(|s| s.as_str_name()).unwrap_or("?");
+                match common.output {
+                    Output::Json => println!("{}", serde_json::json!({"version": v.version, "state": state, "primary": v.primary, "created_ms": v.created_ms})),
+                    Output::Text => println!("v{}  {state}{}", v.version, if v.primary { "  primary" } else { "" }),
+                }
+            }
+            return Ok(());
+        }
+    };
+    print_key(common.output, key)
+}
+
+async fn cluster_command(command: ClusterCommand, common: &Common) -> anyhow::Result<()> {
+    let c = client(common)?;
+    match command {
+        ClusterCommand::Init { members } => {
+            let req = pb::InitRequest { members };
+            let r = c.admin_at(0, |mut a| async move { a.init(req).await }).await.map_err(status_error)?;
+            println!("initialised: {} share holders, any {} can unwrap", r.holders, r.shares_needed);
+        }
+        ClusterCommand::Status => {
+            let r = c.admin(|mut a| async move { a.status(pb::StatusRequest {}).await }).await.map_err(status_error)?;
+            if common.output == Output::Json {
+                let nodes: Vec<_> = r.nodes.iter().map(|n| serde_json::json!({
+                    "id": n.id, "addr": n.addr, "region": n.region, "role": n.role, "term": n.term,
+                    "last_log_index": n.last_log_index, "applied_index": n.applied_index,
+                    "replication_lag": n.replication_lag, "version": n.version, "reachable": n.reachable,
+                    "error": n.error, "voter": n.voter, "holds_share": n.holds_share,
+                })).collect();
+                println!("{}", serde_json::json!({"leader_id": r.leader_id, "nodes": nodes}));
+            } else {
+                println!("{:<4} {:<22} {:<10} {:<10} {:>5} {:>8} {:>8} {:>4}  version", "id", "addr", "region", "role", "term", "last_log", "applied", "lag");
+                for n in r.nodes {
+                    println!(
+                        "{:<4} {:<22} {:<10} {:<10} {:>5} {:>8} {:>8} {:>4}  {}{}",
+                        n.id, n.addr, n.region, n.role, n.term, n.last_log_index, n.applied_index, n.replication_lag, n.version,
+                        if n.error.is_empty() { String::new() } else { format!("  ({})", n.error) }
+                    );
+                }
+            }
+        }
+        ClusterCommand::AddNode { id, addr, region } => {
+            let req = pb::AddNodeRequest { member: Some(pb::Member { id, addr, region, zone: String::new() }) };
+            c.admin(|mut a| { let req = req.clone(); async move { a.add_node(req).await } }).await.map_err(status_error)?;
+            println!("node {id} added as a voter");
+        }
+        ClusterCommand::RemoveNode { id } => {
+            c.admin(|mut a| async move { a.remove_node(pb::RemoveNodeRequest { id }).await }).await.map_err(status_error)?;
+            println!("node {id} removed");
+        }
+        ClusterCommand::TransferLeader { id } => {
+            c.admin(|mut a| async move { a.transfer_leader(pb::TransferLeaderRequest { id }).await }).await.map_err(status_error)?;
+            println!("leadership moved to node {id}");
+        }
+        ClusterCommand::Snapshot => {
+            let r = c.admin(|mut a| async move { a.snapshot(pb::SnapshotRequest {}).await }).await.map_err(status_error)?;
+            println!("snapshot at log index {}", r.last_log_index);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,137 @@
+//! Node configuration: a TOML file, every field overridable from `KEYQUORUM_*` environment
+//! variables (e.g. `KEYQUORUM_REGION`, `KEYQUORUM_RAFT_HEARTBEAT_MS`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Raft node id, unique in the cluster, > 0.
+    pub id: u64,
+    /// Address the gRPC server binds (public and node-to-node services).
+    pub listen: SocketAddr,
+    /// Address other nodes and clients use; defaults to `listen`.
+    #[serde(default)]
+    pub advertise: Option<String>,
+    pub region: String,
+    #[serde(default)]
+    pub zone: String,
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub raft: RaftTimings,
+    #[serde(default)]
+    pub limits: Limits,
+    /// How long unwrapped key material stays cached in memory.
+    #[serde(default = "default_cache_ttl_ms")]
+    pub material_cache_ttl_ms: u64,
+}
+
+fn default_cache_ttl_ms() -> u64 {
+    5 * 60 * 1000
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftTimings {
+    pub heartbeat_ms: u64,
+    pub election_timeout_ms_min: u64,
+    pub election_timeout_ms_max: u64,
+    /// Deadline of one node-to-node RPC.
+    pub rpc_timeout_ms: u64,
+    /// Deadline of a whole snapshot transfer.
+    pub snapshot_timeout_ms: u64,
+    /// Build a snapshot after this many applied entries.
+    pub snapshot_every_entries: u64,
+    /// Entries kept in the log behind a snapshot (for slow followers).
+    pub keep_entries_after_snapshot: u64,
+    /// Deadline of a client request's consensus step (write or read index).
+    pub request_timeout_ms: u64,
+}
+
+impl Default for RaftTimings {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 100,
+            election_timeout_ms_min: 600,
+            election_timeout_ms_max: 1200,
+            rpc_timeout_ms: 2000,
+            snapshot_timeout_ms: 30_000,
+            snapshot_every_entries: 5000,
+            keep_entries_after_snapshot: 1000,
+            request_timeout_ms: 5000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest gRPC message accepted or sent.
+    pub max_message_bytes: usize,
+    /// Largest snapshot a follower accepts.
+    pub max_snapshot_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_message_bytes: 4 * 1024 * 1024, max_snapshot_bytes: 1 << 30 }
+    }
+}
+
+impl NodeConfig {
+    /// Reads `path` then the environment; any problem names the field.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        if !path.exists() {
+            anyhow::bail!("config file {} does not exist", path.display());
+        }
+        let config: NodeConfig = Figment::new()
+            .merge(Toml::file(path))
+            .merge(Env::prefixed("KEYQUORUM_").ignore(&["ENDPOINTS", "REGION_CLIENT", "LOG"]).split("__"))
+            .extract()
+            .map_err(|e| anyhow::anyhow!("invalid configuration in {}: {e}", path.display()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.id == 0 {
+            anyhow::bail!("invalid configuration: field `id` must be greater than 0");
+        }
+        if self.region.trim().is_empty() {
+            anyhow::bail!("invalid configuration: field `region` must not be empty");
+        }
+        let r = &self.raft;
+        if r.heartbeat_ms == 0 || r.election_timeout_ms_min <= r.heartbeat_ms || r.election_timeout_ms_max <= r.election_timeout_ms_min {
+            anyhow::bail!(
+                "invalid configuration: field `raft`: need 0 < heartbeat_ms < election_timeout_ms_min < election_timeout_ms_max"
+            );
+        }
+        Ok(())
+    }
+
+    pub fn advertise_addr(&self) -> String {
+        self.advertise.clone().unwrap_or_else(|| self.listen.to_string())
+    }
+
+    pub fn openraft_config(&self) -> anyhow::Result<openraft::Config> {
+        let r = &self.raft;
+        let config = openraft::Config {
+            cluster_name: "keyquorum".into(),
+            heartbeat_interval: r.heartbeat_ms,
+            election_timeout_min: r.election_timeout_ms_min,
+            election_timeout_max: r.election_timeout_ms_max,
+            // Deadline of one snapshot chunk RPC.
+            install_snapshot_timeout: r.snapshot_timeout_ms,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(r.snapshot_every_entries),
+            max_in_snapshot_log_to_keep: r.keep_entries_after_snapshot,
+            snapshot_max_chunk_size: (self.limits.max_message_bytes as u64 / 2).max(1024),
+            ..Default::default()
+        };
+        Ok(config.validate()?)
+    }
+}

@@ -1,0 +1,133 @@
+//! Unwrapping key material with the threshold root key: this node's own decryption share plus
+//! shares from peers, combined optimistically and checked against the key-check value.
+//!
+//! **Architecture Invariant:** a node contributes a share only for a wrapped key that its own
+//! replicated state holds, for an enabled version of an enabled key, to a current member.
+//! (Until mTLS lands, the requester's id is taken from the request.)
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crypto::threshold::{self, Wrapped};
+use crypto::{CryptoError, SecretBytes};
+use proto::internal::DecryptionShareRequest;
+use raft::{KeyRef, KeyUsage, NodeId, WrappedMaterial};
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use crate::error::{NodeError, Result};
+use crate::network::Connector;
+use crate::node::Node;
+
+impl<C: Connector> Node<C> {
+    /// The plaintext material of `(key_id, version)`, from the cache or from t+1 shares.
+    pub async fn material(&self, key_id: Uuid, version: u32, wrapped: &WrappedMaterial) -> Result<SecretBytes> {
+        if let Some(m) = self.cache_get(key_id, version) {
+            return Ok(m);
+        }
+        let root = self.state.read().store.root().cloned().ok_or(NodeError::NotInitialized)?;
+        if wrapped.root_epoch != root.epoch {
+            return Err(NodeError::Internal(format!(
+                "key {key_id} v{version} is wrapped under root epoch {} but the root is at {}",
+                wrapped.root_epoch, root.epoch
+            )));
+        }
+        let need = threshold::shares_needed(&root.public_key_set)?;
+        let target = Wrapped { ciphertext: wrapped.ciphertext.clone(), kcv: wrapped.kcv };
+        let mut shares = BTreeMap::new();
+        if let Some(holder) = self.share_holder()? {
+            shares.insert(holder.index(), holder.decryption_share(&wrapped.ciphertext)?);
+        }
+        let applied = *self.state.applied_index().borrow();
+        let addrs: BTreeMap<NodeId, String> = self.members().into_iter().map(|(id, n)| (id, n.addr)).collect();
+        let mut asks = JoinSet::new();
+        for (peer, holder) in &root.holders {
+            if *peer == self.id {
+                continue;
+            }
+            let Some(addr) = addrs.get(peer) else { continue };
+            let Ok(mut client) = self.peers.client(addr) else { continue };
+            let request = DecryptionShareRequest {
+                key_id: key_id.as_bytes().to_vec(),
+                version,
+                min_applied_index: applied,
+                requester: self.id,
+            };
+            let (peer, index) = (*peer, holder.share_index);
+            let timeout = Duration::from_millis(self.config.raft.rpc_timeout_ms);
+            asks.spawn(async move {
+                let reply = tokio::time::timeout(timeout, client.decryption_share(request)).await;
+                match reply {
+                    Ok(Ok(r)) if r.get_ref().share_index == index => Ok((index, r.into_inner().share)),
+                    Ok(Ok(_)) => Err(format!("node {peer} answered with the wrong share index")),
+                    Ok(Err(s)) => Err(format!("node {peer}: {}", s.message())),
+                    Err(_) => Err(format!("node {peer}: timed out")),
+                }
+            });
+        }
+        let mut refusals = Vec::new();
+        let mut last_error = None;
+        loop {
+            if shares.len() >= need {
+                match threshold::unwrap(&root.public_key_set, &target, &shares) {
+                    Ok(material) => {
+                        asks.abort_all();
+                        self.cache_put(key_id, version, material.clone());
+                        return Ok(material);
+                    }
+                    Err(CryptoError::KeyCheckMismatch { faulty }) => {
+                        tracing::warn!(?faulty, %key_id, version, "faulty decryption shares; asking more holders");
+                        for f in &faulty {
+                            shares.remove(f);
+                        }
+                        last_error = Some(CryptoError::KeyCheckMismatch { faulty });
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            match asks.join_next().await {
+                Some(Ok(Ok((index, share)))) => {
+                    shares.insert(index, share);
+                }
+                Some(Ok(Err(why))) => refusals.push(why),
+                Some(Err(e)) => refusals.push(e.to_string()),
+                None => break,
+            }
+        }
+        if let Some(e) = last_error {
+            return Err(e.into());
+        }
+        Err(NodeError::Unavailable(format!(
+            "cannot unwrap key {key_id} version {version}: have {} of {need} decryption shares ({})",
+            shares.len(),
+            refusals.join("; ")
+        )))
+    }
+
+    /// Serves a peer's request for this node's decryption share.
+    pub async fn decryption_share_for(&self, request: &DecryptionShareRequest) -> Result<(u64, Vec<u8>)> {
+        let key_id = Uuid::from_slice(&request.key_id).map_err(|_| NodeError::Invalid("key_id must be 16 bytes".into()))?;
+        // Learn the version first if the requester is ahead of us.
+        self.wait_applied(request.min_applied_index).await?;
+        if !self.members().iter().any(|(id, _)| *id == request.requester) {
+            return Err(NodeError::Invalid(format!("node {} is not a member of this cluster", request.requester)));
+        }
+        let holder = self.share_holder()?.ok_or_else(|| NodeError::Unavailable("this node holds no share".into()))?;
+        let ciphertext = {
+            let state = self.state.read();
+            let key = state.store.resolve(&KeyRef::Id(key_id))?;
+            let usage = key.spec.usage();
+            let v = key.version_for(usage, request.version).map_err(|e| {
+                NodeError::Kms(raft::KmsError::InvalidState(format!("share refused: {e}")))
+            })?;
+            debug_assert!(matches!(usage, KeyUsage::EncryptDecrypt | KeyUsage::SignVerify));
+            v.material
+                .as_ref()
+                .ok_or_else(|| NodeError::Kms(raft::KmsError::InvalidState("version is destroyed".into())))?
+                .ciphertext
+                .clone()
+        };
+        tracing::info!(requester = request.requester, %key_id, version = request.version, "audit: decryption share given");
+        Ok((holder.index(), holder.decryption_share(&ciphertext)?))
+    }
+}

@@ -1,0 +1,19 @@
+//! The keyquorum server: gRPC services (KMS, Admin, node-to-node), custody of the root-key
+//! share, configuration, and the `keyquorum` binary's commands.
+//!
+//! **Architecture Invariant:** the only crate that knows tonic servers, the filesystem layout
+//! and process signals. Node code reads time only through `tokio::time` and the injected
+//! [`node::Clock`], and randomness only from its injected [`crypto::SecureRng`].
+
+pub mod cli;
+pub mod config;
+mod convert;
+mod custody;
+pub mod dev;
+pub mod error;
+pub mod network;
+pub mod node;
+pub mod server;
+mod service_admin;
+mod service_internal;
+mod service_kms;

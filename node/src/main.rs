@@ -1,0 +1,32 @@
+use clap::Parser;
+use node::cli::{Cli, Commands};
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYQUORUM_LOG").unwrap_or_else(|_| {
+        let level = if matches!(cli.command, Commands::Server { .. }) { "info,openraft=warn" } else { "warn" };
+        tracing_subscriber::EnvFilter::new(level)
+    });
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Commands::Server { config } => node::server::run(node::config::NodeConfig::load(&config)?).await,
+            Commands::Dev { data_dir, nodes, base_port } => node::dev::run(data_dir, nodes, base_port).await,
+            other => node::cli::run_client(other).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

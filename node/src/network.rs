@@ -1,0 +1,188 @@
+//! Node-to-node transport: openraft's network over the `Internal` gRPC service.
+//!
+//! One cached channel per peer address; per-RPC deadlines from openraft's `RPCOption`;
+//! message-size limits on both sides. Generic over how connections are made ([`Connector`]),
+//! so the simulator can plug in turmoil's sockets.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use proto::internal::internal_client::InternalClient;
+use proto::internal::RaftPayload;
+use raft::{NodeId, NodeInfo, TypeConfig};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::{NodeError, Result};
+
+/// Makes (lazy) channels to peers.
+pub trait Connector: Clone + Send + Sync + 'static {
+    fn channel(&self, addr: &str) -> Result<Channel>;
+}
+
+/// Plain TCP (loopback or LAN). mTLS arrives with the custody issue.
+#[derive(Debug, Clone)]
+pub struct TcpConnector {
+    pub connect_timeout: Duration,
+}
+
+impl Connector for TcpConnector {
+    fn channel(&self, addr: &str) -> Result<Channel> {
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| NodeError::Invalid(format!("bad peer address {addr:?}: {e}")))?
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_while_idle(true);
+        Ok(endpoint.connect_lazy())
+    }
+}
+
+/// The channel cache: one channel per peer address, shared by raft and custody RPCs.
+#[derive(Debug, Clone)]
+pub struct Peers<C> {
+    connector: C,
+    channels: Arc<Mutex<BTreeMap<String, Channel>>>,
+    max_message_bytes: usize,
+}
+
+impl<C: Connector> Peers<C> {
+    pub fn new(connector: C, max_message_bytes: usize) -> Self {
+        Self { connector, channels: Default::default(), max_message_bytes }
+    }
+
+    pub fn channel(&self, addr: &str) -> Result<Channel> {
+        let mut channels = self.channels.lock().map_err(|_| NodeError::Internal("peer cache poisoned".into()))?;
+        match channels.get(addr) {
+            Some(c) => Ok(c.clone()),
+            None => {
+                let c = self.connector.channel(addr)?;
+                channels.insert(addr.to_string(), c.clone());
+                Ok(c)
+            }
+        }
+    }
+
+    pub fn client(&self, addr: &str) -> Result<InternalClient<Channel>> {
+        let channel = self.channel(addr)?;
+        Ok(InternalClient::new(channel)
+            .max_decoding_message_size(self.max_message_bytes)
+            .max_encoding_message_size(self.max_message_bytes))
+    }
+}
+
+pub fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
+    postcard::to_stdvec(value).map_err(|e| NodeError::Internal(format!("encode: {e}")))
+}
+
+pub fn decode<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> std::result::Result<T, tonic::Status> {
+    postcard::from_bytes(bytes).map_err(|e| tonic::Status::invalid_argument(format!("malformed payload: {e}")))
+}
+
+/// openraft's network factory.
+#[derive(Debug, Clone)]
+pub struct NetworkFactory<C> {
+    pub id: NodeId,
+    pub peers: Peers<C>,
+}
+
+impl<C: Connector> RaftNetworkFactory<TypeConfig> for NetworkFactory<C> {
+    type Network = PeerNetwork<C>;
+
+    async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> Self::Network {
+        PeerNetwork { id: self.id, target, addr: node.addr.clone(), peers: self.peers.clone() }
+    }
+}
+
+#[derive(Debug)]
+pub struct PeerNetwork<C> {
+    id: NodeId,
+    target: NodeId,
+    addr: String,
+    peers: Peers<C>,
+}
+
+type RpcResult<T, E> = std::result::Result<T, RPCError<NodeId, NodeInfo, E>>;
+
+impl<C: Connector> PeerNetwork<C> {
+    async fn call<Req, Resp, E>(&self, kind: Rpc, req: &Req, option: &RPCOption) -> RpcResult<Resp, RaftError<NodeId, E>>
+    where
+        Req: serde::Serialize,
+        Resp: serde::de::DeserializeOwned,
+        E: std::error::Error + serde::de::DeserializeOwned,
+    {
+        let unreachable = |e: &dyn std::fmt::Display| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e.to_string())));
+        let mut client = self.peers.client(&self.addr).map_err(|e| unreachable(&e))?;
+        let payload = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut request = tonic::Request::new(RaftPayload { payload });
+        let ttl = option.hard_ttl();
+        request.set_timeout(ttl);
+        let call = async {
+            match kind {
+                Rpc::Append => client.append_entries(request).await,
+                Rpc::Vote => client.vote(request).await,
+                Rpc::Snapshot => client.install_snapshot(request).await,
+            }
+        };
+        let reply = match tokio::time::timeout(ttl, call).await {
+            Err(_) => {
+                return Err(RPCError::Timeout(Timeout {
+                    action: kind.action(),
+                    id: self.id,
+                    target: self.target,
+                    timeout: ttl,
+                }))
+            }
+            Ok(Err(status)) => return Err(unreachable(&status)),
+            Ok(Ok(reply)) => reply.into_inner(),
+        };
+        let result: std::result::Result<Resp, RaftError<NodeId, E>> =
+            postcard::from_bytes(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Rpc {
+    Append,
+    Vote,
+    Snapshot,
+}
+
+impl Rpc {
+    fn action(self) -> openraft::network::RPCTypes {
+        match self {
+            Rpc::Append => openraft::network::RPCTypes::AppendEntries,
+            Rpc::Vote => openraft::network::RPCTypes::Vote,
+            Rpc::Snapshot => openraft::network::RPCTypes::InstallSnapshot,
+        }
+    }
+}
+
+impl<C: Connector> RaftNetwork<TypeConfig> for PeerNetwork<C> {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
+        self.call(Rpc::Append, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>> {
+        self.call(Rpc::Snapshot, &rpc, &option).await
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> RpcResult<VoteResponse<NodeId>, RaftError<NodeId>> {
+        self.call(Rpc::Vote, &rpc, &option).await
+    }
+}

@@ -1,0 +1,369 @@
+//! The node: one Raft member with its state, peers, identity and custody of its root-key share.
+//! Everything the gRPC services do goes through here.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crypto::threshold::{IdentityKey, ShareHolder};
+use crypto::{SecretBytes, SecureRng};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{Raft, ServerState};
+use proto::internal::{ReadIndexRequest, RaftPayload};
+use raft::{Applied, Command, KeySpec, NodeId, NodeInfo, TypeConfig, WrappedMaterial};
+use storage::SharedState;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::config::NodeConfig;
+use crate::error::{NodeError, Result};
+use crate::network::{decode, encode, Connector, Peers};
+
+/// Wall-clock milliseconds since the Unix epoch. Injected so the simulator controls it.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    })
+}
+
+/// How fresh a read must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    Linearizable,
+    BoundedStaleness { max_staleness_ms: u64 },
+}
+
+pub struct Node<C> {
+    pub id: NodeId,
+    pub config: NodeConfig,
+    pub raft: Raft<TypeConfig>,
+    pub state: SharedState,
+    pub peers: Peers<C>,
+    pub clock: Clock,
+    identity: IdentityKey,
+    share: Mutex<Option<Arc<ShareHolder>>>,
+    rng: Mutex<SecureRng>,
+    cache: Mutex<BTreeMap<(Uuid, u32), (SecretBytes, Instant)>>,
+    reads: Mutex<ReadBatch>,
+    last_leader_contact: Mutex<Option<Instant>>,
+}
+
+impl<C> std::fmt::Debug for Node<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Node {{ id: {} }}", self.id)
+    }
+}
+
+#[derive(Default)]
+struct ReadBatch {
+    running: bool,
+    waiters: Vec<oneshot::Sender<std::result::Result<u64, String>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Poisoning means a panic while holding one of these short locks: continuing with the
+    // data is safe (caches, RNG, batch bookkeeping).
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl<C: Connector> Node<C> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: NodeConfig,
+        raft: Raft<TypeConfig>,
+        state: SharedState,
+        peers: Peers<C>,
+        clock: Clock,
+        identity: IdentityKey,
+        rng: SecureRng,
+    ) -> Self {
+        Self {
+            id: config.id,
+            config,
+            raft,
+            state,
+            peers,
+            clock,
+            identity,
+            share: Mutex::new(None),
+            rng: Mutex::new(rng),
+            cache: Mutex::new(BTreeMap::new()),
+            reads: Mutex::new(ReadBatch::default()),
+            last_leader_contact: Mutex::new(None),
+        }
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        (self.clock)()
+    }
+
+    pub fn identity_public(&self) -> Vec<u8> {
+        self.identity.public()
+    }
+
+    pub fn with_rng<T>(&self, f: impl FnOnce(&mut SecureRng) -> T) -> T {
+        f(&mut lock(&self.rng))
+    }
+
+    fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.raft.request_timeout_ms)
+    }
+
+    /// The current leader and its address, if known.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let m = self.raft.metrics().borrow().clone();
+        let leader = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&leader)?.clone();
+        Some((leader, node.addr))
+    }
+
+    pub fn is_leader(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.state == ServerState::Leader && m.current_leader == Some(self.id)
+    }
+
+    /// Records that a leader's append arrived, for bounded-staleness reads.
+    pub fn heard_from_leader(&self) {
+        *lock(&self.last_leader_contact) = Some(Instant::now());
+    }
+
+    pub fn ensure_initialized(&self) -> Result<()> {
+        if self.state.read().store.root().is_none() {
+            return Err(NodeError::NotInitialized);
+        }
+        Ok(())
+    }
+
+    /// Replicates a command and returns its outcome. Followers forward it to the leader.
+    pub async fn propose(&self, command: Command) -> Result<Applied> {
+        let deadline = Instant::now() + self.request_timeout();
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            let attempt = async {
+                if self.is_leader() || self.leader().is_none() {
+                    return self.propose_local(command.clone()).await;
+                }
+                let (_, addr) = self.leader().ok_or_else(|| NodeError::Unavailable("no leader".into()))?;
+                self.forward(&addr, &command).await
+            };
+            match tokio::time::timeout_at(deadline, attempt).await {
+                Ok(Ok(applied)) => return applied.map_err(NodeError::Kms),
+                Ok(Err(NodeError::Unavailable(why))) if Instant::now() + backoff < deadline => {
+                    tracing::debug!(%why, "propose: retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(no_quorum(self.config.raft.request_timeout_ms)),
+            }
+        }
+    }
+
+    /// Proposes on this node; `Unavailable` when it is not the leader.
+    pub async fn propose_local(&self, command: Command) -> Result<raft::CommandResult> {
+        match self.raft.client_write(command).await {
+            Ok(resp) => Ok(resp.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(NodeError::Unavailable(format!("not the leader (leader hint: {:?})", f.leader_id)))
+            }
+            Err(RaftError::APIError(e)) => Err(NodeError::Internal(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(NodeError::Unavailable(format!("raft stopped on this node: {e}"))),
+        }
+    }
+
+    async fn forward(&self, addr: &str, command: &Command) -> Result<raft::CommandResult> {
+        let mut client = self.peers.client(addr)?;
+        let reply = client
+            .propose(RaftPayload { payload: encode(command)? })
+            .await
+            .map_err(|s| NodeError::Unavailable(format!("forwarding to the leader at {addr} failed: {}", s.message())))?;
+        decode(&reply.into_inner().payload).map_err(|s| NodeError::Internal(s.message().to_string()))
+    }
+
+    /// Waits until this node's state is fresh enough for `consistency`.
+    pub async fn linearize(self: &Arc<Self>, consistency: Consistency) -> Result<()> {
+        match consistency {
+            Consistency::Linearizable => {
+                let index = self.read_index().await?;
+                self.wait_applied(index).await
+            }
+            Consistency::BoundedStaleness { max_staleness_ms } => {
+                let fresh = if self.is_leader() {
+                    self.raft.metrics().borrow().millis_since_quorum_ack.is_some_and(|ms| ms <= max_staleness_ms)
+                } else {
+                    lock(&self.last_leader_contact)
+                        .is_some_and(|t| t.elapsed() <= Duration::from_millis(max_staleness_ms))
+                };
+                if fresh {
+                    Ok(())
+                } else {
+                    Err(NodeError::Unavailable(format!(
+                        "node {} has not heard from a leader within {max_staleness_ms} ms; retry with LINEARIZABLE or another node",
+                        self.id
+                    )))
+                }
+            }
+        }
+    }
+
+    /// A read index shared by every request waiting at the moment a round starts: requests
+    /// that arrive while a round is in flight join the next one, never the current one (which
+    /// may have been confirmed before they arrived).
+    pub async fn read_index(self: &Arc<Self>) -> Result<u64> {
+        let (tx, rx) = oneshot::channel();
+        let start = {
+            let mut batch = lock(&self.reads);
+            batch.waiters.push(tx);
+            !std::mem::replace(&mut batch.running, true)
+        };
+        if start {
+            let node = self.clone();
+            tokio::spawn(async move {
+                loop {
+                    let waiters = {
+                        let mut batch = lock(&node.reads);
+                        if batch.waiters.is_empty() {
+                            batch.running = false;
+                            return;
+                        }
+                        std::mem::take(&mut batch.waiters)
+                    };
+                    let result = node.read_index_round().await.map_err(|e| e.to_string());
+                    for w in waiters {
+                        let _ = w.send(result.clone());
+                    }
+                }
+            });
+        }
+        match rx.await {
+            Ok(Ok(index)) => Ok(index),
+            Ok(Err(why)) => Err(NodeError::Unavailable(why)),
+            Err(_) => Err(NodeError::Internal("read-index round dropped".into())),
+        }
+    }
+
+    async fn read_index_round(&self) -> Result<u64> {
+        let timeout_ms = self.config.raft.request_timeout_ms;
+        let round = async {
+            if self.is_leader() {
+                return self.leader_read_index().await;
+            }
+            let (leader, addr) = self.leader().ok_or_else(|| {
+                NodeError::Unavailable("no leader is known: the cluster may have lost its quorum; retry".into())
+            })?;
+            let mut client = self.peers.client(&addr)?;
+            let reply = client.read_index(ReadIndexRequest {}).await.map_err(|s| {
+                NodeError::Unavailable(format!("read index from leader {leader} at {addr} failed: {}", s.message()))
+            })?;
+            Ok(reply.into_inner().index)
+        };
+        tokio::time::timeout(self.request_timeout(), round).await.map_err(|_| no_quorum(timeout_ms))?
+    }
+
+    /// On the leader: confirms leadership with a quorum and returns the index reads must see.
+    pub async fn leader_read_index(&self) -> Result<u64> {
+        let (read_log_id, _) = self
+            .raft
+            .get_read_log_id()
+            .await
+            .map_err(|e| NodeError::Unavailable(format!("leadership not confirmed: {e}")))?;
+        Ok(read_log_id.map_or(0, |l| l.index))
+    }
+
+    pub async fn wait_applied(&self, index: u64) -> Result<()> {
+        let mut applied = self.state.applied_index();
+        let timeout_ms = self.config.raft.request_timeout_ms;
+        tokio::time::timeout(self.request_timeout(), applied.wait_for(|a| *a >= index))
+            .await
+            .map_err(|_| no_quorum(timeout_ms))?
+            .map_err(|_| NodeError::Unavailable("state machine stopped".into()))?;
+        Ok(())
+    }
+
+    /// Fresh key material of `spec`, wrapped under the current root key. Returns the plaintext
+    /// too, so the proposer can cache it once the command commits.
+    pub fn new_material(&self, spec: KeySpec) -> Result<(SecretBytes, WrappedMaterial)> {
+        let root = self.state.read().store.root().cloned().ok_or(NodeError::NotInitialized)?;
+        self.with_rng(|rng| {
+            let material = match spec {
+                KeySpec::Aes256GcmSiv => SecretBytes::new(rng.bytes::<32>().to_vec()),
+                KeySpec::EccNistP384 => crypto::ecdsa::generate_scalar(rng),
+            };
+            let public_key = match spec {
+                KeySpec::Aes256GcmSiv => None,
+                KeySpec::EccNistP384 => Some(crypto::ecdsa::public_key_sec1(&material)?),
+            };
+            let wrapped = crypto::threshold::wrap(&root.public_key_set, &material, rng)?;
+            Ok((
+                material,
+                WrappedMaterial { root_epoch: root.epoch, ciphertext: wrapped.ciphertext, kcv: wrapped.kcv, public_key },
+            ))
+        })
+    }
+
+    pub fn cache_get(&self, key_id: Uuid, version: u32) -> Option<SecretBytes> {
+        let mut cache = lock(&self.cache);
+        match cache.get(&(key_id, version)) {
+            Some((m, expires)) if *expires > Instant::now() => Some(m.clone()),
+            Some(_) => {
+                cache.remove(&(key_id, version));
+                None
+            }
+            None => None,
+        }
+    }
+
+    pub fn cache_put(&self, key_id: Uuid, version: u32, material: SecretBytes) {
+        let ttl = Duration::from_millis(self.config.material_cache_ttl_ms);
+        lock(&self.cache).insert((key_id, version), (material, Instant::now() + ttl));
+    }
+
+    /// Drops every cached version of a key (on disable, deletion, destruction).
+    pub fn cache_evict(&self, key_id: Uuid) {
+        lock(&self.cache).retain(|(id, _), _| *id != key_id);
+    }
+
+    /// This node's root-key share, opened from the replicated state with its identity key.
+    pub fn share_holder(&self) -> Result<Option<Arc<ShareHolder>>> {
+        if let Some(h) = lock(&self.share).as_ref() {
+            return Ok(Some(h.clone()));
+        }
+        let (holder, pks) = {
+            let state = self.state.read();
+            let Some(root) = state.store.root() else { return Ok(None) };
+            let Some(holder) = root.holders.get(&self.id) else { return Ok(None) };
+            (holder.clone(), root.public_key_set.clone())
+        };
+        let share_bytes = self.identity.open(&holder.sealed_share)?;
+        let share = ShareHolder::from_bytes(holder.share_index, &share_bytes)
+            .map_err(|e| NodeError::Internal(format!("my root-key share does not open: {e}")))?;
+        if !share.matches(&pks)? {
+            return Err(NodeError::Internal(
+                "my root-key share does not match the cluster's public key set (wrong identity key?)".into(),
+            ));
+        }
+        let share = Arc::new(share);
+        *lock(&self.share) = Some(share.clone());
+        Ok(Some(share))
+    }
+
+    /// Members of the current membership config: `(id, info)`.
+    pub fn members(&self) -> Vec<(NodeId, NodeInfo)> {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        m.membership().nodes().map(|(id, n)| (*id, n.clone())).collect()
+    }
+}
+
+pub(crate) fn no_quorum(timeout_ms: u64) -> NodeError {
+    NodeError::Unavailable(format!(
+        "the cluster did not confirm this request within {timeout_ms} ms: it may have lost its quorum; retry later or at another node"
+    ))
+}

@@ -1,0 +1,155 @@
+//! Starting a node: storage, identity, raft, background duties and the gRPC server.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crypto::threshold::IdentityKey;
+use crypto::{SecretBytes, SecureRng};
+use openraft::Raft;
+use proto::internal::internal_server::InternalServer;
+use proto::v1::admin_server::AdminServer;
+use proto::v1::kms_server::KmsServer;
+use raft::{Applied, Command, KeyRef};
+use storage::{RocksLogStore, RocksSnapshots, StateMachineStore};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_stream::Stream;
+use tonic::transport::server::Connected;
+
+use crate::config::NodeConfig;
+use crate::network::{Connector, NetworkFactory, Peers, TcpConnector};
+use crate::node::{system_clock, Node};
+use crate::service_admin::AdminService;
+use crate::service_internal::InternalService;
+use crate::service_kms::KmsService;
+
+const IDENTITY_FILE: &str = "identity.key";
+
+/// Loads this node's identity key, creating it (mode 0600) on first start.
+pub fn load_or_create_identity(data_dir: &Path, rng: &mut SecureRng) -> anyhow::Result<IdentityKey> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_dir.join(IDENTITY_FILE);
+    if path.exists() {
+        let bytes = SecretBytes::new(std::fs::read(&path)?);
+        return IdentityKey::from_bytes(&bytes)
+            .map_err(|e| anyhow::anyhow!("identity key {} is unreadable: {e}", path.display()));
+    }
+    let key = IdentityKey::generate(rng);
+    let bytes = key.to_bytes()?;
+    let tmp = data_dir.join(format!("{IDENTITY_FILE}.tmp"));
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    f.write_all(bytes.expose())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(data_dir)?.sync_all()?;
+    Ok(key)
+}
+
+/// Opens storage and starts raft for a real (RocksDB, TCP) node.
+pub async fn open_node(config: NodeConfig) -> anyhow::Result<Arc<Node<TcpConnector>>> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create data_dir {}: {e}", config.data_dir.display()))?;
+    let mut rng = SecureRng::from_os();
+    let identity = load_or_create_identity(&config.data_dir, &mut rng)?;
+    let db = storage::open_rocks(&config.data_dir.join("db"))
+        .map_err(|e| anyhow::anyhow!("cannot open RocksDB in {}: {e}", config.data_dir.display()))?;
+    let log = RocksLogStore::new(db.clone());
+    let sm = StateMachineStore::open(RocksSnapshots::new(db))?;
+    let state = sm.state();
+    let connector = TcpConnector { connect_timeout: Duration::from_millis(config.raft.rpc_timeout_ms) };
+    let peers = Peers::new(connector, config.limits.max_message_bytes);
+    let network = NetworkFactory { id: config.id, peers: peers.clone() };
+    let raft = Raft::new(config.id, Arc::new(config.openraft_config()?), network, log, sm).await?;
+    Ok(Arc::new(Node::new(config, raft, state, peers, system_clock(), identity, rng)))
+}
+
+/// Serves all gRPC services on `incoming` until `shutdown` resolves. Generic over the
+/// listener so the simulator can pass turmoil's.
+pub async fn serve<C, I, IO, IE>(node: Arc<Node<C>>, incoming: I, shutdown: impl Future<Output = ()>) -> anyhow::Result<()>
+where
+    C: Connector,
+    I: Stream<Item = Result<IO, IE>>,
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let max = node.config.limits.max_message_bytes;
+    let duties = tokio::spawn(leader_duties(node.clone()));
+    let result = tonic::transport::Server::builder()
+        .add_service(KmsServer::new(KmsService(node.clone())).max_decoding_message_size(max).max_encoding_message_size(max))
+        .add_service(AdminServer::new(AdminService(node.clone())).max_decoding_message_size(max))
+        .add_service(
+            InternalServer::new(InternalService(node.clone()))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
+    duties.abort();
+    node.raft.shutdown().await.map_err(|e| anyhow::anyhow!("raft shutdown: {e}"))?;
+    Ok(result?)
+}
+
+/// The leader proposes what time makes due: automatic rotations and destruction of keys
+/// whose deletion window has passed. Deduplicated by the commands themselves
+/// (`if_primary_is`, `DestroyDue`), so a stale leader proposing too is harmless.
+async fn leader_duties<C: Connector>(node: Arc<Node<C>>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if !node.is_leader() {
+            continue;
+        }
+        let now_ms = node.now_ms();
+        let (due, destroy) = {
+            let s = node.state.read();
+            (s.store.rotations_due(now_ms), s.store.destruction_due(now_ms))
+        };
+        for (id, primary, spec) in due {
+            let Ok((_, material)) = node.new_material(spec) else { continue };
+            let command = Command::RotateKey { key: KeyRef::Id(id), token: None, material, if_primary_is: Some(primary), now_ms };
+            if let Err(e) = node.propose(command).await {
+                tracing::warn!(%id, error = %e, "automatic rotation failed; will retry");
+            }
+        }
+        if destroy {
+            match node.propose(Command::DestroyDue { now_ms }).await {
+                Ok(Applied::Destroyed(ids)) => {
+                    for id in ids {
+                        tracing::info!(%id, "audit: key destroyed");
+                        node.cache_evict(id);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "destroying due keys failed; will retry"),
+            }
+        }
+    }
+}
+
+/// `keyquorum server`: runs one node until SIGINT or SIGTERM.
+pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let node = open_node(config).await?;
+    tracing::info!(id = node.id, addr = %node.config.advertise_addr(), region = %node.config.region, "node started");
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let shutdown = async {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("cannot install SIGTERM handler: {e}");
+                return std::future::pending().await;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+    };
+    serve(node, incoming, shutdown).await
+}

@@ -1,0 +1,279 @@
+//! The operator service (`keyquorum.v1.Admin`): init, status, membership, snapshots.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::ServerState;
+use proto::internal::IdentityRequest;
+use proto::v1 as pb;
+use proto::v1::admin_client::AdminClient;
+use proto::v1::admin_server::Admin;
+use raft::{Command, NodeId, NodeInfo, RootHolder, RootKey};
+use tonic::{Request, Response, Status};
+
+use crate::error::{NodeError, Result};
+use crate::network::Connector;
+use crate::node::Node;
+
+#[derive(Debug)]
+pub(crate) struct AdminService<C>(pub Arc<Node<C>>);
+
+fn ok<T>(r: Result<T>) -> std::result::Result<Response<T>, Status> {
+    r.map(Response::new).map_err(Status::from)
+}
+
+pub(crate) fn member_info(m: &pb::Member) -> Result<(NodeId, NodeInfo)> {
+    if m.id == 0 {
+        return Err(NodeError::Invalid("member id must be > 0".into()));
+    }
+    if m.addr.parse::<std::net::SocketAddr>().is_err() && !m.addr.contains(':') {
+        return Err(NodeError::Invalid(format!("member {} address {:?} is not host:port", m.id, m.addr)));
+    }
+    if m.region.is_empty() {
+        return Err(NodeError::Invalid(format!("member {} has no region", m.id)));
+    }
+    Ok((m.id, NodeInfo { addr: m.addr.clone(), region: m.region.clone(), zone: m.zone.clone() }))
+}
+
+impl<C: Connector> AdminService<C> {
+    /// Admin writes run on the leader; a follower passes them on.
+    async fn leader_admin(&self) -> Result<Option<AdminClient<tonic::transport::Channel>>> {
+        if self.0.is_leader() {
+            return Ok(None);
+        }
+        let (_, addr) = self.0.leader().ok_or_else(|| NodeError::Unavailable("no leader is known; retry".into()))?;
+        let channel = self.0.peers.channel(&addr)?;
+        Ok(Some(AdminClient::new(channel)))
+    }
+
+    async fn identity_of(&self, id: NodeId, addr: &str) -> Result<Vec<u8>> {
+        if id == self.0.id {
+            return Ok(self.0.identity_public());
+        }
+        // Peers may still be starting: retry for a while.
+        let mut last = String::new();
+        for _ in 0..60 {
+            let reply = match self.0.peers.client(addr) {
+                Ok(mut c) => c.identity(IdentityRequest {}).await.map_err(|s| s.message().to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match reply {
+                Ok(r) if r.get_ref().node_id == id => return Ok(r.into_inner().identity_public),
+                Ok(r) => {
+                    return Err(NodeError::Invalid(format!(
+                        "the node at {addr} says it is node {}, not node {id}",
+                        r.get_ref().node_id
+                    )))
+                }
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Err(NodeError::Unavailable(format!("node {id} at {addr} is unreachable: {last}")))
+    }
+
+    async fn init(&self, r: pb::InitRequest) -> Result<pb::InitResponse> {
+        let mut members = BTreeMap::new();
+        for m in &r.members {
+            let (id, info) = member_info(m)?;
+            if members.insert(id, info).is_some() {
+                return Err(NodeError::Invalid(format!("member {id} is listed twice")));
+            }
+        }
+        if !members.contains_key(&self.0.id) {
+            return Err(NodeError::Invalid(format!("the members must include this node ({})", self.0.id)));
+        }
+        if self.0.state.read().store.root().is_some() {
+            return Err(NodeError::Kms(raft::KmsError::AlreadyExists("the cluster is already initialised".into())));
+        }
+        let mut identities = BTreeMap::new();
+        for (id, info) in &members {
+            identities.insert(*id, self.identity_of(*id, &info.addr).await?);
+        }
+        let initialized = self.0.raft.is_initialized().await.map_err(|e| NodeError::Internal(e.to_string()))?;
+        if !initialized {
+            self.0
+                .raft
+                .initialize(members.clone())
+                .await
+                .map_err(|e| NodeError::Unavailable(format!("raft initialise failed: {e}")))?;
+        }
+        // FIRST STEP ONLY: this node deals the root key and holds the master secret for the
+        // duration of `deal_root_key`. The custody issue replaces this with a dealerless DKG.
+        let holders: Vec<NodeId> = members.keys().copied().collect();
+        let (root, needed) = self.0.with_rng(|rng| -> Result<(RootKey, usize)> {
+            let dealt = crypto::threshold::deal_root_key(holders.len(), rng)?;
+            let mut sealed = BTreeMap::new();
+            for ((index, share), id) in dealt.shares.iter().zip(&holders) {
+                let sealed_share = crypto::threshold::seal_to(&identities[id], share, rng)?;
+                sealed.insert(*id, RootHolder { share_index: *index, sealed_share });
+            }
+            let needed = crypto::threshold::shares_needed(&dealt.public_key_set)?;
+            Ok((RootKey { epoch: 1, public_key_set: dealt.public_key_set.clone(), holders: sealed }, needed))
+        })?;
+        self.0.propose(Command::InitRootKey { root, now_ms: self.0.now_ms() }).await?;
+        Ok(pb::InitResponse { shares_needed: needed as u32, holders: holders.len() as u32 })
+    }
+
+    pub(crate) fn local_status(&self) -> pb::NodeStatus {
+        let n = &self.0;
+        let m = n.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voter = membership.voter_ids().any(|v| v == n.id);
+        let role = match m.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower if !voter && membership.get_node(&n.id).is_some() => "learner",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        let (root, holds_share) = {
+            let s = n.state.read();
+            (s.store.root().is_some(), s.store.root().is_some_and(|r| r.holders.contains_key(&n.id)))
+        };
+        pb::NodeStatus {
+            id: n.id,
+            addr: n.config.advertise_addr(),
+            region: n.config.region.clone(),
+            role: role.into(),
+            term: m.current_term,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            replication_lag: 0,
+            version: env!("CARGO_PKG_VERSION").into(),
+            reachable: true,
+            error: String::new(),
+            voter,
+            leader_id: m.current_leader.unwrap_or(0),
+            initialized: root,
+            committed_index: m.last_applied.map_or(0, |l| l.index),
+            holds_share,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl<C: Connector> Admin for AdminService<C> {
+    async fn init(&self, request: Request<pb::InitRequest>) -> std::result::Result<Response<pb::InitResponse>, Status> {
+        ok(self.init(request.into_inner()).await)
+    }
+
+    async fn status(&self, _request: Request<pb::StatusRequest>) -> std::result::Result<Response<pb::ClusterStatusResponse>, Status> {
+        let members = self.0.members();
+        let mut nodes = Vec::new();
+        for (id, info) in &members {
+            if *id == self.0.id {
+                nodes.push(self.local_status());
+                continue;
+            }
+            let status = async {
+                let channel = self.0.peers.channel(&info.addr)?;
+                let mut client = AdminClient::new(channel);
+                let mut req = Request::new(pb::StatusRequest {});
+                req.set_timeout(Duration::from_secs(2));
+                client.local_status(req).await.map(|r| r.into_inner()).map_err(|s| NodeError::Unavailable(s.message().into()))
+            };
+            nodes.push(match tokio::time::timeout(Duration::from_secs(3), status).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => unreachable_status(*id, info, e.to_string()),
+                Err(_) => unreachable_status(*id, info, "timed out".into()),
+            });
+        }
+        if members.is_empty() {
+            nodes.push(self.local_status());
+        }
+        let leader = nodes.iter().find(|s| s.role == "leader").map(|s| (s.id, s.last_log_index));
+        if let Some((_, leader_last)) = leader {
+            for s in nodes.iter_mut().filter(|s| s.reachable) {
+                s.replication_lag = leader_last.saturating_sub(s.last_log_index);
+            }
+        }
+        Ok(Response::new(pb::ClusterStatusResponse { nodes, leader_id: leader.map_or(0, |l| l.0) }))
+    }
+
+    async fn local_status(&self, _request: Request<pb::StatusRequest>) -> std::result::Result<Response<pb::NodeStatus>, Status> {
+        Ok(Response::new(self.local_status()))
+    }
+
+    async fn add_node(&self, request: Request<pb::AddNodeRequest>) -> std::result::Result<Response<pb::AdminEmpty>, Status> {
+        let r = request.into_inner();
+        if let Some(mut leader) = self.leader_admin().await.map_err(Status::from)? {
+            return leader.add_node(r).await;
+        }
+        ok(async {
+            let m = r.member.ok_or_else(|| NodeError::Invalid("member is required".into()))?;
+            let (id, info) = member_info(&m)?;
+            // Learner first; `add_learner(blocking)` returns once it has caught up.
+            self.0.raft.add_learner(id, info, true).await.map_err(|e| NodeError::Unavailable(e.to_string()))?;
+            let voters: BTreeSet<NodeId> = [id].into_iter().collect();
+            self.0
+                .raft
+                .change_membership(openraft::ChangeMembers::AddVoterIds(voters), false)
+                .await
+                .map_err(|e| NodeError::Unavailable(e.to_string()))?;
+            Ok(pb::AdminEmpty {})
+        }
+        .await)
+    }
+
+    async fn remove_node(&self, request: Request<pb::RemoveNodeRequest>) -> std::result::Result<Response<pb::AdminEmpty>, Status> {
+        let r = request.into_inner();
+        if let Some(mut leader) = self.leader_admin().await.map_err(Status::from)? {
+            return leader.remove_node(r).await;
+        }
+        ok(async {
+            if !self.0.members().iter().any(|(id, _)| *id == r.id) {
+                return Err(NodeError::Kms(raft::KmsError::NotFound(format!("node {} is not a member", r.id))));
+            }
+            let ids: BTreeSet<NodeId> = [r.id].into_iter().collect();
+            self.0
+                .raft
+                .change_membership(openraft::ChangeMembers::RemoveVoters(ids.clone()), false)
+                .await
+                .map_err(|e| NodeError::Unavailable(e.to_string()))?;
+            self.0
+                .raft
+                .change_membership(openraft::ChangeMembers::RemoveNodes(ids), false)
+                .await
+                .map_err(|e| NodeError::Unavailable(e.to_string()))?;
+            Ok(pb::AdminEmpty {})
+        }
+        .await)
+    }
+
+    async fn transfer_leader(&self, _request: Request<pb::TransferLeaderRequest>) -> std::result::Result<Response<pb::AdminEmpty>, Status> {
+        Err(Status::unimplemented(
+            "leadership transfer is not available yet: openraft 0.9's leader lease makes followers refuse the vote",
+        ))
+    }
+
+    async fn snapshot(&self, _request: Request<pb::SnapshotRequest>) -> std::result::Result<Response<pb::SnapshotResponse>, Status> {
+        ok(async {
+            let before = self.0.raft.metrics().borrow().snapshot.map_or(0, |l| l.index);
+            self.0.raft.trigger().snapshot().await.map_err(|e| NodeError::Unavailable(e.to_string()))?;
+            let mut metrics = self.0.raft.metrics();
+            let applied = metrics.borrow().last_applied.map_or(0, |l| l.index);
+            let wait = metrics.wait_for(|m| m.snapshot.map_or(0, |l| l.index) >= applied.max(before));
+            let m = tokio::time::timeout(Duration::from_secs(30), wait)
+                .await
+                .map_err(|_| NodeError::Unavailable("snapshot did not finish within 30 s".into()))?
+                .map_err(|e| NodeError::Internal(e.to_string()))?;
+            Ok(pb::SnapshotResponse { last_log_index: m.snapshot.map_or(0, |l| l.index) })
+        }
+        .await)
+    }
+}
+
+fn unreachable_status(id: NodeId, info: &NodeInfo, error: String) -> pb::NodeStatus {
+    pb::NodeStatus {
+        id,
+        addr: info.addr.clone(),
+        region: info.region.clone(),
+        role: "unreachable".into(),
+        reachable: false,
+        error,
+        ..Default::default()
+    }
+}

@@ -1,0 +1,85 @@
+//! The node-to-node gRPC service: raft RPCs, forwarded writes, read index, decryption shares.
+
+use std::sync::Arc;
+
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use proto::internal::internal_server::Internal;
+use proto::internal::{
+    DecryptionShareReply, DecryptionShareRequest, IdentityReply, IdentityRequest, InternalEmpty, RaftPayload,
+    ReadIndexReply, ReadIndexRequest, TimeoutNowRequest,
+};
+use raft::{Command, TypeConfig};
+use tonic::{Request, Response, Status};
+
+use crate::network::{decode, encode, Connector};
+use crate::node::Node;
+
+#[derive(Debug)]
+pub(crate) struct InternalService<C>(pub Arc<Node<C>>);
+
+fn reply<T: serde::Serialize>(value: &T) -> Result<Response<RaftPayload>, Status> {
+    Ok(Response::new(RaftPayload { payload: encode(value).map_err(Status::from)? }))
+}
+
+#[tonic::async_trait]
+impl<C: Connector> Internal for InternalService<C> {
+    async fn append_entries(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> = decode(&request.get_ref().payload)?;
+        let result = self.0.raft.append_entries(rpc).await;
+        if matches!(&result, Ok(r) if r.is_success()) {
+            self.0.heard_from_leader();
+        }
+        reply(&result)
+    }
+
+    async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc: VoteRequest<u64> = decode(&request.get_ref().payload)?;
+        reply(&self.0.raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc: InstallSnapshotRequest<TypeConfig> = decode(&request.get_ref().payload)?;
+        let end = rpc.offset.saturating_add(rpc.data.len() as u64);
+        let limit = self.0.config.limits.max_snapshot_bytes;
+        if end > limit {
+            return Err(Status::resource_exhausted(format!(
+                "snapshot exceeds this node's limit of {limit} bytes (limits.max_snapshot_bytes)"
+            )));
+        }
+        reply(&self.0.raft.install_snapshot(rpc).await)
+    }
+
+    async fn propose(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let command: Command = decode(&request.get_ref().payload)?;
+        // Forwarded writes are proposed here only; a non-leader answers UNAVAILABLE and the
+        // forwarding node retries with its newer leader hint (no forwarding chains).
+        let outcome = self.0.propose_local(command).await.map_err(Status::from)?;
+        reply(&outcome)
+    }
+
+    async fn read_index(&self, _request: Request<ReadIndexRequest>) -> Result<Response<ReadIndexReply>, Status> {
+        if !self.0.is_leader() {
+            return Err(Status::unavailable("not the leader"));
+        }
+        let index = self.0.leader_read_index().await.map_err(Status::from)?;
+        Ok(Response::new(ReadIndexReply { index }))
+    }
+
+    async fn decryption_share(
+        &self,
+        request: Request<DecryptionShareRequest>,
+    ) -> Result<Response<DecryptionShareReply>, Status> {
+        let (share_index, share) = self.0.decryption_share_for(request.get_ref()).await.map_err(Status::from)?;
+        Ok(Response::new(DecryptionShareReply { share_index, share }))
+    }
+
+    async fn identity(&self, _request: Request<IdentityRequest>) -> Result<Response<IdentityReply>, Status> {
+        Ok(Response::new(IdentityReply { node_id: self.0.id, identity_public: self.0.identity_public() }))
+    }
+
+    async fn timeout_now(&self, _request: Request<TimeoutNowRequest>) -> Result<Response<InternalEmpty>, Status> {
+        Err(Status::unimplemented(
+            "leadership transfer is not available yet: openraft 0.9's leader lease makes followers refuse the vote",
+        ))
+    }
+}

@@ -1,0 +1,98 @@
+//! The replicated command set. A command carries everything `apply` needs: the proposer's
+//! clock reading (`now_ms`) and any random bytes (ids, wrapped material).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::key::{Key, KeyRef, KeySpec, WrappedMaterial};
+use crate::state::RootKey;
+use crate::KmsError;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Installs the cluster root key (public key set and each holder's sealed share).
+    InitRootKey { root: RootKey, now_ms: u64 },
+    CreateKey {
+        /// Idempotency token: a retried create with the same token returns the first result.
+        token: Option<String>,
+        key_id: Uuid,
+        spec: KeySpec,
+        description: String,
+        tags: BTreeMap<String, String>,
+        alias: Option<String>,
+        rotation_period_days: Option<u32>,
+        material: WrappedMaterial,
+        now_ms: u64,
+    },
+    RotateKey {
+        key: KeyRef,
+        token: Option<String>,
+        material: WrappedMaterial,
+        /// Set by automatic rotation: rotate only if the primary is still this version, so two
+        /// leaders proposing the same due rotation rotate once.
+        if_primary_is: Option<u32>,
+        now_ms: u64,
+    },
+    Update { key: KeyRef, change: KeyChange, now_ms: u64 },
+    CreateAlias { alias: String, key: KeyRef, now_ms: u64 },
+    DeleteAlias { alias: String, now_ms: u64 },
+    /// Destroys every key whose deletion date is at or before `now_ms`.
+    DestroyDue { now_ms: u64 },
+}
+
+/// In-place changes to one key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyChange {
+    Enable,
+    Disable,
+    ScheduleDeletion { days: u32 },
+    CancelDeletion,
+    SetDescription(String),
+    Tag(BTreeMap<String, String>),
+    Untag(Vec<String>),
+    SetRotationPolicy { period_days: Option<u32> },
+    EnableVersion(u32),
+    DisableVersion(u32),
+}
+
+/// What applying a command produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Applied {
+    /// The key after the command.
+    Key(Box<Key>),
+    /// Ids of the keys destroyed.
+    Destroyed(Vec<Uuid>),
+    Done,
+}
+
+/// The outcome replicated back to the proposer.
+pub type CommandResult = Result<Applied, KmsError>;
+
+impl Command {
+    pub fn now_ms(&self) -> u64 {
+        match self {
+            Command::InitRootKey { now_ms, .. }
+            | Command::CreateKey { now_ms, .. }
+            | Command::RotateKey { now_ms, .. }
+            | Command::Update { now_ms, .. }
+            | Command::CreateAlias { now_ms, .. }
+            | Command::DeleteAlias { now_ms, .. }
+            | Command::DestroyDue { now_ms } => *now_ms,
+        }
+    }
+
+    /// The idempotency token and what it must stand for: a token reused for a different
+    /// request is an error, not a silent replay.
+    pub(crate) fn token(&self) -> Option<(&str, String)> {
+        match self {
+            Command::CreateKey { token: Some(t), spec, description, tags, alias, rotation_period_days, .. } => Some((
+                t,
+                format!("create|{spec:?}|{description:?}|{tags:?}|{alias:?}|{rotation_period_days:?}"),
+            )),
+            Command::RotateKey { token: Some(t), key, .. } => Some((t, format!("rotate|{key:?}"))),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! A KMS key, its versions and the checks that decide whether it may be used.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::KmsError;
+
+pub const DELETION_DAYS_MIN: u32 = 7;
+pub const DELETION_DAYS_MAX: u32 = 30;
+pub const DELETION_DAYS_DEFAULT: u32 = 30;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeySpec {
+    Aes256GcmSiv,
+    EccNistP384,
+}
+
+impl KeySpec {
+    pub fn usage(self) -> KeyUsage {
+        match self {
+            KeySpec::Aes256GcmSiv => KeyUsage::EncryptDecrypt,
+            KeySpec::EccNistP384 => KeyUsage::SignVerify,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            KeySpec::Aes256GcmSiv => "AES_256_GCM_SIV",
+            KeySpec::EccNistP384 => "ECC_NIST_P384",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyUsage {
+    EncryptDecrypt,
+    SignVerify,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyState {
+    Enabled,
+    Disabled,
+    /// Destroyed at (or after) `deletion_ms`, unless cancelled.
+    PendingDeletion {
+        deletion_ms: u64,
+    },
+    Destroyed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VersionState {
+    Enabled,
+    Disabled,
+    Destroyed,
+}
+
+/// Key material wrapped under the cluster root key: never plaintext in the log or on disk.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WrappedMaterial {
+    /// Which root key (epoch) wrapped it.
+    pub root_epoch: u64,
+    /// Threshold ciphertext of the 32-byte AES key or the 48-byte P-384 scalar.
+    pub ciphertext: Vec<u8>,
+    /// Key-check value of the material.
+    pub kcv: [u8; 32],
+    /// SEC1 public point, for P-384 keys.
+    pub public_key: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for WrappedMaterial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "WrappedMaterial {{ root_epoch: {}, {} bytes }}", self.root_epoch, self.ciphertext.len())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyVersion {
+    pub version: u32,
+    pub state: VersionState,
+    pub created_ms: u64,
+    /// `None` once destroyed.
+    pub material: Option<WrappedMaterial>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Key {
+    pub id: Uuid,
+    pub spec: KeySpec,
+    pub description: String,
+    pub tags: BTreeMap<String, String>,
+    pub state: KeyState,
+    /// Version `n` is `versions[n - 1]`.
+    pub versions: Vec<KeyVersion>,
+    pub primary_version: u32,
+    pub rotation_period_days: Option<u32>,
+    pub next_rotation_ms: Option<u64>,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+}
+
+impl Key {
+    pub fn version(&self, version: u32) -> Result<&KeyVersion, KmsError> {
+        version
+            .checked_sub(1)
+            .and_then(|i| self.versions.get(i as usize))
+            .ok_or_else(|| KmsError::NotFound(format!("key {} has no version {version}", self.id)))
+    }
+
+    pub(crate) fn version_mut(&mut self, version: u32) -> Result<&mut KeyVersion, KmsError> {
+        let id = self.id;
+        version
+            .checked_sub(1)
+            .and_then(|i| self.versions.get_mut(i as usize))
+            .ok_or_else(|| KmsError::NotFound(format!("key {id} has no version {version}")))
+    }
+
+    /// Fails unless the key is enabled; says what to do otherwise.
+    pub fn ensure_enabled(&self) -> Result<(), KmsError> {
+        match self.state {
+            KeyState::Enabled => Ok(()),
+            KeyState::Disabled => Err(KmsError::InvalidState(format!(
+                "key {} is disabled; enable it (keyquorum key enable {}) to use it",
+                self.id, self.id
+            ))),
+            KeyState::PendingDeletion { .. } => Err(KmsError::InvalidState(format!(
+                "key {} is pending deletion; cancel the deletion (keyquorum key cancel-deletion {}) and enable it to use it",
+                self.id, self.id
+            ))),
+            KeyState::Destroyed => Err(KmsError::InvalidState(format!("key {} is destroyed", self.id))),
+        }
+    }
+
+    fn ensure_usage(&self, usage: KeyUsage) -> Result<(), KmsError> {
+        if self.spec.usage() != usage {
+            return Err(KmsError::Invalid(format!(
+                "key {} is a {} key and cannot be used for {}",
+                self.id,
+                self.spec.name(),
+                match usage {
+                    KeyUsage::EncryptDecrypt => "encryption",
+                    KeyUsage::SignVerify => "signing",
+                }
+            )));
+        }
+        Ok(())
+    }
+
+    /// The version a new encryption (or signature) uses: the primary, which must be enabled.
+    pub fn primary_for(&self, usage: KeyUsage) -> Result<&KeyVersion, KmsError> {
+        self.ensure_usage(usage)?;
+        self.ensure_enabled()?;
+        let primary = self.version(self.primary_version)?;
+        usable(self, primary)?;
+        Ok(primary)
+    }
+
+    /// The version a decryption (or verification) of existing data uses.
+    pub fn version_for(&self, usage: KeyUsage, version: u32) -> Result<&KeyVersion, KmsError> {
+        self.ensure_usage(usage)?;
+        self.ensure_enabled()?;
+        let v = self.version(version)?;
+        usable(self, v)?;
+        Ok(v)
+    }
+
+    /// Whether `change` is allowed in the key's current state (the transition table's rows).
+    pub(crate) fn ensure_mutable(&self, what: &str) -> Result<(), KmsError> {
+        match self.state {
+            KeyState::Enabled | KeyState::Disabled => Ok(()),
+            KeyState::PendingDeletion { .. } => Err(KmsError::InvalidState(format!(
+                "cannot {what}: key {} is pending deletion; cancel the deletion first",
+                self.id
+            ))),
+            KeyState::Destroyed => Err(KmsError::InvalidState(format!("cannot {what}: key {} is destroyed", self.id))),
+        }
+    }
+}
+
+fn usable<'k>(key: &Key, v: &'k KeyVersion) -> Result<&'k KeyVersion, KmsError> {
+    match v.state {
+        VersionState::Enabled => Ok(v),
+        VersionState::Disabled => Err(KmsError::InvalidState(format!(
+            "version {} of key {} is disabled; enable it (keyquorum key enable-version) to use it",
+            v.version, key.id
+        ))),
+        VersionState::Destroyed => {
+            Err(KmsError::InvalidState(format!("version {} of key {} is destroyed", v.version, key.id)))
+        }
+    }
+}
+
+/// How a request names a key: its id, or `alias/NAME`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyRef {
+    Id(Uuid),
+    /// The alias name without the `alias/` prefix.
+    Alias(String),
+}
+
+impl FromStr for KeyRef {
+    type Err = KmsError;
+    fn from_str(s: &str) -> Result<Self, KmsError> {
+        if let Some(name) = s.strip_prefix("alias/") {
+            validate_alias(name)?;
+            return Ok(KeyRef::Alias(name.to_string()));
+        }
+        Uuid::parse_str(s).map(KeyRef::Id).map_err(|_| {
+            KmsError::Invalid(format!("{s:?} is not a key: name a key by its id (a UUID) or as alias/NAME"))
+        })
+    }
+}
+
+impl fmt::Display for KeyRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyRef::Id(id) => write!(f, "{id}"),
+            KeyRef::Alias(name) => write!(f, "alias/{name}"),
+        }
+    }
+}
+
+/// Alias names: 1–256 characters of `A-Z a-z 0-9 / _ -`, not starting with `/`.
+pub fn validate_alias(name: &str) -> Result<(), KmsError> {
+    let ok_len = (1..=256).contains(&name.len());
+    let ok_chars = name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-'));
+    if !ok_len || !ok_chars || name.starts_with('/') {
+        return Err(KmsError::Invalid(format!(
+            "invalid alias name {name:?}: use 1-256 characters of A-Z a-z 0-9 / _ - (not starting with /)"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_refs_parse_ids_and_aliases_and_reject_the_rest() {
+        let id = Uuid::from_u128(5);
+        assert_eq!(id.to_string().parse::<KeyRef>(), Ok(KeyRef::Id(id)));
+        assert_eq!("alias/app".parse::<KeyRef>(), Ok(KeyRef::Alias("app".into())));
+        for bad in ["", "app", "alias/", "alias/a b", "alias//x", "not-a-uuid"] {
+            assert_eq!(bad.parse::<KeyRef>().map_err(|e| e.kind()), Err("Invalid"), "{bad}");
+        }
+    }
+}

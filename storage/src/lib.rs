@@ -1,0 +1,30 @@
+//! openraft storage for keyquorum: a log store and a state-machine store, each in two
+//! flavours behind the same traits — RocksDB for real nodes, memory for tests and the
+//! simulator. One conformance suite (openraft's `testing::Suite`) runs on both.
+//!
+//! **Architecture Invariant:** nothing is acknowledged before it is durable. The RocksDB log
+//! store calls openraft's append callback only after the write batch is in the fsynced WAL,
+//! and `save_vote` returns only after the vote is fsynced.
+//!
+//! **Architecture Invariant:** this is the only crate that links RocksDB.
+
+mod log_mem;
+mod log_rocks;
+mod state_machine;
+
+pub use log_mem::MemLogStore;
+pub use log_rocks::{open_rocks, RocksLogStore, RocksSnapshots};
+pub use state_machine::{MemSnapshots, SharedState, SnapshotPersist, StateMachineData, StateMachineStore};
+
+use openraft::{StorageError, StorageIOError};
+use raft::NodeId;
+
+pub type Result<T> = std::result::Result<T, StorageError<NodeId>>;
+
+fn encode<T: serde::Serialize>(value: &T) -> std::result::Result<Vec<u8>, StorageIOError<NodeId>> {
+    postcard::to_stdvec(value).map_err(|e| StorageIOError::write(&e))
+}
+
+fn decode<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> std::result::Result<T, StorageIOError<NodeId>> {
+    postcard::from_bytes(bytes).map_err(|e| StorageIOError::read(&e))
+}
