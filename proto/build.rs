@@ -1,7 +1,11 @@
 //! Generates the tonic/prost code with protox (pure Rust): no system `protoc` needed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/keyquorum/v1/kms.proto", "proto/keyquorum/v1/admin.proto", "proto/keyquorum/internal/v1/internal.proto"];
+    let files = [
+        "proto/keyquorum/v1/kms.proto",
+        "proto/keyquorum/v1/admin.proto",
+        "proto/keyquorum/internal/v1/internal.proto",
+    ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

@@ -122,12 +122,7 @@ pub fn decrypt(
     check_key(key)?;
     let header = parse_header(ciphertext)?;
     let header_bytes = header.encode();
-    let plaintext = aead::open(
-        key.expose(),
-        &header.nonce,
-        &aad(&header_bytes, context),
-        &ciphertext[HEADER_LEN..],
-    )?;
+    let plaintext = aead::open(key.expose(), &header.nonce, &aad(&header_bytes, context), &ciphertext[HEADER_LEN..])?;
     Ok(SecretBytes::new(plaintext))
 }
 

@@ -58,11 +58,7 @@ pub fn verify_p1363(public_key: &[u8], message: &[u8], signature: &[u8]) -> Resu
 /// SubjectPublicKeyInfo DER and PEM of a SEC1 public point.
 pub fn public_key_spki(public_key_sec1: &[u8]) -> Result<(Vec<u8>, String), CryptoError> {
     let key = verifying_key(public_key_sec1)?;
-    let der = key
-        .to_public_key_der()
-        .map_err(|e| CryptoError::Encoding(e.to_string()))?
-        .as_bytes()
-        .to_vec();
+    let der = key.to_public_key_der().map_err(|e| CryptoError::Encoding(e.to_string()))?.as_bytes().to_vec();
     let pem = key.to_public_key_pem(LineEnding::LF).map_err(|e| CryptoError::Encoding(e.to_string()))?;
     Ok((der, pem))
 }

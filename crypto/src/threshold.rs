@@ -228,12 +228,20 @@ impl IdentityKey {
 
 /// Encrypts `secret` to an identity public key (48 bytes).
 pub fn seal_to(identity_public: &[u8], secret: &SecretBytes, rng: &mut SecureRng) -> Result<Vec<u8>, CryptoError> {
-    let bytes: [u8; 48] = identity_public
-        .try_into()
-        .map_err(|_| CryptoError::InvalidPublicKey("identity key must be 48 bytes"))?;
+    let bytes: [u8; 48] =
+        identity_public.try_into().map_err(|_| CryptoError::InvalidPublicKey("identity key must be 48 bytes"))?;
     let pk = PublicKey::from_bytes(bytes).map_err(|_| CryptoError::InvalidPublicKey("not a G1 point"))?;
     let mut rng07 = rng.rand07();
     encode(&pk.encrypt_with_rng(&mut rng07, secret.expose()))
+}
+
+impl ShareHolder {
+    /// Whether this share belongs to `public_key_set` at its index: a share opened with the
+    /// wrong identity, or corrupted on disk, fails this.
+    pub fn matches(&self, public_key_set_bytes: &[u8]) -> Result<bool, CryptoError> {
+        let pks = public_key_set(public_key_set_bytes)?;
+        Ok(pks.public_key_share(self.index) == self.share.public_key_share())
+    }
 }
 
 #[cfg(test)]
@@ -243,8 +251,7 @@ mod tests {
     fn setup(n: usize) -> (DealtRootKey, Vec<ShareHolder>, Wrapped, SecretBytes) {
         let mut rng = SecureRng::from_seed_u64(42);
         let dealt = deal_root_key(n, &mut rng).unwrap();
-        let holders =
-            dealt.shares.iter().map(|(i, s)| ShareHolder::from_bytes(*i, s).unwrap()).collect::<Vec<_>>();
+        let holders = dealt.shares.iter().map(|(i, s)| ShareHolder::from_bytes(*i, s).unwrap()).collect::<Vec<_>>();
         let material = SecretBytes::new(rng.bytes::<32>().to_vec());
         let wrapped = wrap(&dealt.public_key_set, &material, &mut rng).unwrap();
         (dealt, holders, wrapped, material)
@@ -295,14 +302,5 @@ mod tests {
         let restored = IdentityKey::from_bytes(&a.to_bytes().unwrap()).unwrap();
         assert_eq!(restored.public(), a.public());
         assert!(format!("{a:?}").contains("REDACTED"));
-    }
-}
-
-impl ShareHolder {
-    /// Whether this share belongs to `public_key_set` at its index: a share opened with the
-    /// wrong identity, or corrupted on disk, fails this.
-    pub fn matches(&self, public_key_set_bytes: &[u8]) -> Result<bool, CryptoError> {
-        let pks = public_key_set(public_key_set_bytes)?;
-        Ok(pks.public_key_share(self.index) == self.share.public_key_share())
     }
 }

@@ -1,6 +1,8 @@
 //! Project Wycheproof vectors (../shared/vectors/wycheproof) through keyquorum's own crypto API:
 //! every `valid` case must be accepted and every `invalid` case rejected.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
 use std::path::PathBuf;
 
 use serde_json::Value;
@@ -28,7 +30,8 @@ fn aes_gcm_siv_vectors_valid_accepted_invalid_rejected() {
     let doc = vectors("aes_gcm_siv_test.json");
     let (mut valid, mut invalid) = (0, 0);
     for (_, case) in cases(&doc) {
-        let (key, iv, aad, msg) = (hex_field(case, "key"), hex_field(case, "iv"), hex_field(case, "aad"), hex_field(case, "msg"));
+        let (key, iv, aad, msg) =
+            (hex_field(case, "key"), hex_field(case, "iv"), hex_field(case, "aad"), hex_field(case, "msg"));
         let mut sealed = hex_field(case, "ct");
         sealed.extend(hex_field(case, "tag"));
         let id = &case["tcId"];
@@ -50,7 +53,9 @@ fn aes_gcm_siv_vectors_valid_accepted_invalid_rejected() {
     assert!(valid > 100 && invalid > 50, "ran {valid} valid and {invalid} invalid cases");
 }
 
-fn ecdsa_file(name: &str, verify: fn(&[u8], &[u8], &[u8]) -> Result<(), crypto::CryptoError>) {
+type Verify = fn(&[u8], &[u8], &[u8]) -> Result<(), crypto::CryptoError>;
+
+fn ecdsa_file(name: &str, verify: Verify) {
     let doc = vectors(name);
     let (mut valid, mut invalid) = (0, 0);
     for (group, case) in cases(&doc) {

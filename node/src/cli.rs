@@ -19,7 +19,13 @@ pub struct Cli {
 #[derive(Debug, Clone, Args)]
 pub struct Common {
     /// Client endpoints, comma-separated (http://host:port,...).
-    #[arg(long, global = true, env = "KEYQUORUM_ENDPOINTS", value_delimiter = ',', default_value = "http://127.0.0.1:7401,http://127.0.0.1:7402,http://127.0.0.1:7403")]
+    #[arg(
+        long,
+        global = true,
+        env = "KEYQUORUM_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:7401,http://127.0.0.1:7402,http://127.0.0.1:7403"
+    )]
     pub endpoints: Vec<String>,
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
@@ -171,20 +177,38 @@ pub enum KeyCommand {
         #[arg(long)]
         rotation_days: Option<u32>,
     },
-    Describe { key: String },
+    Describe {
+        key: String,
+    },
     List,
-    Rotate { key: String },
-    Enable { key: String },
-    Disable { key: String },
+    Rotate {
+        key: String,
+    },
+    Enable {
+        key: String,
+    },
+    Disable {
+        key: String,
+    },
     ScheduleDeletion {
         key: String,
         #[arg(long, default_value_t = 30)]
         days: u32,
     },
-    CancelDeletion { key: String },
-    Versions { key: String },
-    EnableVersion { key: String, version: u32 },
-    DisableVersion { key: String, version: u32 },
+    CancelDeletion {
+        key: String,
+    },
+    Versions {
+        key: String,
+    },
+    EnableVersion {
+        key: String,
+        version: u32,
+    },
+    DisableVersion {
+        key: String,
+        version: u32,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -211,8 +235,12 @@ pub enum ClusterCommand {
         #[arg(long)]
         region: String,
     },
-    RemoveNode { id: u64 },
-    TransferLeader { id: u64 },
+    RemoveNode {
+        id: u64,
+    },
+    TransferLeader {
+        id: u64,
+    },
     Snapshot,
 }
 
@@ -330,7 +358,13 @@ pub async fn run_client(command: Commands) -> anyhow::Result<()> {
                 encryption_context: context(&io.context),
                 consistency: None,
             };
-            let r = c.kms(|mut k| { let req = req.clone(); async move { k.encrypt(req).await } }).await.map_err(status_error)?;
+            let r = c
+                .kms(|mut k| {
+                    let req = req.clone();
+                    async move { k.encrypt(req).await }
+                })
+                .await
+                .map_err(status_error)?;
             match common.output {
                 Output::Text => write_output(&io.output_file, &r.ciphertext),
                 Output::Json => {
@@ -347,7 +381,13 @@ pub async fn run_client(command: Commands) -> anyhow::Result<()> {
                 consistency: None,
                 key: String::new(),
             };
-            let r = c.kms(|mut k| { let req = req.clone(); async move { k.decrypt(req).await } }).await.map_err(status_error)?;
+            let r = c
+                .kms(|mut k| {
+                    let req = req.clone();
+                    async move { k.decrypt(req).await }
+                })
+                .await
+                .map_err(status_error)?;
             match common.output {
                 Output::Text => write_output(&io.output_file, &r.plaintext),
                 Output::Json => {
@@ -361,12 +401,22 @@ pub async fn run_client(command: Commands) -> anyhow::Result<()> {
             let source = context(&io.context);
             let req = pb::ReEncryptRequest {
                 ciphertext: read_input(&io.input)?,
-                destination_encryption_context: if dest_context.is_empty() { source.clone() } else { context(&dest_context) },
+                destination_encryption_context: if dest_context.is_empty() {
+                    source.clone()
+                } else {
+                    context(&dest_context)
+                },
                 source_encryption_context: source,
                 destination_key: key.unwrap_or_default(),
                 consistency: None,
             };
-            let r = c.kms(|mut k| { let req = req.clone(); async move { k.re_encrypt(req).await } }).await.map_err(status_error)?;
+            let r = c
+                .kms(|mut k| {
+                    let req = req.clone();
+                    async move { k.re_encrypt(req).await }
+                })
+                .await
+                .map_err(status_error)?;
             match common.output {
                 Output::Text => write_output(&io.output_file, &r.ciphertext),
                 Output::Json => {
@@ -378,11 +428,24 @@ pub async fn run_client(command: Commands) -> anyhow::Result<()> {
         }
         Commands::Datakey { key, context: ctx, bytes, without_plaintext, common } => {
             let c = client(&common)?;
-            let req = pb::GenerateDataKeyRequest { key, encryption_context: context(&ctx), number_of_bytes: bytes, consistency: None };
+            let req = pb::GenerateDataKeyRequest {
+                key,
+                encryption_context: context(&ctx),
+                number_of_bytes: bytes,
+                consistency: None,
+            };
             let r = if without_plaintext {
-                c.kms(|mut k| { let req = req.clone(); async move { k.generate_data_key_without_plaintext(req).await } }).await
+                c.kms(|mut k| {
+                    let req = req.clone();
+                    async move { k.generate_data_key_without_plaintext(req).await }
+                })
+                .await
             } else {
-                c.kms(|mut k| { let req = req.clone(); async move { k.generate_data_key(req).await } }).await
+                c.kms(|mut k| {
+                    let req = req.clone();
+                    async move { k.generate_data_key(req).await }
+                })
+                .await
             }
             .map_err(status_error)?;
             let j = serde_json::json!({"plaintext": b64(&r.plaintext), "ciphertext": b64(&r.ciphertext), "key_id": r.key_id, "key_version": r.key_version});
@@ -401,10 +464,19 @@ pub async fn run_client(command: Commands) -> anyhow::Result<()> {
         Commands::Sign { key, input, output_file, common } => {
             let c = client(&common)?;
             let req = pb::SignRequest { key, message: read_input(&input)?, consistency: None };
-            let r = c.kms(|mut k| { let req = req.clone(); async move { k.sign(req).await } }).await.map_err(status_error)?;
+            let r = c
+                .kms(|mut k| {
+                    let req = req.clone();
+                    async move { k.sign(req).await }
+                })
+                .await
+                .map_err(status_error)?;
             write_output(&output_file, &r.signature)?;
             if common.output == Output::Json {
-                eprintln!("{}", serde_json::json!({"key_id": r.key_id, "key_version": r.key_version, "signature": b64(&r.signature)}));
+                eprintln!(
+                    "{}",
+                    serde_json::json!({"key_id": r.key_id, "key_version": r.key_version, "signature": b64(&r.signature)})
+                );
             }
             Ok(())
         }
@@ -417,7 +489,13 @@ pub async fn run_client(command: Commands) -> anyhow::Result<()> {
                 key_version,
                 consistency: None,
             };
-            let r = c.kms(|mut k| { let req = req.clone(); async move { k.verify(req).await } }).await.map_err(status_error)?;
+            let r = c
+                .kms(|mut k| {
+                    let req = req.clone();
+                    async move { k.verify(req).await }
+                })
+                .await
+                .map_err(status_error)?;
             match common.output {
                 Output::Json => println!("{}", serde_json::json!({"valid": r.valid})),
                 Output::Text => println!("{}", if r.valid { "valid" } else { "INVALID" }),
@@ -430,9 +508,18 @@ pub async fn run_client(command: Commands) -> anyhow::Result<()> {
         Commands::Pubkey { key, common } => {
             let c = client(&common)?;
             let req = pb::GetPublicKeyRequest { key, key_version: 0, consistency: None };
-            let r = c.kms(|mut k| { let req = req.clone(); async move { k.get_public_key(req).await } }).await.map_err(status_error)?;
+            let r = c
+                .kms(|mut k| {
+                    let req = req.clone();
+                    async move { k.get_public_key(req).await }
+                })
+                .await
+                .map_err(status_error)?;
             match common.output {
-                Output::Json => println!("{}", serde_json::json!({"key_id": r.key_id, "key_version": r.key_version, "public_key_der": b64(&r.public_key_der), "public_key_pem": r.public_key_pem})),
+                Output::Json => println!(
+                    "{}",
+                    serde_json::json!({"key_id": r.key_id, "key_version": r.key_version, "public_key_der": b64(&r.public_key_der), "public_key_pem": r.public_key_pem})
+                ),
                 Output::Text => print!("{}", r.public_key_pem),
             }
             Ok(())
@@ -456,7 +543,12 @@ async fn key_command(command: KeyCommand, common: &Common) -> anyhow::Result<()>
     macro_rules! call {
         ($method:ident, $req:expr) => {{
             let req = $req;
-            c.kms(|mut k| { let req = req.clone(); async move { k.$method(req).await } }).await.map_err(status_error)?
+            c.kms(|mut k| {
+                let req = req.clone();
+                async move { k.$method(req).await }
+            })
+            .await
+            .map_err(status_error)?
         }};
     }
     let key = match command {
@@ -465,15 +557,18 @@ async fn key_command(command: KeyCommand, common: &Common) -> anyhow::Result<()>
                 Spec::Aes256GcmSiv => pb::KeySpec::Aes256GcmSiv,
                 Spec::EccNistP384 => pb::KeySpec::EccNistP384,
             };
-            call!(create_key, pb::CreateKeyRequest {
-                spec: spec as i32,
-                usage: 0,
-                description,
-                tags: HashMap::new(),
-                alias: alias.unwrap_or_default(),
-                idempotency_token: token(),
-                rotation_period_days: rotation_days.unwrap_or(0),
-            })
+            call!(
+                create_key,
+                pb::CreateKeyRequest {
+                    spec: spec as i32,
+                    usage: 0,
+                    description,
+                    tags: HashMap::new(),
+                    alias: alias.unwrap_or_default(),
+                    idempotency_token: token(),
+                    rotation_period_days: rotation_days.unwrap_or(0),
+                }
+            )
             .key
         }
         KeyCommand::Describe { key } => call!(describe_key, pb::DescribeKeyRequest { key, consistency: None }).key,
@@ -481,7 +576,10 @@ async fn key_command(command: KeyCommand, common: &Common) -> anyhow::Result<()>
             let mut page_token = String::new();
             let mut all = Vec::new();
             loop {
-                let r = call!(list_keys, pb::ListKeysRequest { page_size: 100, page_token: page_token.clone(), consistency: None });
+                let r = call!(
+                    list_keys,
+                    pb::ListKeysRequest { page_size: 100, page_token: page_token.clone(), consistency: None }
+                );
                 all.extend(r.keys);
                 if r.next_page_token.is_empty() {
                     break;
@@ -504,14 +602,21 @@ async fn key_command(command: KeyCommand, common: &Common) -> anyhow::Result<()>
             call!(schedule_key_deletion, pb::ScheduleKeyDeletionRequest { key, pending_window_days: days }).key
         }
         KeyCommand::CancelDeletion { key } => call!(cancel_key_deletion, pb::KeyRequest { key }).key,
-        KeyCommand::EnableVersion { key, version } => call!(enable_key_version, pb::KeyVersionRequest { key, version }).key,
-        KeyCommand::DisableVersion { key, version } => call!(disable_key_version, pb::KeyVersionRequest { key, version }).key,
+        KeyCommand::EnableVersion { key, version } => {
+            call!(enable_key_version, pb::KeyVersionRequest { key, version }).key
+        }
+        KeyCommand::DisableVersion { key, version } => {
+            call!(disable_key_version, pb::KeyVersionRequest { key, version }).key
+        }
         KeyCommand::Versions { key } => {
             let r = call!(list_key_versions, pb::ListKeyVersionsRequest { key, consistency: None });
             for v in r.versions {
                 let state = pb::KeyVersionState::try_from(v.state).map(|s| s.as_str_name()).unwrap_or("?");
                 match common.output {
-                    Output::Json => println!("{}", serde_json::json!({"version": v.version, "state": state, "primary": v.primary, "created_ms": v.created_ms})),
+                    Output::Json => println!(
+                        "{}",
+                        serde_json::json!({"version": v.version, "state": state, "primary": v.primary, "created_ms": v.created_ms})
+                    ),
                     Output::Text => println!("v{}  {state}{}", v.version, if v.primary { "  primary" } else { "" }),
                 }
             }
@@ -532,19 +637,36 @@ async fn cluster_command(command: ClusterCommand, common: &Common) -> anyhow::Re
         ClusterCommand::Status => {
             let r = c.admin(|mut a| async move { a.status(pb::StatusRequest {}).await }).await.map_err(status_error)?;
             if common.output == Output::Json {
-                let nodes: Vec<_> = r.nodes.iter().map(|n| serde_json::json!({
-                    "id": n.id, "addr": n.addr, "region": n.region, "role": n.role, "term": n.term,
-                    "last_log_index": n.last_log_index, "applied_index": n.applied_index,
-                    "replication_lag": n.replication_lag, "version": n.version, "reachable": n.reachable,
-                    "error": n.error, "voter": n.voter, "holds_share": n.holds_share,
-                })).collect();
+                let nodes: Vec<_> = r
+                    .nodes
+                    .iter()
+                    .map(|n| {
+                        serde_json::json!({
+                            "id": n.id, "addr": n.addr, "region": n.region, "role": n.role, "term": n.term,
+                            "last_log_index": n.last_log_index, "applied_index": n.applied_index,
+                            "replication_lag": n.replication_lag, "version": n.version, "reachable": n.reachable,
+                            "error": n.error, "voter": n.voter, "holds_share": n.holds_share,
+                        })
+                    })
+                    .collect();
                 println!("{}", serde_json::json!({"leader_id": r.leader_id, "nodes": nodes}));
             } else {
-                println!("{:<4} {:<22} {:<10} {:<10} {:>5} {:>8} {:>8} {:>4}  version", "id", "addr", "region", "role", "term", "last_log", "applied", "lag");
+                println!(
+                    "{:<4} {:<22} {:<10} {:<10} {:>5} {:>8} {:>8} {:>4}  version",
+                    "id", "addr", "region", "role", "term", "last_log", "applied", "lag"
+                );
                 for n in r.nodes {
                     println!(
                         "{:<4} {:<22} {:<10} {:<10} {:>5} {:>8} {:>8} {:>4}  {}{}",
-                        n.id, n.addr, n.region, n.role, n.term, n.last_log_index, n.applied_index, n.replication_lag, n.version,
+                        n.id,
+                        n.addr,
+                        n.region,
+                        n.role,
+                        n.term,
+                        n.last_log_index,
+                        n.applied_index,
+                        n.replication_lag,
+                        n.version,
                         if n.error.is_empty() { String::new() } else { format!("  ({})", n.error) }
                     );
                 }
@@ -552,19 +674,29 @@ async fn cluster_command(command: ClusterCommand, common: &Common) -> anyhow::Re
         }
         ClusterCommand::AddNode { id, addr, region } => {
             let req = pb::AddNodeRequest { member: Some(pb::Member { id, addr, region, zone: String::new() }) };
-            c.admin(|mut a| { let req = req.clone(); async move { a.add_node(req).await } }).await.map_err(status_error)?;
+            c.admin(|mut a| {
+                let req = req.clone();
+                async move { a.add_node(req).await }
+            })
+            .await
+            .map_err(status_error)?;
             println!("node {id} added as a voter");
         }
         ClusterCommand::RemoveNode { id } => {
-            c.admin(|mut a| async move { a.remove_node(pb::RemoveNodeRequest { id }).await }).await.map_err(status_error)?;
+            c.admin(|mut a| async move { a.remove_node(pb::RemoveNodeRequest { id }).await })
+                .await
+                .map_err(status_error)?;
             println!("node {id} removed");
         }
         ClusterCommand::TransferLeader { id } => {
-            c.admin(|mut a| async move { a.transfer_leader(pb::TransferLeaderRequest { id }).await }).await.map_err(status_error)?;
+            c.admin(|mut a| async move { a.transfer_leader(pb::TransferLeaderRequest { id }).await })
+                .await
+                .map_err(status_error)?;
             println!("leadership moved to node {id}");
         }
         ClusterCommand::Snapshot => {
-            let r = c.admin(|mut a| async move { a.snapshot(pb::SnapshotRequest {}).await }).await.map_err(status_error)?;
+            let r =
+                c.admin(|mut a| async move { a.snapshot(pb::SnapshotRequest {}).await }).await.map_err(status_error)?;
             println!("snapshot at log index {}", r.last_log_index);
         }
     }

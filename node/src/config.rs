@@ -106,7 +106,10 @@ impl NodeConfig {
             anyhow::bail!("invalid configuration: field `region` must not be empty");
         }
         let r = &self.raft;
-        if r.heartbeat_ms == 0 || r.election_timeout_ms_min <= r.heartbeat_ms || r.election_timeout_ms_max <= r.election_timeout_ms_min {
+        if r.heartbeat_ms == 0
+            || r.election_timeout_ms_min <= r.heartbeat_ms
+            || r.election_timeout_ms_max <= r.election_timeout_ms_min
+        {
             anyhow::bail!(
                 "invalid configuration: field `raft`: need 0 < heartbeat_ms < election_timeout_ms_min < election_timeout_ms_max"
             );

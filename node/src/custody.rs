@@ -106,7 +106,8 @@ impl<C: Connector> Node<C> {
 
     /// Serves a peer's request for this node's decryption share.
     pub async fn decryption_share_for(&self, request: &DecryptionShareRequest) -> Result<(u64, Vec<u8>)> {
-        let key_id = Uuid::from_slice(&request.key_id).map_err(|_| NodeError::Invalid("key_id must be 16 bytes".into()))?;
+        let key_id =
+            Uuid::from_slice(&request.key_id).map_err(|_| NodeError::Invalid("key_id must be 16 bytes".into()))?;
         // Learn the version first if the requester is ahead of us.
         self.wait_applied(request.min_applied_index).await?;
         if !self.members().iter().any(|(id, _)| *id == request.requester) {
@@ -117,9 +118,9 @@ impl<C: Connector> Node<C> {
             let state = self.state.read();
             let key = state.store.resolve(&KeyRef::Id(key_id))?;
             let usage = key.spec.usage();
-            let v = key.version_for(usage, request.version).map_err(|e| {
-                NodeError::Kms(raft::KmsError::InvalidState(format!("share refused: {e}")))
-            })?;
+            let v = key
+                .version_for(usage, request.version)
+                .map_err(|e| NodeError::Kms(raft::KmsError::InvalidState(format!("share refused: {e}"))))?;
             debug_assert!(matches!(usage, KeyUsage::EncryptDecrypt | KeyUsage::SignVerify));
             v.material
                 .as_ref()

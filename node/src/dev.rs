@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use client::{pb, Client};
 
-const REGIONS: [&str; 9] = ["region-a", "region-b", "region-c", "region-d", "region-e", "region-f", "region-g", "region-h", "region-i"];
+const REGIONS: [&str; 9] =
+    ["region-a", "region-b", "region-c", "region-d", "region-e", "region-f", "region-g", "region-h", "region-i"];
 
 struct Children(Vec<(u64, Child)>);
 
@@ -61,7 +62,12 @@ pub async fn run(data_dir: PathBuf, nodes: u64, base_port: u16) -> anyhow::Resul
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
             bail!("port {port} is in use: stop whatever holds it or pass --base-port");
         }
-        members.push(pb::Member { id, addr: format!("127.0.0.1:{port}"), region: REGIONS[(id - 1) as usize].into(), zone: String::new() });
+        members.push(pb::Member {
+            id,
+            addr: format!("127.0.0.1:{port}"),
+            region: REGIONS[(id - 1) as usize].into(),
+            zone: String::new(),
+        });
     }
     let mut children = Children(Vec::new());
     for m in &members {
@@ -93,7 +99,11 @@ pub async fn run(data_dir: PathBuf, nodes: u64, base_port: u16) -> anyhow::Resul
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         if !up {
-            bail!("node {} did not come up in 30 s; see {}", m.id, data_dir.join(format!("node-{}/node.log", m.id)).display());
+            bail!(
+                "node {} did not come up in 30 s; see {}",
+                m.id,
+                data_dir.join(format!("node-{}/node.log", m.id)).display()
+            );
         }
     }
     let status = client.admin_at(0, |mut a| async move { a.local_status(pb::StatusRequest {}).await }).await?;
@@ -108,7 +118,14 @@ pub async fn run(data_dir: PathBuf, nodes: u64, base_port: u16) -> anyhow::Resul
     let mut ready = false;
     for _ in 0..300 {
         let req = pb::ListKeysRequest { page_size: 1, page_token: String::new(), consistency: None };
-        if client.kms(|mut k| { let req = req.clone(); async move { k.list_keys(req).await } }).await.is_ok() {
+        if client
+            .kms(|mut k| {
+                let req = req.clone();
+                async move { k.list_keys(req).await }
+            })
+            .await
+            .is_ok()
+        {
             ready = true;
             break;
         }

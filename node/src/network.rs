@@ -111,13 +111,19 @@ pub struct PeerNetwork<C> {
 type RpcResult<T, E> = std::result::Result<T, RPCError<NodeId, NodeInfo, E>>;
 
 impl<C: Connector> PeerNetwork<C> {
-    async fn call<Req, Resp, E>(&self, kind: Rpc, req: &Req, option: &RPCOption) -> RpcResult<Resp, RaftError<NodeId, E>>
+    async fn call<Req, Resp, E>(
+        &self,
+        kind: Rpc,
+        req: &Req,
+        option: &RPCOption,
+    ) -> RpcResult<Resp, RaftError<NodeId, E>>
     where
         Req: serde::Serialize,
         Resp: serde::de::DeserializeOwned,
         E: std::error::Error + serde::de::DeserializeOwned,
     {
-        let unreachable = |e: &dyn std::fmt::Display| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e.to_string())));
+        let unreachable =
+            |e: &dyn std::fmt::Display| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e.to_string())));
         let mut client = self.peers.client(&self.addr).map_err(|e| unreachable(&e))?;
         let payload = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut request = tonic::Request::new(RaftPayload { payload });
@@ -182,7 +188,11 @@ impl<C: Connector> RaftNetwork<TypeConfig> for PeerNetwork<C> {
         self.call(Rpc::Snapshot, &rpc, &option).await
     }
 
-    async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> RpcResult<VoteResponse<NodeId>, RaftError<NodeId>> {
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>, RaftError<NodeId>> {
         self.call(Rpc::Vote, &rpc, &option).await
     }
 }

@@ -9,7 +9,7 @@ use crypto::threshold::{IdentityKey, ShareHolder};
 use crypto::{SecretBytes, SecureRng};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{Raft, ServerState};
-use proto::internal::{ReadIndexRequest, RaftPayload};
+use proto::internal::{RaftPayload, ReadIndexRequest};
 use raft::{Applied, Command, KeySpec, NodeId, NodeInfo, TypeConfig, WrappedMaterial};
 use storage::SharedState;
 use tokio::sync::oneshot;
@@ -26,10 +26,7 @@ pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 /// The system clock.
 pub fn system_clock() -> Clock {
     Arc::new(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0)
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
     })
 }
 
@@ -181,10 +178,9 @@ impl<C: Connector> Node<C> {
 
     async fn forward(&self, addr: &str, command: &Command) -> Result<raft::CommandResult> {
         let mut client = self.peers.client(addr)?;
-        let reply = client
-            .propose(RaftPayload { payload: encode(command)? })
-            .await
-            .map_err(|s| NodeError::Unavailable(format!("forwarding to the leader at {addr} failed: {}", s.message())))?;
+        let reply = client.propose(RaftPayload { payload: encode(command)? }).await.map_err(|s| {
+            NodeError::Unavailable(format!("forwarding to the leader at {addr} failed: {}", s.message()))
+        })?;
         decode(&reply.into_inner().payload).map_err(|s| NodeError::Internal(s.message().to_string()))
     }
 
@@ -304,7 +300,12 @@ impl<C: Connector> Node<C> {
             let wrapped = crypto::threshold::wrap(&root.public_key_set, &material, rng)?;
             Ok((
                 material,
-                WrappedMaterial { root_epoch: root.epoch, ciphertext: wrapped.ciphertext, kcv: wrapped.kcv, public_key },
+                WrappedMaterial {
+                    root_epoch: root.epoch,
+                    ciphertext: wrapped.ciphertext,
+                    kcv: wrapped.kcv,
+                    public_key,
+                },
             ))
         })
     }

@@ -67,7 +67,11 @@ pub async fn open_node(config: NodeConfig) -> anyhow::Result<Arc<Node<TcpConnect
 
 /// Serves all gRPC services on `incoming` until `shutdown` resolves. Generic over the
 /// listener so the simulator can pass turmoil's.
-pub async fn serve<C, I, IO, IE>(node: Arc<Node<C>>, incoming: I, shutdown: impl Future<Output = ()>) -> anyhow::Result<()>
+pub async fn serve<C, I, IO, IE>(
+    node: Arc<Node<C>>,
+    incoming: I,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()>
 where
     C: Connector,
     I: Stream<Item = Result<IO, IE>>,
@@ -77,7 +81,9 @@ where
     let max = node.config.limits.max_message_bytes;
     let duties = tokio::spawn(leader_duties(node.clone()));
     let result = tonic::transport::Server::builder()
-        .add_service(KmsServer::new(KmsService(node.clone())).max_decoding_message_size(max).max_encoding_message_size(max))
+        .add_service(
+            KmsServer::new(KmsService(node.clone())).max_decoding_message_size(max).max_encoding_message_size(max),
+        )
         .add_service(AdminServer::new(AdminService(node.clone())).max_decoding_message_size(max))
         .add_service(
             InternalServer::new(InternalService(node.clone()))
@@ -109,7 +115,8 @@ async fn leader_duties<C: Connector>(node: Arc<Node<C>>) {
         };
         for (id, primary, spec) in due {
             let Ok((_, material)) = node.new_material(spec) else { continue };
-            let command = Command::RotateKey { key: KeyRef::Id(id), token: None, material, if_primary_is: Some(primary), now_ms };
+            let command =
+                Command::RotateKey { key: KeyRef::Id(id), token: None, material, if_primary_is: Some(primary), now_ms };
             if let Err(e) = node.propose(command).await {
                 tracing::warn!(%id, error = %e, "automatic rotation failed; will retry");
             }

@@ -160,7 +160,10 @@ impl<C: Connector> Admin for AdminService<C> {
         ok(self.init(request.into_inner()).await)
     }
 
-    async fn status(&self, _request: Request<pb::StatusRequest>) -> std::result::Result<Response<pb::ClusterStatusResponse>, Status> {
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> std::result::Result<Response<pb::ClusterStatusResponse>, Status> {
         let members = self.0.members();
         let mut nodes = Vec::new();
         for (id, info) in &members {
@@ -173,7 +176,11 @@ impl<C: Connector> Admin for AdminService<C> {
                 let mut client = AdminClient::new(channel);
                 let mut req = Request::new(pb::StatusRequest {});
                 req.set_timeout(Duration::from_secs(2));
-                client.local_status(req).await.map(|r| r.into_inner()).map_err(|s| NodeError::Unavailable(s.message().into()))
+                client
+                    .local_status(req)
+                    .await
+                    .map(|r| r.into_inner())
+                    .map_err(|s| NodeError::Unavailable(s.message().into()))
             };
             nodes.push(match tokio::time::timeout(Duration::from_secs(3), status).await {
                 Ok(Ok(s)) => s,
@@ -193,11 +200,17 @@ impl<C: Connector> Admin for AdminService<C> {
         Ok(Response::new(pb::ClusterStatusResponse { nodes, leader_id: leader.map_or(0, |l| l.0) }))
     }
 
-    async fn local_status(&self, _request: Request<pb::StatusRequest>) -> std::result::Result<Response<pb::NodeStatus>, Status> {
+    async fn local_status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> std::result::Result<Response<pb::NodeStatus>, Status> {
         Ok(Response::new(self.local_status()))
     }
 
-    async fn add_node(&self, request: Request<pb::AddNodeRequest>) -> std::result::Result<Response<pb::AdminEmpty>, Status> {
+    async fn add_node(
+        &self,
+        request: Request<pb::AddNodeRequest>,
+    ) -> std::result::Result<Response<pb::AdminEmpty>, Status> {
         let r = request.into_inner();
         if let Some(mut leader) = self.leader_admin().await.map_err(Status::from)? {
             return leader.add_node(r).await;
@@ -218,7 +231,10 @@ impl<C: Connector> Admin for AdminService<C> {
         .await)
     }
 
-    async fn remove_node(&self, request: Request<pb::RemoveNodeRequest>) -> std::result::Result<Response<pb::AdminEmpty>, Status> {
+    async fn remove_node(
+        &self,
+        request: Request<pb::RemoveNodeRequest>,
+    ) -> std::result::Result<Response<pb::AdminEmpty>, Status> {
         let r = request.into_inner();
         if let Some(mut leader) = self.leader_admin().await.map_err(Status::from)? {
             return leader.remove_node(r).await;
@@ -243,13 +259,19 @@ impl<C: Connector> Admin for AdminService<C> {
         .await)
     }
 
-    async fn transfer_leader(&self, _request: Request<pb::TransferLeaderRequest>) -> std::result::Result<Response<pb::AdminEmpty>, Status> {
+    async fn transfer_leader(
+        &self,
+        _request: Request<pb::TransferLeaderRequest>,
+    ) -> std::result::Result<Response<pb::AdminEmpty>, Status> {
         Err(Status::unimplemented(
             "leadership transfer is not available yet: openraft 0.9's leader lease makes followers refuse the vote",
         ))
     }
 
-    async fn snapshot(&self, _request: Request<pb::SnapshotRequest>) -> std::result::Result<Response<pb::SnapshotResponse>, Status> {
+    async fn snapshot(
+        &self,
+        _request: Request<pb::SnapshotRequest>,
+    ) -> std::result::Result<Response<pb::SnapshotResponse>, Status> {
         ok(async {
             let before = self.0.raft.metrics().borrow().snapshot.map_or(0, |l| l.index);
             self.0.raft.trigger().snapshot().await.map_err(|e| NodeError::Unavailable(e.to_string()))?;

@@ -46,10 +46,8 @@ impl<C: Connector> KmsService<C> {
     async fn change(&self, key: &str, change: KeyChange) -> Result<pb::KeyResponse> {
         self.0.ensure_initialized()?;
         let key = key_ref(key)?;
-        let evict = matches!(
-            change,
-            KeyChange::Disable | KeyChange::ScheduleDeletion { .. } | KeyChange::DisableVersion(_)
-        );
+        let evict =
+            matches!(change, KeyChange::Disable | KeyChange::ScheduleDeletion { .. } | KeyChange::DisableVersion(_));
         let applied = self.0.propose(Command::Update { key, change, now_ms: self.0.now_ms() }).await?;
         if let (true, Applied::Key(k)) = (evict, &applied) {
             self.0.cache_evict(k.id);
@@ -82,7 +80,8 @@ impl<C: Connector> KmsService<C> {
         let version = key.primary_for(KeyUsage::EncryptDecrypt)?;
         let wrapped = version.material.clone().ok_or_else(|| NodeError::Internal("primary has no material".into()))?;
         let material = self.0.material(key.id, version.version, &wrapped).await?;
-        let ct = self.0.with_rng(|rng| ciphertext::encrypt(&material, key.id, version.version, context, plaintext, rng))?;
+        let ct =
+            self.0.with_rng(|rng| ciphertext::encrypt(&material, key.id, version.version, context, plaintext, rng))?;
         Ok((ct, key.id, version.version))
     }
 
@@ -117,7 +116,11 @@ impl<C: Connector> KmsService<C> {
         Ok((plaintext, key.id, version.version))
     }
 
-    async fn data_key(&self, r: pb::GenerateDataKeyRequest, with_plaintext: bool) -> Result<pb::GenerateDataKeyResponse> {
+    async fn data_key(
+        &self,
+        r: pb::GenerateDataKeyRequest,
+        with_plaintext: bool,
+    ) -> Result<pb::GenerateDataKeyResponse> {
         let n = if r.number_of_bytes == 0 { 32 } else { r.number_of_bytes };
         if n > MAX_RANDOM_BYTES {
             return Err(NodeError::Invalid(format!("number_of_bytes must be 1-{MAX_RANDOM_BYTES}")));
@@ -145,7 +148,10 @@ impl<C: Connector> KmsService<C> {
 
 #[tonic::async_trait]
 impl<C: Connector> Kms for KmsService<C> {
-    async fn create_key(&self, request: Request<pb::CreateKeyRequest>) -> std::result::Result<Response<pb::KeyResponse>, Status> {
+    async fn create_key(
+        &self,
+        request: Request<pb::CreateKeyRequest>,
+    ) -> std::result::Result<Response<pb::KeyResponse>, Status> {
         let r = request.into_inner();
         ok(async {
             self.0.ensure_initialized()?;
@@ -176,7 +182,10 @@ impl<C: Connector> Kms for KmsService<C> {
         .await)
     }
 
-    async fn describe_key(&self, request: Request<pb::DescribeKeyRequest>) -> std::result::Result<Response<pb::KeyResponse>, Status> {
+    async fn describe_key(
+        &self,
+        request: Request<pb::DescribeKeyRequest>,
+    ) -> std::result::Result<Response<pb::KeyResponse>, Status> {
         let r = request.into_inner();
         ok(async {
             let key = self.read_key(&r.key, consistency(r.consistency)?).await?;
@@ -185,7 +194,10 @@ impl<C: Connector> Kms for KmsService<C> {
         .await)
     }
 
-    async fn list_keys(&self, request: Request<pb::ListKeysRequest>) -> std::result::Result<Response<pb::ListKeysResponse>, Status> {
+    async fn list_keys(
+        &self,
+        request: Request<pb::ListKeysRequest>,
+    ) -> std::result::Result<Response<pb::ListKeysResponse>, Status> {
         let r = request.into_inner();
         ok(async {
             self.0.ensure_initialized()?;
@@ -204,7 +216,8 @@ impl<C: Connector> Kms for KmsService<C> {
             let keys = state.store.list(after, page_size + 1);
             let more = keys.len() > page_size;
             let page: Vec<_> = keys.into_iter().take(page_size).collect();
-            let next_page_token = if more { page.last().map(|k| k.id.to_string()).unwrap_or_default() } else { String::new() };
+            let next_page_token =
+                if more { page.last().map(|k| k.id.to_string()).unwrap_or_default() } else { String::new() };
             Ok(pb::ListKeysResponse {
                 keys: page.iter().map(|k| convert::metadata(k, state.store.aliases_of(k.id))).collect(),
                 next_page_token,
@@ -213,18 +226,25 @@ impl<C: Connector> Kms for KmsService<C> {
         .await)
     }
 
-    async fn create_alias(&self, request: Request<pb::CreateAliasRequest>) -> std::result::Result<Response<pb::Empty>, Status> {
+    async fn create_alias(
+        &self,
+        request: Request<pb::CreateAliasRequest>,
+    ) -> std::result::Result<Response<pb::Empty>, Status> {
         let r = request.into_inner();
         ok(async {
             self.0.ensure_initialized()?;
-            let command = Command::CreateAlias { alias: alias_name(&r.alias)?, key: key_ref(&r.key)?, now_ms: self.0.now_ms() };
+            let command =
+                Command::CreateAlias { alias: alias_name(&r.alias)?, key: key_ref(&r.key)?, now_ms: self.0.now_ms() };
             self.0.propose(command).await?;
             Ok(pb::Empty {})
         }
         .await)
     }
 
-    async fn delete_alias(&self, request: Request<pb::DeleteAliasRequest>) -> std::result::Result<Response<pb::Empty>, Status> {
+    async fn delete_alias(
+        &self,
+        request: Request<pb::DeleteAliasRequest>,
+    ) -> std::result::Result<Response<pb::Empty>, Status> {
         let r = request.into_inner();
         ok(async {
             self.0.ensure_initialized()?;
@@ -234,40 +254,64 @@ impl<C: Connector> Kms for KmsService<C> {
         .await)
     }
 
-    async fn update_key_description(&self, request: Request<pb::UpdateKeyDescriptionRequest>) -> std::result::Result<Response<pb::KeyResponse>, Status> {
+    async fn update_key_description(
+        &self,
+        request: Request<pb::UpdateKeyDescriptionRequest>,
+    ) -> std::result::Result<Response<pb::KeyResponse>, Status> {
         let r = request.into_inner();
         ok(self.change(&r.key, KeyChange::SetDescription(r.description)).await)
     }
 
-    async fn tag_key(&self, request: Request<pb::TagKeyRequest>) -> std::result::Result<Response<pb::KeyResponse>, Status> {
+    async fn tag_key(
+        &self,
+        request: Request<pb::TagKeyRequest>,
+    ) -> std::result::Result<Response<pb::KeyResponse>, Status> {
         let r = request.into_inner();
         ok(self.change(&r.key, KeyChange::Tag(r.tags.into_iter().collect())).await)
     }
 
-    async fn untag_key(&self, request: Request<pb::UntagKeyRequest>) -> std::result::Result<Response<pb::KeyResponse>, Status> {
+    async fn untag_key(
+        &self,
+        request: Request<pb::UntagKeyRequest>,
+    ) -> std::result::Result<Response<pb::KeyResponse>, Status> {
         let r = request.into_inner();
         ok(self.change(&r.key, KeyChange::Untag(r.tag_keys)).await)
     }
 
-    async fn enable_key(&self, request: Request<pb::KeyRequest>) -> std::result::Result<Response<pb::KeyResponse>, Status> {
+    async fn enable_key(
+        &self,
+        request: Request<pb::KeyRequest>,
+    ) -> std::result::Result<Response<pb::KeyResponse>, Status> {
         ok(self.change(&request.into_inner().key, KeyChange::Enable).await)
     }
 
-    async fn disable_key(&self, request: Request<pb::KeyRequest>) -> std::result::Result<Response<pb::KeyResponse>, Status> {
+    async fn disable_key(
+        &self,
+        request: Request<pb::KeyRequest>,
+    ) -> std::result::Result<Response<pb::KeyResponse>, Status> {
         ok(self.change(&request.into_inner().key, KeyChange::Disable).await)
     }
 
-    async fn schedule_key_deletion(&self, request: Request<pb::ScheduleKeyDeletionRequest>) -> std::result::Result<Response<pb::KeyResponse>, Status> {
+    async fn schedule_key_deletion(
+        &self,
+        request: Request<pb::ScheduleKeyDeletionRequest>,
+    ) -> std::result::Result<Response<pb::KeyResponse>, Status> {
         let r = request.into_inner();
         let days = if r.pending_window_days == 0 { DELETION_DAYS_DEFAULT } else { r.pending_window_days };
         ok(self.change(&r.key, KeyChange::ScheduleDeletion { days }).await)
     }
 
-    async fn cancel_key_deletion(&self, request: Request<pb::KeyRequest>) -> std::result::Result<Response<pb::KeyResponse>, Status> {
+    async fn cancel_key_deletion(
+        &self,
+        request: Request<pb::KeyRequest>,
+    ) -> std::result::Result<Response<pb::KeyResponse>, Status> {
         ok(self.change(&request.into_inner().key, KeyChange::CancelDeletion).await)
     }
 
-    async fn rotate_key(&self, request: Request<pb::RotateKeyRequest>) -> std::result::Result<Response<pb::KeyResponse>, Status> {
+    async fn rotate_key(
+        &self,
+        request: Request<pb::RotateKeyRequest>,
+    ) -> std::result::Result<Response<pb::KeyResponse>, Status> {
         let r = request.into_inner();
         ok(async {
             self.0.ensure_initialized()?;
@@ -293,13 +337,19 @@ impl<C: Connector> Kms for KmsService<C> {
         .await)
     }
 
-    async fn set_rotation_policy(&self, request: Request<pb::SetRotationPolicyRequest>) -> std::result::Result<Response<pb::KeyResponse>, Status> {
+    async fn set_rotation_policy(
+        &self,
+        request: Request<pb::SetRotationPolicyRequest>,
+    ) -> std::result::Result<Response<pb::KeyResponse>, Status> {
         let r = request.into_inner();
         let period_days = (r.rotation_period_days > 0).then_some(r.rotation_period_days);
         ok(self.change(&r.key, KeyChange::SetRotationPolicy { period_days }).await)
     }
 
-    async fn list_key_versions(&self, request: Request<pb::ListKeyVersionsRequest>) -> std::result::Result<Response<pb::ListKeyVersionsResponse>, Status> {
+    async fn list_key_versions(
+        &self,
+        request: Request<pb::ListKeyVersionsRequest>,
+    ) -> std::result::Result<Response<pb::ListKeyVersionsResponse>, Status> {
         let r = request.into_inner();
         ok(async {
             let key = self.read_key(&r.key, consistency(r.consistency)?).await?;
@@ -308,17 +358,26 @@ impl<C: Connector> Kms for KmsService<C> {
         .await)
     }
 
-    async fn enable_key_version(&self, request: Request<pb::KeyVersionRequest>) -> std::result::Result<Response<pb::KeyResponse>, Status> {
+    async fn enable_key_version(
+        &self,
+        request: Request<pb::KeyVersionRequest>,
+    ) -> std::result::Result<Response<pb::KeyResponse>, Status> {
         let r = request.into_inner();
         ok(self.change(&r.key, KeyChange::EnableVersion(r.version)).await)
     }
 
-    async fn disable_key_version(&self, request: Request<pb::KeyVersionRequest>) -> std::result::Result<Response<pb::KeyResponse>, Status> {
+    async fn disable_key_version(
+        &self,
+        request: Request<pb::KeyVersionRequest>,
+    ) -> std::result::Result<Response<pb::KeyResponse>, Status> {
         let r = request.into_inner();
         ok(self.change(&r.key, KeyChange::DisableVersion(r.version)).await)
     }
 
-    async fn encrypt(&self, request: Request<pb::EncryptRequest>) -> std::result::Result<Response<pb::EncryptResponse>, Status> {
+    async fn encrypt(
+        &self,
+        request: Request<pb::EncryptRequest>,
+    ) -> std::result::Result<Response<pb::EncryptResponse>, Status> {
         let r = request.into_inner();
         ok(async {
             let context = convert::context(r.encryption_context);
@@ -329,7 +388,10 @@ impl<C: Connector> Kms for KmsService<C> {
         .await)
     }
 
-    async fn decrypt(&self, request: Request<pb::DecryptRequest>) -> std::result::Result<Response<pb::DecryptResponse>, Status> {
+    async fn decrypt(
+        &self,
+        request: Request<pb::DecryptRequest>,
+    ) -> std::result::Result<Response<pb::DecryptResponse>, Status> {
         let r = request.into_inner();
         ok(async {
             let context = convert::context(r.encryption_context);
@@ -340,7 +402,10 @@ impl<C: Connector> Kms for KmsService<C> {
         .await)
     }
 
-    async fn re_encrypt(&self, request: Request<pb::ReEncryptRequest>) -> std::result::Result<Response<pb::ReEncryptResponse>, Status> {
+    async fn re_encrypt(
+        &self,
+        request: Request<pb::ReEncryptRequest>,
+    ) -> std::result::Result<Response<pb::ReEncryptResponse>, Status> {
         let r = request.into_inner();
         ok(async {
             let level = consistency(r.consistency)?;
@@ -362,15 +427,24 @@ impl<C: Connector> Kms for KmsService<C> {
         .await)
     }
 
-    async fn generate_data_key(&self, request: Request<pb::GenerateDataKeyRequest>) -> std::result::Result<Response<pb::GenerateDataKeyResponse>, Status> {
+    async fn generate_data_key(
+        &self,
+        request: Request<pb::GenerateDataKeyRequest>,
+    ) -> std::result::Result<Response<pb::GenerateDataKeyResponse>, Status> {
         ok(self.data_key(request.into_inner(), true).await)
     }
 
-    async fn generate_data_key_without_plaintext(&self, request: Request<pb::GenerateDataKeyRequest>) -> std::result::Result<Response<pb::GenerateDataKeyResponse>, Status> {
+    async fn generate_data_key_without_plaintext(
+        &self,
+        request: Request<pb::GenerateDataKeyRequest>,
+    ) -> std::result::Result<Response<pb::GenerateDataKeyResponse>, Status> {
         ok(self.data_key(request.into_inner(), false).await)
     }
 
-    async fn generate_random(&self, request: Request<pb::GenerateRandomRequest>) -> std::result::Result<Response<pb::GenerateRandomResponse>, Status> {
+    async fn generate_random(
+        &self,
+        request: Request<pb::GenerateRandomRequest>,
+    ) -> std::result::Result<Response<pb::GenerateRandomResponse>, Status> {
         let n = request.into_inner().number_of_bytes;
         ok(async {
             if !(1..=MAX_RANDOM_BYTES).contains(&n) {
@@ -402,7 +476,10 @@ impl<C: Connector> Kms for KmsService<C> {
         .await)
     }
 
-    async fn verify(&self, request: Request<pb::VerifyRequest>) -> std::result::Result<Response<pb::VerifyResponse>, Status> {
+    async fn verify(
+        &self,
+        request: Request<pb::VerifyRequest>,
+    ) -> std::result::Result<Response<pb::VerifyResponse>, Status> {
         let r = request.into_inner();
         ok(async {
             let key = self.read_key(&r.key, consistency(r.consistency)?).await?;
@@ -421,7 +498,10 @@ impl<C: Connector> Kms for KmsService<C> {
         .await)
     }
 
-    async fn get_public_key(&self, request: Request<pb::GetPublicKeyRequest>) -> std::result::Result<Response<pb::GetPublicKeyResponse>, Status> {
+    async fn get_public_key(
+        &self,
+        request: Request<pb::GetPublicKeyRequest>,
+    ) -> std::result::Result<Response<pb::GetPublicKeyResponse>, Status> {
         let r = request.into_inner();
         ok(async {
             let key = self.read_key(&r.key, consistency(r.consistency)?).await?;

@@ -13,7 +13,10 @@ use crate::KmsError;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Installs the cluster root key (public key set and each holder's sealed share).
-    InitRootKey { root: RootKey, now_ms: u64 },
+    InitRootKey {
+        root: RootKey,
+        now_ms: u64,
+    },
     CreateKey {
         /// Idempotency token: a retried create with the same token returns the first result.
         token: Option<String>,
@@ -35,11 +38,24 @@ pub enum Command {
         if_primary_is: Option<u32>,
         now_ms: u64,
     },
-    Update { key: KeyRef, change: KeyChange, now_ms: u64 },
-    CreateAlias { alias: String, key: KeyRef, now_ms: u64 },
-    DeleteAlias { alias: String, now_ms: u64 },
+    Update {
+        key: KeyRef,
+        change: KeyChange,
+        now_ms: u64,
+    },
+    CreateAlias {
+        alias: String,
+        key: KeyRef,
+        now_ms: u64,
+    },
+    DeleteAlias {
+        alias: String,
+        now_ms: u64,
+    },
     /// Destroys every key whose deletion date is at or before `now_ms`.
-    DestroyDue { now_ms: u64 },
+    DestroyDue {
+        now_ms: u64,
+    },
 }
 
 /// In-place changes to one key.
@@ -87,10 +103,9 @@ impl Command {
     /// request is an error, not a silent replay.
     pub(crate) fn token(&self) -> Option<(&str, String)> {
         match self {
-            Command::CreateKey { token: Some(t), spec, description, tags, alias, rotation_period_days, .. } => Some((
-                t,
-                format!("create|{spec:?}|{description:?}|{tags:?}|{alias:?}|{rotation_period_days:?}"),
-            )),
+            Command::CreateKey { token: Some(t), spec, description, tags, alias, rotation_period_days, .. } => {
+                Some((t, format!("create|{spec:?}|{description:?}|{tags:?}|{alias:?}|{rotation_period_days:?}")))
+            }
             Command::RotateKey { token: Some(t), key, .. } => Some((t, format!("rotate|{key:?}"))),
             _ => None,
         }

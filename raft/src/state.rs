@@ -36,7 +36,12 @@ pub struct RootHolder {
 
 impl std::fmt::Debug for RootHolder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "RootHolder {{ share_index: {}, sealed_share: [{} bytes] }}", self.share_index, self.sealed_share.len())
+        write!(
+            f,
+            "RootHolder {{ share_index: {}, sealed_share: [{} bytes] }}",
+            self.share_index,
+            self.sealed_share.len()
+        )
     }
 }
 
@@ -75,11 +80,11 @@ impl KeyStore {
     fn resolve_id(&self, key: &KeyRef) -> Result<Uuid, KmsError> {
         match key {
             KeyRef::Id(id) => Ok(*id),
-            KeyRef::Alias(name) => self
-                .aliases
-                .get(name)
-                .copied()
-                .ok_or_else(|| KmsError::NotFound(format!("alias/{name} does not exist; create it or list aliases"))),
+            KeyRef::Alias(name) => {
+                self.aliases.get(name).copied().ok_or_else(|| {
+                    KmsError::NotFound(format!("alias/{name} does not exist; create it or list aliases"))
+                })
+            }
         }
     }
 
@@ -106,7 +111,9 @@ impl KeyStore {
 
     /// Whether any key's deletion date has passed at `now_ms`.
     pub fn destruction_due(&self, now_ms: u64) -> bool {
-        self.keys.values().any(|k| matches!(k.state, KeyState::PendingDeletion { deletion_ms } if deletion_ms <= now_ms))
+        self.keys
+            .values()
+            .any(|k| matches!(k.state, KeyState::PendingDeletion { deletion_ms } if deletion_ms <= now_ms))
     }
 
     /// Applies one command. Deterministic: same state and command, same result, on every node.
@@ -148,7 +155,15 @@ impl KeyStore {
                 Ok(Applied::Done)
             }
             Command::CreateKey {
-                key_id, spec, description, tags, alias, rotation_period_days, material, now_ms, ..
+                key_id,
+                spec,
+                description,
+                tags,
+                alias,
+                rotation_period_days,
+                material,
+                now_ms,
+                ..
             } => {
                 self.check_material(*spec, material)?;
                 check_description(description)?;
@@ -306,9 +321,7 @@ fn check_tags(total: usize, tags: &BTreeMap<String, String>) -> Result<(), KmsEr
 fn check_rotation(period_days: Option<u32>) -> Result<(), KmsError> {
     if let Some(d) = period_days {
         if !(1..=MAX_ROTATION_DAYS).contains(&d) {
-            return Err(KmsError::Invalid(format!(
-                "rotation period must be 1-{MAX_ROTATION_DAYS} days, got {d}"
-            )));
+            return Err(KmsError::Invalid(format!("rotation period must be 1-{MAX_ROTATION_DAYS} days, got {d}")));
         }
     }
     Ok(())

@@ -2,6 +2,8 @@
 //! The test fails if a (state, command) pair is missing from the table, so the table stays
 //! exhaustive as commands are added.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use raft::{

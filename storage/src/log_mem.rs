@@ -98,7 +98,7 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<()> {
         let mut inner = self.lock();
         assert!(
-            inner.last_purged.map_or(true, |p| p.index <= log_id.index),
+            inner.last_purged.is_none_or(|p| p.index <= log_id.index),
             "purge must not go backwards: last purged {:?}, asked {log_id}",
             inner.last_purged
         );

@@ -63,7 +63,10 @@ impl RocksLogStore {
         Self { db }
     }
 
-    fn meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> std::result::Result<Option<T>, StorageIOError<NodeId>> {
+    fn meta<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+    ) -> std::result::Result<Option<T>, StorageIOError<NodeId>> {
         let cf = cf(&self.db, CF_META)?;
         match self.db.get_cf(cf, key).map_err(|e| StorageIOError::read(&e))? {
             Some(bytes) => Ok(Some(decode(&bytes)?)),
@@ -71,7 +74,10 @@ impl RocksLogStore {
         }
     }
 
-    fn write_sync(&self, build: impl FnOnce(&mut WriteBatch, &DB) -> std::result::Result<(), StorageIOError<NodeId>>) -> std::result::Result<(), StorageIOError<NodeId>> {
+    fn write_sync(
+        &self,
+        build: impl FnOnce(&mut WriteBatch, &DB) -> std::result::Result<(), StorageIOError<NodeId>>,
+    ) -> std::result::Result<(), StorageIOError<NodeId>> {
         let mut batch = WriteBatch::default();
         build(&mut batch, &self.db)?;
         self.db.write_opt(batch, &synced()).map_err(|e| StorageIOError::write(&e))
@@ -79,7 +85,8 @@ impl RocksLogStore {
 }
 
 pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> std::result::Result<&'a rocksdb::ColumnFamily, StorageIOError<NodeId>> {
-    db.cf_handle(name).ok_or_else(|| StorageIOError::read(&std::io::Error::other(format!("column family {name} missing"))))
+    db.cf_handle(name)
+        .ok_or_else(|| StorageIOError::read(&std::io::Error::other(format!("column family {name} missing"))))
 }
 
 impl RaftLogReader<TypeConfig> for RocksLogStore {
@@ -96,9 +103,7 @@ impl RaftLogReader<TypeConfig> for RocksLogStore {
         let mut out = Vec::new();
         for item in self.db.iterator_cf(cf, IteratorMode::From(&index_key(start), Direction::Forward)) {
             let (key, value) = item.map_err(|e| StorageIOError::read_logs(&e))?;
-            let index = u64::from_be_bytes(
-                key.as_ref().try_into().map_err(|e| StorageIOError::read_logs(&e))?,
-            );
+            let index = u64::from_be_bytes(key.as_ref().try_into().map_err(|e| StorageIOError::read_logs(&e))?);
             if !range.contains(&index) {
                 break;
             }

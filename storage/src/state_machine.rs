@@ -31,7 +31,8 @@ pub struct MemSnapshots(Arc<std::sync::Mutex<Option<Vec<u8>>>>);
 
 impl SnapshotPersist for MemSnapshots {
     fn save(&self, snapshot: &[u8]) -> std::result::Result<(), StorageIOError<NodeId>> {
-        *self.0.lock().map_err(|_| StorageIOError::write(&std::io::Error::other("poisoned")))? = Some(snapshot.to_vec());
+        *self.0.lock().map_err(|_| StorageIOError::write(&std::io::Error::other("poisoned")))? =
+            Some(snapshot.to_vec());
         Ok(())
     }
     fn load(&self) -> std::result::Result<Option<Vec<u8>>, StorageIOError<NodeId>> {
@@ -129,11 +130,8 @@ impl<P: SnapshotPersist + Clone> RaftSnapshotBuilder<TypeConfig> for StateMachin
                 Some(l) => format!("{}-{}-{seq}", l.leader_id, l.index),
                 None => format!("empty-{seq}"),
             };
-            let meta = SnapshotMeta {
-                last_log_id: s.last_applied,
-                last_membership: s.last_membership.clone(),
-                snapshot_id,
-            };
+            let meta =
+                SnapshotMeta { last_log_id: s.last_applied, last_membership: s.last_membership.clone(), snapshot_id };
             (meta, encode(&s.store)?)
         };
         let stored = encode(&StoredSnapshot { meta: meta.clone(), data: data.clone() })?;

@@ -1,5 +1,7 @@
 //! openraft's storage conformance suite on both stores.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::StorageError;
 use raft::{NodeId, TypeConfig};
