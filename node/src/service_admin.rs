@@ -148,8 +148,9 @@ impl<C: Connector> AdminService<C> {
             voter,
             leader_id: m.current_leader.unwrap_or(0),
             initialized: root,
-            committed_index: m.last_applied.map_or(0, |l| l.index),
             holds_share,
+            snapshot_index: m.snapshot.map_or(0, |l| l.index),
+            purged_index: m.purged.map_or(0, |l| l.index),
         }
     }
 }

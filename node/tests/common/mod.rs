@@ -1,0 +1,232 @@
+//! A cluster of real `keyquorum server` processes on loopback, for multi-process tests.
+//! Every wait is bounded; `Drop` kills whatever is still running.
+
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use client::{pb, Client};
+use tonic::Status;
+
+#[derive(Debug)]
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub addrs: BTreeMap<u64, String>,
+    children: BTreeMap<u64, Child>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Node config tuned for quick tests: short timeouts, frequent snapshots.
+const RAFT: &str = "[raft]\nheartbeat_ms = 50\nelection_timeout_ms_min = 300\nelection_timeout_ms_max = 600\nrpc_timeout_ms = 1000\nrequest_timeout_ms = 3000\nsnapshot_every_entries = 20\nkeep_entries_after_snapshot = 0\n";
+
+impl Cluster {
+    pub fn start(n: u64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let addrs: BTreeMap<u64, String> = (1..=n).map(|id| (id, format!("127.0.0.1:{}", free_port()))).collect();
+        let mut cluster = Self { dir, addrs, children: BTreeMap::new() };
+        for id in 1..=n {
+            let region = ["region-a", "region-b", "region-c", "region-d", "region-e"][(id as usize - 1) % 5];
+            let node_dir = cluster.node_dir(id);
+            std::fs::create_dir_all(&node_dir).unwrap();
+            let config = format!(
+                "id = {id}\nlisten = \"{}\"\nregion = \"{region}\"\ndata_dir = \"{}\"\n{RAFT}",
+                cluster.addrs[&id],
+                node_dir.join("data").display()
+            );
+            std::fs::write(node_dir.join("config.toml"), config).unwrap();
+            cluster.spawn(id);
+        }
+        cluster
+    }
+
+    fn node_dir(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("node-{id}"))
+    }
+
+    pub fn spawn(&mut self, id: u64) {
+        let node_dir = self.node_dir(id);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(node_dir.join("node.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_keyquorum"))
+            .arg("server")
+            .arg("--config")
+            .arg(node_dir.join("config.toml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.children.insert(id, child);
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut child) = self.children.remove(&id) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    pub fn members(&self) -> Vec<pb::Member> {
+        self.addrs
+            .iter()
+            .map(|(id, addr)| pb::Member {
+                id: *id,
+                addr: addr.clone(),
+                region: format!("region-{}", (b'a' + (*id as u8 - 1) % 5) as char),
+                zone: String::new(),
+            })
+            .collect()
+    }
+
+    pub fn client(&self) -> Client {
+        self.client_for(&self.addrs.keys().copied().collect::<Vec<_>>())
+    }
+
+    pub fn client_for(&self, ids: &[u64]) -> Client {
+        Client::new(&ids.iter().map(|id| format!("http://{}", self.addrs[id])).collect::<Vec<_>>()).unwrap()
+    }
+
+    pub async fn local_status(&self, id: u64) -> Result<pb::NodeStatus, Status> {
+        self.client_for(&[id]).admin_at(0, |mut a| async move { a.local_status(pb::StatusRequest {}).await }).await
+    }
+
+    /// Waits until every running node answers, then initialises through node 1.
+    pub async fn init(&self) {
+        for id in self.addrs.keys() {
+            eventually(&format!("node {id} answers"), || async move { self.local_status(*id).await.map(drop) }).await;
+        }
+        let req = pb::InitRequest { members: self.members() };
+        let r = self.client_for(&[1]).admin_at(0, |mut a| async move { a.init(req).await }).await.unwrap();
+        assert_eq!((r.holders, r.shares_needed), (self.addrs.len() as u32, self.addrs.len() as u32 / 2 + 1));
+    }
+
+    /// The id of the node that calls itself leader, once one does.
+    pub async fn leader(&self) -> u64 {
+        eventually("a leader is elected", || async {
+            for id in self.children.keys() {
+                if let Ok(s) = self.local_status(*id).await {
+                    if s.role == "leader" {
+                        return Ok(*id);
+                    }
+                }
+            }
+            Err(Status::unavailable("no leader yet"))
+        })
+        .await
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.children.values_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Retries `f` every 100 ms until it succeeds, for at most 30 s; panics with the last error.
+pub async fn eventually<T, F, Fut>(what: &str, f: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Status>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match f().await {
+            Ok(v) => return v,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{what}: still failing after 30 s: {e:?}"),
+        }
+    }
+}
+
+pub fn ctx(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+pub async fn create_key(c: &Client, alias: &str, spec: pb::KeySpec) -> Result<pb::KeyMetadata, Status> {
+    let req = pb::CreateKeyRequest {
+        spec: spec as i32,
+        alias: alias.into(),
+        idempotency_token: format!("create-{alias}"),
+        ..Default::default()
+    };
+    c.kms(|mut k| {
+        let req = req.clone();
+        async move { k.create_key(req).await }
+    })
+    .await
+    .map(|r| r.key.unwrap())
+}
+
+pub async fn encrypt(
+    c: &Client,
+    key: &str,
+    plaintext: &[u8],
+    context: &[(&str, &str)],
+) -> Result<pb::EncryptResponse, Status> {
+    let req = pb::EncryptRequest {
+        key: key.into(),
+        plaintext: plaintext.to_vec(),
+        encryption_context: ctx(context),
+        consistency: None,
+    };
+    c.kms(|mut k| {
+        let req = req.clone();
+        async move { k.encrypt(req).await }
+    })
+    .await
+}
+
+pub async fn decrypt(c: &Client, ciphertext: &[u8], context: &[(&str, &str)]) -> Result<pb::DecryptResponse, Status> {
+    let req =
+        pb::DecryptRequest { ciphertext: ciphertext.to_vec(), encryption_context: ctx(context), ..Default::default() };
+    c.kms(|mut k| {
+        let req = req.clone();
+        async move { k.decrypt(req).await }
+    })
+    .await
+}
+
+pub async fn sign(c: &Client, key: &str, message: &[u8]) -> Result<pb::SignResponse, Status> {
+    let req = pb::SignRequest { key: key.into(), message: message.to_vec(), consistency: None };
+    c.kms(|mut k| {
+        let req = req.clone();
+        async move { k.sign(req).await }
+    })
+    .await
+}
+
+pub async fn verify(c: &Client, key: &str, message: &[u8], signature: &[u8], key_version: u32) -> Result<bool, Status> {
+    let req = pb::VerifyRequest {
+        key: key.into(),
+        message: message.to_vec(),
+        signature: signature.to_vec(),
+        key_version,
+        consistency: None,
+    };
+    c.kms(|mut k| {
+        let req = req.clone();
+        async move { k.verify(req).await }
+    })
+    .await
+    .map(|r| r.valid)
+}
+
+pub async fn key_call<F, Fut>(c: &Client, f: F) -> Result<pb::KeyMetadata, Status>
+where
+    F: Fn(client::pb::kms_client::KmsClient<tonic::transport::Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<pb::KeyResponse>, Status>>,
+{
+    c.kms(f).await.map(|r| r.key.unwrap())
+}
