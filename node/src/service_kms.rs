@@ -146,6 +146,15 @@ impl<C: Connector> KmsService<C> {
     }
 }
 
+/// The SEC1 public point of a signing key version (stored in the clear, no unwrap needed).
+fn public_key(version: &raft::KeyVersion) -> Result<Vec<u8>> {
+    version
+        .material
+        .as_ref()
+        .and_then(|m| m.public_key.clone())
+        .ok_or_else(|| NodeError::Internal("signing key version without a public key".into()))
+}
+
 #[tonic::async_trait]
 impl<C: Connector> Kms for KmsService<C> {
     async fn create_key(
@@ -484,11 +493,7 @@ impl<C: Connector> Kms for KmsService<C> {
         ok(async {
             let key = self.read_key(&r.key, consistency(r.consistency)?).await?;
             let version = Self::version_or_primary(&key, KeyUsage::SignVerify, r.key_version)?;
-            let public = version
-                .material
-                .as_ref()
-                .and_then(|m| m.public_key.clone())
-                .ok_or_else(|| NodeError::Internal("signing key without public key".into()))?;
+            let public = public_key(version)?;
             match ecdsa::verify_der(&public, &r.message, &r.signature) {
                 Ok(()) => Ok(pb::VerifyResponse { valid: true }),
                 Err(crypto::CryptoError::BadSignature) => Ok(pb::VerifyResponse { valid: false }),
@@ -506,11 +511,7 @@ impl<C: Connector> Kms for KmsService<C> {
         ok(async {
             let key = self.read_key(&r.key, consistency(r.consistency)?).await?;
             let version = Self::version_or_primary(&key, KeyUsage::SignVerify, r.key_version)?;
-            let public = version
-                .material
-                .as_ref()
-                .and_then(|m| m.public_key.clone())
-                .ok_or_else(|| NodeError::Internal("signing key without public key".into()))?;
+            let public = public_key(version)?;
             let (der, pem) = ecdsa::public_key_spki(&public)?;
             Ok(pb::GetPublicKeyResponse {
                 key_id: key.id.to_string(),
