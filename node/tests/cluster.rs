@@ -252,3 +252,49 @@ async fn rotation_disabling_and_bad_inputs_get_the_right_answers() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_is_added_as_learner_then_voter_serves_and_is_removed() {
+    bounded(async {
+        let mut cluster = Cluster::start(3);
+        cluster.init().await;
+        let c = cluster.client_for(&[1, 2, 3]);
+        create_key(&c, "before", pb::KeySpec::Aes256GcmSiv).await.unwrap();
+        let ct = encrypt(&c, "alias/before", b"old data", &[]).await.unwrap();
+
+        cluster.add(4);
+        eventually("node 4 answers", || cluster.local_status(4)).await;
+        let member = pb::Member { id: 4, addr: cluster.addrs[&4].clone(), region: region(4), zone: String::new() };
+        let req = pb::AddNodeRequest { member: Some(member) };
+        // Sent to a follower on purpose: admin writes are passed on to the leader.
+        let leader = cluster.leader().await;
+        let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+        cluster
+            .client_for(&[follower])
+            .admin(|mut a| {
+                let req = req.clone();
+                async move { a.add_node(req).await }
+            })
+            .await
+            .unwrap();
+        let status = c.admin(|mut a| async move { a.status(pb::StatusRequest {}).await }).await.unwrap();
+        let four = status.nodes.iter().find(|n| n.id == 4).expect("node 4 in status");
+        assert!(four.voter && four.reachable, "{four:?}");
+        assert!(!four.holds_share, "a node added after init holds no root-key share (resharing is later work)");
+
+        // The new voter serves on its own: it unwraps from the original holders' shares.
+        let alone = cluster.client_for(&[4]);
+        let pt = eventually("node 4 decrypts", || decrypt(&alone, &ct.ciphertext, &[])).await;
+        assert_eq!(pt.plaintext, b"old data");
+
+        c.admin(|mut a| async move { a.remove_node(pb::RemoveNodeRequest { id: 4 }).await }).await.unwrap();
+        let status = c.admin(|mut a| async move { a.status(pb::StatusRequest {}).await }).await.unwrap();
+        assert_eq!(status.nodes.iter().map(|n| n.id).collect::<Vec<_>>(), vec![1, 2, 3]);
+        let missing =
+            c.admin(|mut a| async move { a.remove_node(pb::RemoveNodeRequest { id: 9 }).await }).await.unwrap_err();
+        assert_eq!(missing.code(), tonic::Code::NotFound);
+        // Still a working 3-node cluster.
+        assert_eq!(decrypt(&c, &ct.ciphertext, &[]).await.unwrap().plaintext, b"old data");
+    })
+    .await;
+}

@@ -18,6 +18,10 @@ pub struct Cluster {
     children: BTreeMap<u64, Child>,
 }
 
+pub fn region(id: u64) -> String {
+    format!("region-{}", (b'a' + ((id - 1) % 5) as u8) as char)
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -28,21 +32,26 @@ const RAFT: &str = "[raft]\nheartbeat_ms = 50\nelection_timeout_ms_min = 300\nel
 impl Cluster {
     pub fn start(n: u64) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let addrs: BTreeMap<u64, String> = (1..=n).map(|id| (id, format!("127.0.0.1:{}", free_port()))).collect();
-        let mut cluster = Self { dir, addrs, children: BTreeMap::new() };
+        let mut cluster = Self { dir, addrs: BTreeMap::new(), children: BTreeMap::new() };
         for id in 1..=n {
-            let region = ["region-a", "region-b", "region-c", "region-d", "region-e"][(id as usize - 1) % 5];
-            let node_dir = cluster.node_dir(id);
-            std::fs::create_dir_all(&node_dir).unwrap();
-            let config = format!(
-                "id = {id}\nlisten = \"{}\"\nregion = \"{region}\"\ndata_dir = \"{}\"\n{RAFT}",
-                cluster.addrs[&id],
-                node_dir.join("data").display()
-            );
-            std::fs::write(node_dir.join("config.toml"), config).unwrap();
-            cluster.spawn(id);
+            cluster.add(id);
         }
         cluster
+    }
+
+    /// Writes node `id`'s config (a fresh loopback port) and starts it.
+    pub fn add(&mut self, id: u64) {
+        self.addrs.insert(id, format!("127.0.0.1:{}", free_port()));
+        let node_dir = self.node_dir(id);
+        std::fs::create_dir_all(&node_dir).unwrap();
+        let config = format!(
+            "id = {id}\nlisten = \"{}\"\nregion = \"{}\"\ndata_dir = \"{}\"\n{RAFT}",
+            self.addrs[&id],
+            region(id),
+            node_dir.join("data").display()
+        );
+        std::fs::write(node_dir.join("config.toml"), config).unwrap();
+        self.spawn(id);
     }
 
     fn node_dir(&self, id: u64) -> PathBuf {
@@ -75,12 +84,7 @@ impl Cluster {
     pub fn members(&self) -> Vec<pb::Member> {
         self.addrs
             .iter()
-            .map(|(id, addr)| pb::Member {
-                id: *id,
-                addr: addr.clone(),
-                region: format!("region-{}", (b'a' + (*id as u8 - 1) % 5) as char),
-                zone: String::new(),
-            })
+            .map(|(id, addr)| pb::Member { id: *id, addr: addr.clone(), region: region(*id), zone: String::new() })
             .collect()
     }
 
