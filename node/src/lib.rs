@@ -17,3 +17,4 @@ pub mod server;
 mod service_admin;
 mod service_internal;
 mod service_kms;
+mod transfer;

@@ -50,6 +50,7 @@ pub struct Node<C> {
     cache: Mutex<BTreeMap<(Uuid, u32), (SecretBytes, Instant)>>,
     reads: Mutex<ReadBatch>,
     last_leader_contact: Mutex<Option<Instant>>,
+    pub(crate) election_hold: crate::transfer::ElectionHold,
 }
 
 impl<C> std::fmt::Debug for Node<C> {
@@ -94,6 +95,7 @@ impl<C: Connector> Node<C> {
             cache: Mutex::new(BTreeMap::new()),
             reads: Mutex::new(ReadBatch::default()),
             last_leader_contact: Mutex::new(None),
+            election_hold: Default::default(),
         }
     }
 

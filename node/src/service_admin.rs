@@ -262,11 +262,13 @@ impl<C: Connector> Admin for AdminService<C> {
 
     async fn transfer_leader(
         &self,
-        _request: Request<pb::TransferLeaderRequest>,
+        request: Request<pb::TransferLeaderRequest>,
     ) -> std::result::Result<Response<pb::AdminEmpty>, Status> {
-        Err(Status::unimplemented(
-            "leadership transfer is not available yet: openraft 0.9's leader lease makes followers refuse the vote",
-        ))
+        let r = request.into_inner();
+        if let Some(mut leader) = self.leader_admin().await.map_err(Status::from)? {
+            return leader.transfer_leader(r).await;
+        }
+        ok(self.0.transfer_leadership(r.id).await.map(|()| pb::AdminEmpty {}))
     }
 
     async fn snapshot(

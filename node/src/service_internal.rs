@@ -5,8 +5,8 @@ use std::sync::Arc;
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use proto::internal::internal_server::Internal;
 use proto::internal::{
-    DecryptionShareReply, DecryptionShareRequest, IdentityReply, IdentityRequest, InternalEmpty, RaftPayload,
-    ReadIndexReply, ReadIndexRequest, TimeoutNowRequest,
+    DecryptionShareReply, DecryptionShareRequest, HoldElectionsRequest, IdentityReply, IdentityRequest, InternalEmpty,
+    RaftPayload, ReadIndexReply, ReadIndexRequest, TimeoutNowRequest,
 };
 use raft::{Command, TypeConfig};
 use tonic::{Request, Response, Status};
@@ -77,9 +77,17 @@ impl<C: Connector> Internal for InternalService<C> {
         Ok(Response::new(IdentityReply { node_id: self.0.id, identity_public: self.0.identity_public() }))
     }
 
-    async fn timeout_now(&self, _request: Request<TimeoutNowRequest>) -> Result<Response<InternalEmpty>, Status> {
-        Err(Status::unimplemented(
-            "leadership transfer is not available yet: openraft 0.9's leader lease makes followers refuse the vote",
-        ))
+    async fn timeout_now(&self, request: Request<TimeoutNowRequest>) -> Result<Response<InternalEmpty>, Status> {
+        let r = request.into_inner();
+        let hold_ms = r.hold_ms.min(60_000);
+        tracing::info!(from = r.from_leader, "leadership transfer: campaigning");
+        self.0.campaign(r.lease_ms.min(60_000), hold_ms);
+        Ok(Response::new(InternalEmpty {}))
+    }
+
+    async fn hold_elections(&self, request: Request<HoldElectionsRequest>) -> Result<Response<InternalEmpty>, Status> {
+        // Bounded: a hostile or buggy peer can pause our elections for at most a minute.
+        self.0.hold_elections(request.into_inner().hold_ms.min(60_000), false);
+        Ok(Response::new(InternalEmpty {}))
     }
 }

@@ -298,3 +298,35 @@ async fn a_node_is_added_as_learner_then_voter_serves_and_is_removed() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_moves_to_the_named_node_and_back() {
+    bounded(async {
+        let cluster = Cluster::start(3);
+        cluster.init().await;
+        let c = cluster.client();
+        create_key(&c, "k", pb::KeySpec::Aes256GcmSiv).await.unwrap();
+        let first = cluster.leader().await;
+        for target in [1u64, 2, 3].into_iter().filter(|id| *id != first).chain([first]) {
+            // Sent through any node: followers pass it to the leader.
+            c.admin(|mut a| async move { a.transfer_leader(pb::TransferLeaderRequest { id: target }).await })
+                .await
+                .unwrap_or_else(|e| panic!("transfer to {target}: {e:?}"));
+            assert_eq!(cluster.leader().await, target);
+            // The cluster keeps taking writes under its new leader.
+            let rotated = key_call(&c, |mut k| async move {
+                k.rotate_key(pb::RotateKeyRequest { key: "alias/k".into(), idempotency_token: format!("t{target}") })
+                    .await
+            })
+            .await
+            .unwrap();
+            assert!(rotated.primary_version >= 2);
+        }
+        let err = c
+            .admin(|mut a| async move { a.transfer_leader(pb::TransferLeaderRequest { id: 7 }).await })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound);
+    })
+    .await;
+}

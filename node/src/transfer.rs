@@ -1,0 +1,130 @@
+//! Leadership transfer on openraft 0.9, which has no transfer API and whose followers refuse
+//! votes while their leader lease (`election_timeout_ms_max` after the last heartbeat) holds.
+//!
+//! The leader (1) waits until the target has replicated its whole log, (2) asks every other
+//! voter to hold its elections for a bounded time, (3) stops its own heartbeats so the leases
+//! run out, and (4) tells the target to keep electing itself. The target is then the only
+//! candidate and its log is up to date, so it wins. Every hold ends on a timer, so a target
+//! that dies mid-transfer cannot wedge the cluster: the old leader resumes heartbeats and the
+//! others resume elections.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto::internal::{HoldElectionsRequest, TimeoutNowRequest};
+use raft::NodeId;
+use tokio::time::Instant;
+
+use crate::error::{NodeError, Result};
+use crate::network::Connector;
+use crate::node::Node;
+
+/// Generation of the latest election hold: a hold's timer releases it only if no newer hold
+/// or release has happened since.
+#[derive(Debug, Default)]
+pub(crate) struct ElectionHold(AtomicU64);
+
+impl<C: Connector> Node<C> {
+    fn lease_ms(&self) -> u64 {
+        self.config.raft.election_timeout_ms_max
+    }
+
+    /// Stops (hold_ms > 0) or resumes (0) starting elections on this node.
+    pub(crate) fn hold_elections(self: &Arc<Self>, hold_ms: u64, heartbeats_too: bool) {
+        let generation = self.election_hold.0.fetch_add(1, Ordering::SeqCst) + 1;
+        let enabled = hold_ms == 0;
+        self.raft.runtime_config().elect(enabled);
+        if heartbeats_too || enabled {
+            self.raft.runtime_config().heartbeat(enabled);
+        }
+        if hold_ms > 0 {
+            let node = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(hold_ms)).await;
+                if node.election_hold.0.load(Ordering::SeqCst) == generation {
+                    node.raft.runtime_config().elect(true);
+                    node.raft.runtime_config().heartbeat(true);
+                }
+            });
+        }
+    }
+
+    /// On the target: elect ourselves once the leases expire, retrying until leader or `hold_ms`.
+    pub(crate) fn campaign(self: &Arc<Self>, lease_ms: u64, hold_ms: u64) {
+        let node = self.clone();
+        tokio::spawn(async move {
+            let deadline = Instant::now() + Duration::from_millis(hold_ms);
+            tokio::time::sleep(Duration::from_millis(lease_ms + node.config.raft.heartbeat_ms)).await;
+            while Instant::now() < deadline && !node.is_leader() {
+                if node.raft.trigger().elect().await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(node.config.raft.election_timeout_ms_min)).await;
+            }
+        });
+    }
+
+    /// On the leader: hands leadership to `target`.
+    pub(crate) async fn transfer_leadership(self: &Arc<Self>, target: NodeId) -> Result<()> {
+        if target == self.id {
+            return Ok(());
+        }
+        let metrics = self.raft.metrics().borrow().clone();
+        let voters: Vec<NodeId> = metrics.membership_config.membership().voter_ids().collect();
+        if !voters.contains(&target) {
+            return Err(NodeError::Kms(raft::KmsError::NotFound(format!("node {target} is not a voter"))));
+        }
+        let addr = |id: NodeId| self.members().into_iter().find(|(m, _)| *m == id).map(|(_, n)| n.addr);
+        // (1) The target must hold every entry, or it cannot win the vote.
+        let last = metrics.last_log_index.unwrap_or(0);
+        let mut watch = self.raft.metrics();
+        let caught_up = watch.wait_for(|m| {
+            m.replication.as_ref().and_then(|r| r.get(&target).copied().flatten()).is_some_and(|l| l.index >= last)
+        });
+        tokio::time::timeout(Duration::from_secs(10), caught_up)
+            .await
+            .map_err(|_| NodeError::Unavailable(format!("node {target} did not catch up within 10 s")))?
+            .map_err(|e| NodeError::Internal(e.to_string()))?;
+        let lease_ms = self.lease_ms();
+        let hold_ms = 4 * lease_ms + 2000;
+        // (2) Other voters hold their elections.
+        for v in voters.iter().filter(|v| **v != target && **v != self.id) {
+            let Some(a) = addr(*v) else { continue };
+            if let Err(e) = self.peers.client(&a)?.hold_elections(HoldElectionsRequest { hold_ms }).await {
+                tracing::warn!(voter = v, "could not hold elections: {}", e.message());
+            }
+        }
+        // (3) Let the leases lapse; (4) the target campaigns.
+        self.hold_elections(hold_ms, true);
+        let target_addr = addr(target).ok_or_else(|| NodeError::Internal(format!("no address for {target}")))?;
+        let told = self
+            .peers
+            .client(&target_addr)?
+            .timeout_now(TimeoutNowRequest { from_leader: self.id, lease_ms, hold_ms })
+            .await;
+        let done = async {
+            told.map_err(|s| NodeError::Unavailable(format!("node {target} refused to campaign: {}", s.message())))?;
+            let mut watch = self.raft.metrics();
+            watch
+                .wait_for(|m| m.current_leader == Some(target))
+                .await
+                .map_err(|e| NodeError::Internal(e.to_string()))?;
+            Ok(())
+        };
+        let result = match tokio::time::timeout(Duration::from_millis(hold_ms), done).await {
+            Ok(r) => r,
+            Err(_) => Err(NodeError::Unavailable(format!("node {target} did not become leader in {hold_ms} ms"))),
+        };
+        // Release every hold now rather than on the timers.
+        self.hold_elections(0, true);
+        for v in voters.iter().filter(|v| **v != target && **v != self.id) {
+            if let Some(a) = addr(*v) {
+                if let Ok(mut c) = self.peers.client(&a) {
+                    let _ = c.hold_elections(HoldElectionsRequest { hold_ms: 0 }).await;
+                }
+            }
+        }
+        result
+    }
+}
