@@ -65,6 +65,23 @@ impl<C: Connector> Node<C> {
         });
     }
 
+    /// Asks every voter but `target` and this node to hold (or, with 0, resume) elections.
+    /// Best effort with a deadline each: an unreachable voter cannot campaign anyway.
+    async fn hold_other_voters(&self, voters: &[NodeId], target: NodeId, hold_ms: u64) {
+        let addrs: std::collections::BTreeMap<NodeId, String> =
+            self.members().into_iter().map(|(id, n)| (id, n.addr)).collect();
+        let timeout = Duration::from_millis(self.config.raft.rpc_timeout_ms);
+        for v in voters.iter().filter(|v| **v != target && **v != self.id) {
+            let Some(Ok(mut client)) = addrs.get(v).map(|a| self.peers.client(a)) else { continue };
+            let call = client.hold_elections(HoldElectionsRequest { hold_ms });
+            match tokio::time::timeout(timeout, call).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(voter = v, hold_ms, "hold elections: {}", e.message()),
+                Err(_) => tracing::warn!(voter = v, hold_ms, "hold elections: timed out"),
+            }
+        }
+    }
+
     /// On the leader: hands leadership to `target`.
     pub(crate) async fn transfer_leadership(self: &Arc<Self>, target: NodeId) -> Result<()> {
         if target == self.id {
@@ -89,19 +106,18 @@ impl<C: Connector> Node<C> {
         let lease_ms = self.lease_ms();
         let hold_ms = 4 * lease_ms + 2000;
         // (2) Other voters hold their elections.
-        for v in voters.iter().filter(|v| **v != target && **v != self.id) {
-            let Some(a) = addr(*v) else { continue };
-            if let Err(e) = self.peers.client(&a)?.hold_elections(HoldElectionsRequest { hold_ms }).await {
-                tracing::warn!(voter = v, "could not hold elections: {}", e.message());
-            }
-        }
+        self.hold_other_voters(&voters, target, hold_ms).await;
         // (3) Let the leases lapse; (4) the target campaigns.
         self.hold_elections(hold_ms, true);
         let target_addr = addr(target).ok_or_else(|| NodeError::Internal(format!("no address for {target}")))?;
         let told = self
             .peers
             .client(&target_addr)?
-            .timeout_now(TimeoutNowRequest { from_leader: self.id, lease_ms, hold_ms })
+            .timeout_now({
+                let mut r = tonic::Request::new(TimeoutNowRequest { from_leader: self.id, lease_ms, hold_ms });
+                r.set_timeout(Duration::from_millis(self.config.raft.rpc_timeout_ms));
+                r
+            })
             .await;
         let done = async {
             told.map_err(|s| NodeError::Unavailable(format!("node {target} refused to campaign: {}", s.message())))?;
@@ -118,13 +134,7 @@ impl<C: Connector> Node<C> {
         };
         // Release every hold now rather than on the timers.
         self.hold_elections(0, true);
-        for v in voters.iter().filter(|v| **v != target && **v != self.id) {
-            if let Some(a) = addr(*v) {
-                if let Ok(mut c) = self.peers.client(&a) {
-                    let _ = c.hold_elections(HoldElectionsRequest { hold_ms: 0 }).await;
-                }
-            }
-        }
+        self.hold_other_voters(&voters, target, 0).await;
         result
     }
 }
