@@ -11,7 +11,7 @@ use std::time::Duration;
 use crypto::threshold::{self, Wrapped};
 use crypto::{CryptoError, SecretBytes};
 use proto::internal::DecryptionShareRequest;
-use raft::{KeyRef, KeyUsage, NodeId, WrappedMaterial};
+use raft::{KeyRef, NodeId, WrappedMaterial};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
@@ -121,7 +121,6 @@ impl<C: Connector> Node<C> {
             let v = key
                 .version_for(usage, request.version)
                 .map_err(|e| NodeError::Kms(raft::KmsError::InvalidState(format!("share refused: {e}"))))?;
-            debug_assert!(matches!(usage, KeyUsage::EncryptDecrypt | KeyUsage::SignVerify));
             v.material
                 .as_ref()
                 .ok_or_else(|| NodeError::Kms(raft::KmsError::InvalidState("version is destroyed".into())))?

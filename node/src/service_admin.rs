@@ -1,6 +1,6 @@
 //! The operator service (`keyquorum.v1.Admin`): init, status, membership, snapshots.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,6 +45,11 @@ impl<C: Connector> AdminService<C> {
         let (_, addr) = self.0.leader().ok_or_else(|| NodeError::Unavailable("no leader is known; retry".into()))?;
         let channel = self.0.peers.channel(&addr)?;
         Ok(Some(AdminClient::new(channel)))
+    }
+
+    async fn change_membership(&self, change: openraft::ChangeMembers<NodeId, NodeInfo>) -> Result<()> {
+        self.0.raft.change_membership(change, false).await.map_err(|e| NodeError::Unavailable(e.to_string()))?;
+        Ok(())
     }
 
     async fn identity_of(&self, id: NodeId, addr: &str) -> Result<Vec<u8>> {
@@ -221,12 +226,7 @@ impl<C: Connector> Admin for AdminService<C> {
             let (id, info) = member_info(&m)?;
             // Learner first; `add_learner(blocking)` returns once it has caught up.
             self.0.raft.add_learner(id, info, true).await.map_err(|e| NodeError::Unavailable(e.to_string()))?;
-            let voters: BTreeSet<NodeId> = [id].into_iter().collect();
-            self.0
-                .raft
-                .change_membership(openraft::ChangeMembers::AddVoterIds(voters), false)
-                .await
-                .map_err(|e| NodeError::Unavailable(e.to_string()))?;
+            self.change_membership(openraft::ChangeMembers::AddVoterIds([id].into())).await?;
             Ok(pb::AdminEmpty {})
         }
         .await)
@@ -244,17 +244,8 @@ impl<C: Connector> Admin for AdminService<C> {
             if !self.0.members().iter().any(|(id, _)| *id == r.id) {
                 return Err(NodeError::Kms(raft::KmsError::NotFound(format!("node {} is not a member", r.id))));
             }
-            let ids: BTreeSet<NodeId> = [r.id].into_iter().collect();
-            self.0
-                .raft
-                .change_membership(openraft::ChangeMembers::RemoveVoters(ids.clone()), false)
-                .await
-                .map_err(|e| NodeError::Unavailable(e.to_string()))?;
-            self.0
-                .raft
-                .change_membership(openraft::ChangeMembers::RemoveNodes(ids), false)
-                .await
-                .map_err(|e| NodeError::Unavailable(e.to_string()))?;
+            self.change_membership(openraft::ChangeMembers::RemoveVoters([r.id].into())).await?;
+            self.change_membership(openraft::ChangeMembers::RemoveNodes([r.id].into())).await?;
             Ok(pb::AdminEmpty {})
         }
         .await)
