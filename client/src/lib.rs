@@ -60,6 +60,14 @@ impl Client {
         Ok(Self { endpoints: out, current: AtomicUsize::new(0), max_message_bytes: MAX_MESSAGE_BYTES })
     }
 
+    /// A client over channels made elsewhere (the simulator makes them over its own network).
+    pub fn from_channels(endpoints: Vec<(String, Channel)>) -> Result<Self, ClientError> {
+        if endpoints.is_empty() {
+            return Err(ClientError::NoEndpoints);
+        }
+        Ok(Self { endpoints, current: AtomicUsize::new(0), max_message_bytes: MAX_MESSAGE_BYTES })
+    }
+
     pub fn endpoints(&self) -> Vec<String> {
         self.endpoints.iter().map(|(u, _)| u.clone()).collect()
     }

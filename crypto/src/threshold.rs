@@ -91,8 +91,14 @@ pub fn wrap(public_key_set_bytes: &[u8], material: &SecretBytes, rng: &mut Secur
     Ok(Wrapped { ciphertext: encode(&ct)?, kcv: key_check_value(material) })
 }
 
+/// Decodes a wrapped-key ciphertext without checking it (the pairings are the costly part;
+/// callers that need the check use [`ciphertext`]).
+fn parse_ciphertext(bytes: &[u8]) -> Result<Ciphertext, CryptoError> {
+    decode(bytes, "wrapped key")
+}
+
 fn ciphertext(bytes: &[u8]) -> Result<Ciphertext, CryptoError> {
-    let ct: Ciphertext = decode(bytes, "wrapped key")?;
+    let ct = parse_ciphertext(bytes)?;
     if !ct.verify() {
         return Err(CryptoError::Threshold("wrapped key ciphertext fails its validity check".into()));
     }
@@ -121,15 +127,29 @@ impl ShareHolder {
         self.index
     }
 
-    /// This holder's decryption share for a wrapped key (serialized).
+    /// This holder's decryption share for a wrapped key (serialized). Checks that the
+    /// ciphertext is well formed first (two pairings).
     pub fn decryption_share(&self, wrapped_ciphertext: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        let ct = ciphertext(wrapped_ciphertext)?;
+        let ct = parse_ciphertext(wrapped_ciphertext)?;
         let share = self
             .share
             .decrypt_share(&ct)
             .ok_or_else(|| CryptoError::Threshold("ciphertext rejected by share".into()))?;
         encode(&share)
     }
+
+    /// Like [`Self::decryption_share`] for a ciphertext this holder has already checked with
+    /// [`verify_wrapped`] (the caller remembers which ones), skipping the pairings.
+    pub fn decryption_share_of_verified(&self, wrapped_ciphertext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let ct = parse_ciphertext(wrapped_ciphertext)?;
+        encode(&self.share.decrypt_share_no_verify(&ct))
+    }
+}
+
+/// Whether a wrapped key's ciphertext is well formed (threshold_crypto's CCA check: two
+/// pairings). Holders check each ciphertext once before giving shares for it.
+pub fn verify_wrapped(wrapped_ciphertext: &[u8]) -> Result<bool, CryptoError> {
+    Ok(parse_ciphertext(wrapped_ciphertext)?.verify())
 }
 
 /// Combines decryption shares (`index -> serialized share`) into the material. Optimistic:
@@ -141,7 +161,9 @@ pub fn unwrap(
     shares: &BTreeMap<u64, Vec<u8>>,
 ) -> Result<SecretBytes, CryptoError> {
     let pks = public_key_set(public_key_set_bytes)?;
-    let ct = ciphertext(&wrapped.ciphertext)?;
+    // Not re-checked here: the holders check a ciphertext before giving shares for it, and
+    // the key-check value catches a wrong result.
+    let ct = parse_ciphertext(&wrapped.ciphertext)?;
     let need = pks.threshold() + 1;
     let mut parsed = BTreeMap::new();
     let mut faulty = Vec::new();

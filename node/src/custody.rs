@@ -21,10 +21,25 @@ use crate::node::Node;
 
 impl<C: Connector> Node<C> {
     /// The plaintext material of `(key_id, version)`, from the cache or from t+1 shares.
+    /// Concurrent requests for one uncached version share a single unwrap: the first does
+    /// the share round, the others wait for it and read the cache.
     pub async fn material(&self, key_id: Uuid, version: u32, wrapped: &WrappedMaterial) -> Result<SecretBytes> {
         if let Some(m) = self.cache_get(key_id, version) {
             return Ok(m);
         }
+        let slot = self.unwrap_slot(key_id, version);
+        let result = {
+            let _turn = slot.lock().await;
+            match self.cache_get(key_id, version) {
+                Some(m) => Ok(m),
+                None => self.unwrap_material(key_id, version, wrapped).await,
+            }
+        };
+        self.release_unwrap_slot(key_id, version, slot);
+        result
+    }
+
+    async fn unwrap_material(&self, key_id: Uuid, version: u32, wrapped: &WrappedMaterial) -> Result<SecretBytes> {
         let root = self.state.read().store.root().cloned().ok_or(NodeError::NotInitialized)?;
         if wrapped.root_epoch != root.epoch {
             return Err(NodeError::Internal(format!(
@@ -127,7 +142,17 @@ impl<C: Connector> Node<C> {
                 .ciphertext
                 .clone()
         };
+        // The ciphertext of a (key, version) never changes, so each is checked once per node.
+        if !self.wrapped_verified(key_id, request.version) {
+            if !threshold::verify_wrapped(&ciphertext)? {
+                return Err(NodeError::Internal(format!(
+                    "key {key_id} version {} has a malformed wrapped ciphertext; refusing to give a share",
+                    request.version
+                )));
+            }
+            self.mark_wrapped_verified(key_id, request.version);
+        }
         tracing::info!(requester = request.requester, %key_id, version = request.version, "audit: decryption share given");
-        Ok((holder.index(), holder.decryption_share(&ciphertext)?))
+        Ok((holder.index(), holder.decryption_share_of_verified(&ciphertext)?))
     }
 }

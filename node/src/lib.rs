@@ -18,3 +18,15 @@ mod service_admin;
 mod service_internal;
 mod service_kms;
 mod transfer;
+
+/// Whether the named failpoint is active. Failpoints exist only in builds with the
+/// `failpoints` feature (the simulator's self-tests); elsewhere this is `false`.
+#[cfg(feature = "failpoints")]
+pub(crate) fn failpoint(name: &str) -> bool {
+    fail::eval(name, |_| ()).is_some()
+}
+
+#[cfg(not(feature = "failpoints"))]
+pub(crate) fn failpoint(_name: &str) -> bool {
+    false
+}

@@ -30,6 +30,9 @@ pub fn system_clock() -> Clock {
     })
 }
 
+/// Serialises the unwrapping of one key version.
+pub(crate) type UnwrapSlot = Arc<tokio::sync::Mutex<()>>;
+
 /// How fresh a read must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Consistency {
@@ -48,6 +51,10 @@ pub struct Node<C> {
     share: Mutex<Option<Arc<ShareHolder>>>,
     rng: Mutex<SecureRng>,
     cache: Mutex<BTreeMap<(Uuid, u32), (SecretBytes, Instant)>>,
+    /// One lock per version being unwrapped right now (single-flight unwraps).
+    unwrapping: Mutex<BTreeMap<(Uuid, u32), UnwrapSlot>>,
+    /// Wrapped ciphertexts this node has checked before giving shares for them.
+    verified: Mutex<std::collections::BTreeSet<(Uuid, u32)>>,
     reads: Mutex<ReadBatch>,
     last_leader_contact: Mutex<Option<Instant>>,
     pub(crate) election_hold: crate::transfer::ElectionHold,
@@ -93,6 +100,8 @@ impl<C: Connector> Node<C> {
             share: Mutex::new(None),
             rng: Mutex::new(rng),
             cache: Mutex::new(BTreeMap::new()),
+            unwrapping: Mutex::new(BTreeMap::new()),
+            verified: Mutex::new(Default::default()),
             reads: Mutex::new(ReadBatch::default()),
             last_leader_contact: Mutex::new(None),
             election_hold: Default::default(),
@@ -190,6 +199,10 @@ impl<C: Connector> Node<C> {
     pub async fn linearize(self: &Arc<Self>, consistency: Consistency) -> Result<()> {
         match consistency {
             Consistency::Linearizable => {
+                // Failpoint (simulator self-test): serve from local state, skipping the read index.
+                if crate::failpoint("node::read-without-read-index") {
+                    return Ok(());
+                }
                 let index = self.read_index().await?;
                 self.wait_applied(index).await
             }
@@ -327,6 +340,28 @@ impl<C: Connector> Node<C> {
     pub fn cache_put(&self, key_id: Uuid, version: u32, material: SecretBytes) {
         let ttl = Duration::from_millis(self.config.material_cache_ttl_ms);
         lock(&self.cache).insert((key_id, version), (material, Instant::now() + ttl));
+    }
+
+    pub(crate) fn wrapped_verified(&self, key_id: Uuid, version: u32) -> bool {
+        lock(&self.verified).contains(&(key_id, version))
+    }
+
+    pub(crate) fn mark_wrapped_verified(&self, key_id: Uuid, version: u32) {
+        lock(&self.verified).insert((key_id, version));
+    }
+
+    /// The lock that serialises unwrapping `(key_id, version)`.
+    pub(crate) fn unwrap_slot(&self, key_id: Uuid, version: u32) -> UnwrapSlot {
+        lock(&self.unwrapping).entry((key_id, version)).or_default().clone()
+    }
+
+    /// Forgets the slot once nobody else holds or waits on it.
+    pub(crate) fn release_unwrap_slot(&self, key_id: Uuid, version: u32, slot: UnwrapSlot) {
+        let mut slots = lock(&self.unwrapping);
+        // One reference in the map, one here: nobody else is waiting.
+        if Arc::strong_count(&slot) <= 2 {
+            slots.remove(&(key_id, version));
+        }
     }
 
     /// Drops every cached version of a key (on disable, deletion, destruction).

@@ -77,7 +77,12 @@ impl<C: Connector> KmsService<C> {
             )));
         }
         let key = self.read_key(key, consistency).await?;
-        let version = key.primary_for(KeyUsage::EncryptDecrypt)?;
+        let mut version = key.primary_for(KeyUsage::EncryptDecrypt)?;
+        // Failpoint (simulator self-test): keep encrypting under the version before the
+        // latest rotation.
+        if crate::failpoint("node::encrypt-with-previous-version") && version.version > 1 {
+            version = key.version_for(KeyUsage::EncryptDecrypt, version.version - 1)?;
+        }
         let wrapped = version.material.clone().ok_or_else(|| NodeError::Internal("primary has no material".into()))?;
         let material = self.0.material(key.id, version.version, &wrapped).await?;
         let ct =

@@ -4,7 +4,8 @@
 //! **Architecture Invariant:** `apply` is a deterministic function of the state and the
 //! command. Every timestamp and every random byte (key ids, wrapped material) is chosen by the
 //! proposer and carried inside the command, so every replica reaches the same state. This crate
-//! opens no sockets or files, reads no clock and draws no randomness.
+//! opens no sockets or files and reads no clock; its only randomness is openraft's election
+//! jitter, drawn from the seedable stream in [`runtime`].
 
 use std::fmt;
 use std::io::Cursor;
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 mod command;
 mod error;
 mod key;
+pub mod runtime;
 mod state;
 
 pub use command::{Applied, Command, CommandResult, KeyChange};
@@ -51,6 +53,7 @@ openraft::declare_raft_types!(
         Node = NodeInfo,
         Entry = openraft::Entry<TypeConfig>,
         SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = runtime::KqRuntime,
 );
 
 /// Milliseconds in a day, for deletion windows and rotation periods.

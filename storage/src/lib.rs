@@ -18,7 +18,9 @@ mod state_machine;
 
 pub use log_mem::MemLogStore;
 pub use log_rocks::{open_rocks, RocksLogStore, RocksSnapshots};
-pub use state_machine::{MemSnapshots, SharedState, SnapshotPersist, StateMachineData, StateMachineStore};
+pub use state_machine::{
+    ApplyObserver, MemSnapshots, SharedState, SnapshotPersist, StateMachineData, StateMachineStore,
+};
 
 use openraft::{StorageError, StorageIOError};
 use raft::NodeId;
@@ -31,4 +33,16 @@ fn encode<T: serde::Serialize>(value: &T) -> std::result::Result<Vec<u8>, Storag
 
 fn decode<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> std::result::Result<T, StorageIOError<NodeId>> {
     postcard::from_bytes(bytes).map_err(|e| StorageIOError::read(&e))
+}
+
+/// Whether the named failpoint is active. Failpoints exist only in builds with the
+/// `failpoints` feature (the simulator's self-tests); elsewhere this is `false`.
+#[cfg(feature = "failpoints")]
+fn failpoint(name: &str) -> bool {
+    fail::eval(name, |_| ()).is_some()
+}
+
+#[cfg(not(feature = "failpoints"))]
+fn failpoint(_name: &str) -> bool {
+    false
 }

@@ -1,5 +1,8 @@
-//! In-memory log store: same behaviour as the RocksDB one, no durability (the simulator
-//! models crashes on top of it).
+//! In-memory log store with the same behaviour as the RocksDB one, including what a crash
+//! loses: every change first lands in a volatile view and becomes durable only when the store
+//! syncs, at the same points where the RocksDB store fsyncs (an append before its callback
+//! fires, a vote, a truncation, a purge). [`MemLogStore::crash`] drops whatever was not
+//! synced, which is what the simulator does to a node it kills.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -12,12 +15,63 @@ use raft::{NodeId, TypeConfig};
 
 use crate::Result;
 
-#[derive(Debug, Default)]
-struct Inner {
+#[derive(Debug, Default, Clone)]
+struct LogData {
     log: BTreeMap<u64, Entry<TypeConfig>>,
     vote: Option<Vote<NodeId>>,
     committed: Option<LogId<NodeId>>,
     last_purged: Option<LogId<NodeId>>,
+}
+
+/// One change, as the volatile view saw it and as the durable copy will once synced.
+#[derive(Debug, Clone)]
+enum Change {
+    Put(Box<Entry<TypeConfig>>),
+    TruncateFrom(u64),
+    PurgeTo(LogId<NodeId>),
+    Vote(Vote<NodeId>),
+    Committed(Option<LogId<NodeId>>),
+}
+
+impl LogData {
+    fn apply(&mut self, change: Change) {
+        match change {
+            Change::Put(e) => {
+                self.log.insert(e.get_log_id().index, *e);
+            }
+            Change::TruncateFrom(index) => {
+                let _removed = self.log.split_off(&index);
+            }
+            Change::PurgeTo(log_id) => {
+                self.last_purged = Some(log_id);
+                self.log = self.log.split_off(&(log_id.index + 1));
+            }
+            Change::Vote(v) => self.vote = Some(v),
+            Change::Committed(c) => self.committed = c,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// What the running node sees.
+    live: LogData,
+    /// What survives a crash.
+    durable: LogData,
+    unsynced: Vec<Change>,
+}
+
+impl Inner {
+    fn change(&mut self, change: Change) {
+        self.live.apply(change.clone());
+        self.unsynced.push(change);
+    }
+
+    fn sync(&mut self) {
+        for change in self.unsynced.drain(..) {
+            self.durable.apply(change);
+        }
+    }
 }
 
 /// A log store in memory. Clones share the same log.
@@ -32,6 +86,19 @@ impl MemLogStore {
         #[allow(clippy::expect_used)]
         self.inner.lock().expect("memory log store lock poisoned")
     }
+
+    /// Simulates a power loss: everything not yet synced is gone. Call only once the node
+    /// using this store has stopped.
+    pub fn crash(&self) {
+        let mut inner = self.lock();
+        inner.unsynced.clear();
+        inner.live = inner.durable.clone();
+    }
+
+    /// Number of changes that a crash now would lose (for tests of the model itself).
+    pub fn unsynced_changes(&self) -> usize {
+        self.lock().unsynced.len()
+    }
 }
 
 impl RaftLogReader<TypeConfig> for MemLogStore {
@@ -39,7 +106,7 @@ impl RaftLogReader<TypeConfig> for MemLogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>> {
-        Ok(self.lock().log.range(range).map(|(_, e)| e.clone()).collect())
+        Ok(self.lock().live.log.range(range).map(|(_, e)| e.clone()).collect())
     }
 }
 
@@ -48,8 +115,9 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>> {
         let inner = self.lock();
-        let last = inner.log.values().next_back().map(|e| *e.get_log_id()).or(inner.last_purged);
-        Ok(LogState { last_purged_log_id: inner.last_purged, last_log_id: last })
+        let live = &inner.live;
+        let last = live.log.values().next_back().map(|e| *e.get_log_id()).or(live.last_purged);
+        Ok(LogState { last_purged_log_id: live.last_purged, last_log_id: last })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -57,21 +125,25 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<()> {
-        self.lock().vote = Some(*vote);
+        let mut inner = self.lock();
+        inner.change(Change::Vote(*vote));
+        inner.sync();
         Ok(())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>> {
-        Ok(self.lock().vote)
+        Ok(self.lock().live.vote)
     }
 
+    /// Like the RocksDB store, the committed index is not synced on its own: losing it only
+    /// means re-learning it from the leader.
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<()> {
-        self.lock().committed = committed;
+        self.lock().change(Change::Committed(committed));
         Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>> {
-        Ok(self.lock().committed)
+        Ok(self.lock().live.committed)
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<()>
@@ -82,7 +154,12 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
         {
             let mut inner = self.lock();
             for e in entries {
-                inner.log.insert(e.get_log_id().index, e);
+                inner.change(Change::Put(Box::new(e)));
+            }
+            // Failpoint (simulator self-test): acknowledge without syncing, the bug an
+            // fsync-less store would have.
+            if !crate::failpoint("storage::append-ack-before-sync") {
+                inner.sync();
             }
         }
         callback.log_io_completed(Ok(()));
@@ -91,19 +168,20 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<()> {
         let mut inner = self.lock();
-        let _removed = inner.log.split_off(&log_id.index);
+        inner.change(Change::TruncateFrom(log_id.index));
+        inner.sync();
         Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<()> {
         let mut inner = self.lock();
         assert!(
-            inner.last_purged.is_none_or(|p| p.index <= log_id.index),
+            inner.live.last_purged.is_none_or(|p| p.index <= log_id.index),
             "purge must not go backwards: last purged {:?}, asked {log_id}",
-            inner.last_purged
+            inner.live.last_purged
         );
-        inner.last_purged = Some(log_id);
-        inner.log = inner.log.split_off(&(log_id.index + 1));
+        inner.change(Change::PurgeTo(log_id));
+        inner.sync();
         Ok(())
     }
 }

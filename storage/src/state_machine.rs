@@ -90,12 +90,22 @@ struct StoredSnapshot {
     data: Vec<u8>,
 }
 
+/// Sees every entry just before it is applied (the simulator's Raft-safety checker).
+pub type ApplyObserver = Arc<dyn Fn(&Entry<TypeConfig>) + Send + Sync>;
+
 /// The state-machine store.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StateMachineStore<P> {
     state: SharedState,
     persist: P,
     snapshot_seq: Arc<std::sync::atomic::AtomicU64>,
+    observer: Option<ApplyObserver>,
+}
+
+impl<P> std::fmt::Debug for StateMachineStore<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateMachineStore").field("state", &self.state).finish_non_exhaustive()
+    }
 }
 
 impl<P: SnapshotPersist + Clone> StateMachineStore<P> {
@@ -113,7 +123,13 @@ impl<P: SnapshotPersist + Clone> StateMachineStore<P> {
             }
             None => StateMachineData::default(),
         };
-        Ok(Self { state: SharedState::new(data), persist, snapshot_seq: Default::default() })
+        Ok(Self { state: SharedState::new(data), persist, snapshot_seq: Default::default(), observer: None })
+    }
+
+    /// Calls `observer` with every entry before it is applied.
+    pub fn with_observer(mut self, observer: ApplyObserver) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     pub fn state(&self) -> SharedState {
@@ -157,6 +173,9 @@ impl<P: SnapshotPersist + Clone> RaftStateMachine<TypeConfig> for StateMachineSt
         {
             let mut s = self.state.write();
             for entry in entries {
+                if let Some(observe) = &self.observer {
+                    observe(&entry);
+                }
                 s.last_applied = Some(entry.log_id);
                 match entry.payload {
                     EntryPayload::Blank => results.push(Ok(Applied::Done)),
