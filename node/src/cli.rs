@@ -596,17 +596,23 @@ async fn key_command(command: KeyCommand, common: &Common) -> anyhow::Result<()>
             return Ok(());
         }
         KeyCommand::Rotate { key } => call!(rotate_key, pb::RotateKeyRequest { key, idempotency_token: token() }).key,
-        KeyCommand::Enable { key } => call!(enable_key, pb::KeyRequest { key }).key,
-        KeyCommand::Disable { key } => call!(disable_key, pb::KeyRequest { key }).key,
+        KeyCommand::Enable { key } => call!(enable_key, pb::KeyRequest { key, idempotency_token: token() }).key,
+        KeyCommand::Disable { key } => call!(disable_key, pb::KeyRequest { key, idempotency_token: token() }).key,
         KeyCommand::ScheduleDeletion { key, days } => {
-            call!(schedule_key_deletion, pb::ScheduleKeyDeletionRequest { key, pending_window_days: days }).key
+            call!(
+                schedule_key_deletion,
+                pb::ScheduleKeyDeletionRequest { key, pending_window_days: days, idempotency_token: token() }
+            )
+            .key
         }
-        KeyCommand::CancelDeletion { key } => call!(cancel_key_deletion, pb::KeyRequest { key }).key,
+        KeyCommand::CancelDeletion { key } => {
+            call!(cancel_key_deletion, pb::KeyRequest { key, idempotency_token: token() }).key
+        }
         KeyCommand::EnableVersion { key, version } => {
-            call!(enable_key_version, pb::KeyVersionRequest { key, version }).key
+            call!(enable_key_version, pb::KeyVersionRequest { key, version, idempotency_token: token() }).key
         }
         KeyCommand::DisableVersion { key, version } => {
-            call!(disable_key_version, pb::KeyVersionRequest { key, version }).key
+            call!(disable_key_version, pb::KeyVersionRequest { key, version, idempotency_token: token() }).key
         }
         KeyCommand::Versions { key } => {
             let r = call!(list_key_versions, pb::ListKeyVersionsRequest { key, consistency: None });

@@ -43,12 +43,13 @@ impl<C: Connector> KmsService<C> {
         }
     }
 
-    async fn change(&self, key: &str, change: KeyChange) -> Result<pb::KeyResponse> {
+    async fn change(&self, key: &str, change: KeyChange, token: String) -> Result<pb::KeyResponse> {
         self.0.ensure_initialized()?;
         let key = key_ref(key)?;
         let evict =
             matches!(change, KeyChange::Disable | KeyChange::ScheduleDeletion { .. } | KeyChange::DisableVersion(_));
-        let applied = self.0.propose(Command::Update { key, change, now_ms: self.0.now_ms() }).await?;
+        let token = (!token.is_empty()).then_some(token);
+        let applied = self.0.propose(Command::Update { key, change, token, now_ms: self.0.now_ms() }).await?;
         if let (true, Applied::Key(k)) = (evict, &applied) {
             self.0.cache_evict(k.id);
         }
@@ -273,7 +274,7 @@ impl<C: Connector> Kms for KmsService<C> {
         request: Request<pb::UpdateKeyDescriptionRequest>,
     ) -> std::result::Result<Response<pb::KeyResponse>, Status> {
         let r = request.into_inner();
-        ok(self.change(&r.key, KeyChange::SetDescription(r.description)).await)
+        ok(self.change(&r.key, KeyChange::SetDescription(r.description), r.idempotency_token).await)
     }
 
     async fn tag_key(
@@ -281,7 +282,7 @@ impl<C: Connector> Kms for KmsService<C> {
         request: Request<pb::TagKeyRequest>,
     ) -> std::result::Result<Response<pb::KeyResponse>, Status> {
         let r = request.into_inner();
-        ok(self.change(&r.key, KeyChange::Tag(r.tags.into_iter().collect())).await)
+        ok(self.change(&r.key, KeyChange::Tag(r.tags.into_iter().collect()), r.idempotency_token).await)
     }
 
     async fn untag_key(
@@ -289,21 +290,27 @@ impl<C: Connector> Kms for KmsService<C> {
         request: Request<pb::UntagKeyRequest>,
     ) -> std::result::Result<Response<pb::KeyResponse>, Status> {
         let r = request.into_inner();
-        ok(self.change(&r.key, KeyChange::Untag(r.tag_keys)).await)
+        ok(self.change(&r.key, KeyChange::Untag(r.tag_keys), r.idempotency_token).await)
     }
 
     async fn enable_key(
         &self,
         request: Request<pb::KeyRequest>,
     ) -> std::result::Result<Response<pb::KeyResponse>, Status> {
-        ok(self.change(&request.into_inner().key, KeyChange::Enable).await)
+        {
+            let r = request.into_inner();
+            ok(self.change(&r.key, KeyChange::Enable, r.idempotency_token).await)
+        }
     }
 
     async fn disable_key(
         &self,
         request: Request<pb::KeyRequest>,
     ) -> std::result::Result<Response<pb::KeyResponse>, Status> {
-        ok(self.change(&request.into_inner().key, KeyChange::Disable).await)
+        {
+            let r = request.into_inner();
+            ok(self.change(&r.key, KeyChange::Disable, r.idempotency_token).await)
+        }
     }
 
     async fn schedule_key_deletion(
@@ -312,14 +319,17 @@ impl<C: Connector> Kms for KmsService<C> {
     ) -> std::result::Result<Response<pb::KeyResponse>, Status> {
         let r = request.into_inner();
         let days = if r.pending_window_days == 0 { DELETION_DAYS_DEFAULT } else { r.pending_window_days };
-        ok(self.change(&r.key, KeyChange::ScheduleDeletion { days }).await)
+        ok(self.change(&r.key, KeyChange::ScheduleDeletion { days }, r.idempotency_token).await)
     }
 
     async fn cancel_key_deletion(
         &self,
         request: Request<pb::KeyRequest>,
     ) -> std::result::Result<Response<pb::KeyResponse>, Status> {
-        ok(self.change(&request.into_inner().key, KeyChange::CancelDeletion).await)
+        {
+            let r = request.into_inner();
+            ok(self.change(&r.key, KeyChange::CancelDeletion, r.idempotency_token).await)
+        }
     }
 
     async fn rotate_key(
@@ -357,7 +367,7 @@ impl<C: Connector> Kms for KmsService<C> {
     ) -> std::result::Result<Response<pb::KeyResponse>, Status> {
         let r = request.into_inner();
         let period_days = (r.rotation_period_days > 0).then_some(r.rotation_period_days);
-        ok(self.change(&r.key, KeyChange::SetRotationPolicy { period_days }).await)
+        ok(self.change(&r.key, KeyChange::SetRotationPolicy { period_days }, r.idempotency_token).await)
     }
 
     async fn list_key_versions(
@@ -377,7 +387,7 @@ impl<C: Connector> Kms for KmsService<C> {
         request: Request<pb::KeyVersionRequest>,
     ) -> std::result::Result<Response<pb::KeyResponse>, Status> {
         let r = request.into_inner();
-        ok(self.change(&r.key, KeyChange::EnableVersion(r.version)).await)
+        ok(self.change(&r.key, KeyChange::EnableVersion(r.version), r.idempotency_token).await)
     }
 
     async fn disable_key_version(
@@ -385,7 +395,7 @@ impl<C: Connector> Kms for KmsService<C> {
         request: Request<pb::KeyVersionRequest>,
     ) -> std::result::Result<Response<pb::KeyResponse>, Status> {
         let r = request.into_inner();
-        ok(self.change(&r.key, KeyChange::DisableVersion(r.version)).await)
+        ok(self.change(&r.key, KeyChange::DisableVersion(r.version), r.idempotency_token).await)
     }
 
     async fn encrypt(

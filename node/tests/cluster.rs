@@ -152,7 +152,12 @@ async fn rotation_disabling_and_bad_inputs_get_the_right_answers() {
             let c = &c;
             async move {
                 key_call(c, |mut k| async move {
-                    k.disable_key_version(pb::KeyVersionRequest { key: "alias/rot".into(), version: v }).await
+                    k.disable_key_version(pb::KeyVersionRequest {
+                        key: "alias/rot".into(),
+                        version: v,
+                        ..Default::default()
+                    })
+                    .await
                 })
                 .await
             }
@@ -203,6 +208,7 @@ async fn rotation_disabling_and_bad_inputs_get_the_right_answers() {
                     k.schedule_key_deletion(pb::ScheduleKeyDeletionRequest {
                         key: "alias/other".into(),
                         pending_window_days: days,
+                        ..Default::default()
                     })
                     .await
                 })
@@ -213,9 +219,11 @@ async fn rotation_disabling_and_bad_inputs_get_the_right_answers() {
         assert_eq!(schedule(31).await.unwrap_err().code(), Code::InvalidArgument);
 
         // Disabled and pending-deletion keys refuse crypto.
-        key_call(&c, |mut k| async move { k.disable_key(pb::KeyRequest { key: "alias/rot".into() }).await })
-            .await
-            .unwrap();
+        key_call(&c, |mut k| async move {
+            k.disable_key(pb::KeyRequest { key: "alias/rot".into(), ..Default::default() }).await
+        })
+        .await
+        .unwrap();
         assert_eq!(encrypt(&c, "alias/rot", b"x", &[]).await.unwrap_err().code(), Code::FailedPrecondition);
         assert_eq!(decrypt(&c, &new.ciphertext, &[]).await.unwrap_err().code(), Code::FailedPrecondition);
         let pending = schedule(7).await.unwrap();

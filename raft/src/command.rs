@@ -41,6 +41,8 @@ pub enum Command {
     Update {
         key: KeyRef,
         change: KeyChange,
+        /// Idempotency token: a retried update with the same token applies once.
+        token: Option<String>,
         now_ms: u64,
     },
     CreateAlias {
@@ -107,6 +109,7 @@ impl Command {
                 Some((t, format!("create|{spec:?}|{description:?}|{tags:?}|{alias:?}|{rotation_period_days:?}")))
             }
             Command::RotateKey { token: Some(t), key, .. } => Some((t, format!("rotate|{key:?}"))),
+            Command::Update { token: Some(t), key, change, .. } => Some((t, format!("update|{key:?}|{change:?}"))),
             _ => None,
         }
     }

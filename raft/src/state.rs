@@ -220,7 +220,7 @@ impl KeyStore {
                 k.updated_ms = *now_ms;
                 Ok(Applied::Key(Box::new(k.clone())))
             }
-            Command::Update { key, change, now_ms } => {
+            Command::Update { key, change, now_ms, .. } => {
                 let id = self.resolve_id(key)?;
                 let k = self.key_mut(id)?;
                 apply_change(k, change, *now_ms)?;

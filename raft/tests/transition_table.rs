@@ -45,7 +45,7 @@ fn create(s: &mut KeyStore, alias: &str, token: Option<&str>) -> Result<Applied,
 }
 
 fn update(s: &mut KeyStore, key: &KeyRef, change: KeyChange, now_ms: u64) -> Result<Applied, KmsError> {
-    s.apply(&Command::Update { key: key.clone(), change, now_ms })
+    s.apply(&Command::Update { key: key.clone(), change, token: None, now_ms })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -245,6 +245,27 @@ fn a_retried_create_with_the_same_token_returns_the_first_result() {
     assert_eq!(other.map_err(|e| e.kind()), Err("Invalid"));
     // Without a token, a second create with the same alias is a duplicate.
     assert_eq!(create(&mut s, "a", None).map_err(|e| e.kind()), Err("AlreadyExists"));
+}
+
+#[test]
+fn a_retried_update_with_the_same_token_applies_once() {
+    let mut s = store();
+    create(&mut s, "k", None).unwrap();
+    let key: KeyRef = "alias/k".parse().unwrap();
+    let disable = |token: &str| Command::Update {
+        key: key.clone(),
+        change: KeyChange::Disable,
+        token: Some(token.to_string()),
+        now_ms: T0,
+    };
+    let first = s.apply(&disable("t1")).unwrap();
+    // Someone enables the key; the retry of the first disable must not disable it again.
+    update(&mut s, &key, KeyChange::Enable, T0).unwrap();
+    assert_eq!(s.apply(&disable("t1")).unwrap(), first);
+    assert_eq!(s.resolve(&key).unwrap().state, KeyState::Enabled);
+    // A token names one request: reusing it for another change is refused.
+    let other = Command::Update { key: key.clone(), change: KeyChange::Enable, token: Some("t1".into()), now_ms: T0 };
+    assert!(matches!(s.apply(&other), Err(KmsError::Invalid(_))));
 }
 
 #[test]
