@@ -2,8 +2,9 @@
 //!
 //! Today it walks the endpoint list in order and moves on when an endpoint is unreachable or
 //! answers UNAVAILABLE; the region-aware client (own region first, latency, circuit breakers,
-//! retry budgets) arrives with the multi-region issue. Non-idempotent calls must carry an
-//! idempotency token to be retried safely; the CLI always sets one.
+//! retry budgets) arrives with the multi-region issue. Failover resends the same request, so
+//! every write should carry an idempotency token (all key writes accept one) to apply once;
+//! the CLI always sets one.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
