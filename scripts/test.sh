@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# The test command: set up what is missing, then format check, clippy and every test.
+# The test command: set up what is missing, then format check, clippy and every test,
+# including the simulator's CI range of seeds and its failpoint self-tests.
 # Ends with one summary line over all test binaries: "N passed, N failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+# The simulator's self-tests build the nodes with injected bugs (failpoints).
+cargo clippy -p chaos --features failpoints --all-targets -- -D warnings
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace 2>&1 | tee "$log" || status=$?
+cargo test -p chaos --features failpoints --test failpoints 2>&1 | tee -a "$log" || status=$?
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "summary: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

@@ -1,0 +1,190 @@
+//! Simulated hosts running the production node: the same `Node`, openraft, gRPC services and
+//! transport as `keyquorum server`, over turmoil's network, on the memory stores (which model
+//! what a power loss drops).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crypto::threshold::IdentityKey;
+use crypto::SecureRng;
+use node::config::{Limits, NodeConfig, RaftTimings};
+use node::network::{NetworkFactory, Peers};
+use node::node::{Clock, Node};
+use openraft::{Raft, ServerState};
+use sha2::{Digest, Sha256};
+use storage::{MemLogStore, MemSnapshots, StateMachineStore};
+
+use crate::history::Recorder;
+use crate::net::{SimConnector, PORT};
+use crate::plan::{NodePlan, Plan, STREAM_NODES};
+
+/// The wall clock every simulated node starts from: 2026-01-01T00:00:00Z.
+pub const EPOCH_MS: u64 = 1_767_225_600_000;
+
+/// What survives a node's crash: its log store (synced part) and snapshots.
+#[derive(Debug, Clone, Default)]
+pub struct Disk {
+    pub log: MemLogStore,
+    pub snapshots: MemSnapshots,
+}
+
+/// State shared between the driver and every simulated host.
+#[derive(Debug, Clone)]
+pub struct World {
+    pub plan: Arc<Plan>,
+    pub recorder: Recorder,
+    pub disks: Arc<Mutex<BTreeMap<u64, Disk>>>,
+    pub running: Arc<Mutex<BTreeMap<u64, Arc<Node<SimConnector>>>>>,
+    /// Per node, milliseconds added to its wall clock (clock faults).
+    pub skew_ms: Arc<Mutex<BTreeMap<u64, i64>>>,
+    pub boots: Arc<Mutex<BTreeMap<u64, u64>>>,
+    /// Every host registered so far (nodes and clients), in registration order.
+    pub hosts: Arc<Mutex<Vec<String>>>,
+}
+
+/// Raft timings for a WAN cluster with up to ~400 ms round trips. openraft 0.9 gives each
+/// AppendEntries (heartbeats included) `heartbeat_interval` to complete, so the heartbeat must
+/// exceed the slowest round trip, and elections wait several heartbeats.
+pub fn timings() -> RaftTimings {
+    RaftTimings {
+        heartbeat_ms: 500,
+        election_timeout_ms_min: 2000,
+        election_timeout_ms_max: 4000,
+        rpc_timeout_ms: 2000,
+        snapshot_timeout_ms: 10_000,
+        snapshot_every_entries: 50,
+        keep_entries_after_snapshot: 10,
+        request_timeout_ms: 5000,
+    }
+}
+
+impl World {
+    pub fn new(plan: Plan, recorder: Recorder) -> Self {
+        Self {
+            plan: Arc::new(plan),
+            recorder,
+            disks: Default::default(),
+            running: Default::default(),
+            skew_ms: Default::default(),
+            boots: Default::default(),
+            hosts: Default::default(),
+        }
+    }
+
+    pub fn disk(&self, id: u64) -> Disk {
+        lock(&self.disks).entry(id).or_default().clone()
+    }
+
+    pub fn node(&self, id: u64) -> Option<Arc<Node<SimConnector>>> {
+        lock(&self.running).get(&id).cloned()
+    }
+
+    pub fn running_ids(&self) -> Vec<u64> {
+        lock(&self.running).keys().copied().collect()
+    }
+
+    /// Registers every node's host with the simulation.
+    pub fn add_hosts(&self, sim: &mut turmoil::Sim<'_>) {
+        for n in self.plan.all_nodes() {
+            lock(&self.hosts).push(n.host.clone());
+            let world = self.clone();
+            let plan = n.clone();
+            sim.host(n.host.as_str(), move || {
+                let world = world.clone();
+                let plan = plan.clone();
+                async move { world.run_node(plan).await.map_err(|e| e.to_string().into()) }
+            });
+        }
+    }
+
+    fn clock(&self, id: u64) -> Clock {
+        let skew = self.skew_ms.clone();
+        Arc::new(move || {
+            let offset = lock(&skew).get(&id).copied().unwrap_or(0);
+            (EPOCH_MS + crate::history::now_ms()).saturating_add_signed(offset)
+        })
+    }
+
+    async fn run_node(&self, plan: NodePlan) -> anyhow::Result<()> {
+        let id = plan.id;
+        let boot = {
+            let mut boots = lock(&self.boots);
+            let b = boots.entry(id).or_default();
+            *b += 1;
+            *b
+        };
+        let seed = self.plan.seed;
+        let config = NodeConfig {
+            id,
+            listen: (IpAddr::V4(Ipv4Addr::UNSPECIFIED), PORT).into(),
+            advertise: Some(plan.addr()),
+            region: plan.region.clone(),
+            zone: plan.zone.clone(),
+            data_dir: Default::default(),
+            raft: timings(),
+            limits: Limits::default(),
+            material_cache_ttl_ms: 60_000,
+        };
+        let disk = self.disk(id);
+        let recorder = self.recorder.clone();
+        let observer: storage::ApplyObserver = Arc::new(move |entry| {
+            let digest: [u8; 32] = Sha256::digest(postcard::to_stdvec(&entry.payload).unwrap_or_default()).into();
+            recorder.applied(id, entry.log_id.index, entry.log_id.leader_id.term, digest);
+        });
+        let sm = StateMachineStore::open(disk.snapshots.clone())?.with_observer(observer);
+        let state = sm.state();
+        let connector = SimConnector { connect_timeout: Duration::from_millis(config.raft.rpc_timeout_ms) };
+        let peers = Peers::new(connector, config.limits.max_message_bytes);
+        let network = NetworkFactory { id, peers: peers.clone() };
+        let raft = Raft::new(id, Arc::new(config.openraft_config()?), network, disk.log.clone(), sm).await?;
+        // The identity key is the same on every boot (as if read from disk); the node's
+        // randomness differs per boot, as it would after a real restart.
+        let identity = IdentityKey::generate(&mut SecureRng::from_seed_u64(mix(seed, STREAM_NODES + id)));
+        let rng = SecureRng::from_seed_u64(mix(seed, (STREAM_NODES + id) << 16 | boot));
+        let node = Arc::new(Node::new(config, raft, state, peers, self.clock(id), identity, rng));
+        lock(&self.running).insert(id, node.clone());
+        self.recorder.event(format!("n{id} boots ({boot})"));
+        tokio::spawn(watch_leadership(node.clone(), self.recorder.clone()));
+        let listener = turmoil::net::TcpListener::bind((IpAddr::V4(Ipv4Addr::UNSPECIFIED), PORT)).await?;
+        node::server::serve(node, crate::net::incoming(listener), std::future::pending()).await
+    }
+
+    /// Forgets a node the driver just crashed.
+    pub fn crashed(&self, id: u64) {
+        lock(&self.running).remove(&id);
+    }
+}
+
+async fn watch_leadership(node: Arc<Node<SimConnector>>, recorder: Recorder) {
+    let mut metrics = node.raft.metrics();
+    let mut last = None;
+    loop {
+        let led = {
+            let m = metrics.borrow_and_update();
+            (m.state == ServerState::Leader).then_some(m.current_term)
+        };
+        if let Some(term) = led {
+            if last != Some(term) {
+                recorder.leader(term, node.id);
+                last = Some(term);
+            }
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A seed for one purpose, mixed from the run's seed (splitmix64 finaliser).
+pub fn mix(seed: u64, purpose: u64) -> u64 {
+    let mut z = seed ^ purpose.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

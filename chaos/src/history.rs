@@ -1,0 +1,265 @@
+//! What happened in a run: the client history (Jepsen-style invoke/complete pairs with ok,
+//! fail or unknown outcomes), the event trace whose hash proves determinism, and the
+//! observations the Raft-safety checkers need.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use sha2::{Digest, Sha256};
+
+/// A key's metadata as a read returned it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyStatus {
+    Enabled,
+    Disabled,
+    PendingDeletion,
+    Destroyed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyView {
+    pub key_id: String,
+    pub status: KeyStatus,
+    pub primary: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpKind {
+    Create,
+    Rotate,
+    Disable,
+    Enable,
+    ScheduleDeletion,
+    CancelDeletion,
+    Describe { node: Option<u64> },
+    Encrypt { plaintext: Vec<u8> },
+    Decrypt { ciphertext: Vec<u8>, plaintext: Vec<u8>, node: Option<u64> },
+    DataKey,
+}
+
+impl OpKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            OpKind::Create => "create",
+            OpKind::Rotate => "rotate",
+            OpKind::Disable => "disable",
+            OpKind::Enable => "enable",
+            OpKind::ScheduleDeletion => "schedule-deletion",
+            OpKind::CancelDeletion => "cancel-deletion",
+            OpKind::Describe { .. } => "describe",
+            OpKind::Encrypt { .. } => "encrypt",
+            OpKind::Decrypt { .. } => "decrypt",
+            OpKind::DataKey => "datakey",
+        }
+    }
+
+    pub fn is_write(&self) -> bool {
+        matches!(
+            self,
+            OpKind::Create
+                | OpKind::Rotate
+                | OpKind::Disable
+                | OpKind::Enable
+                | OpKind::ScheduleDeletion
+                | OpKind::CancelDeletion
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    Key(KeyView),
+    Ciphertext { ciphertext: Vec<u8>, plaintext: Vec<u8>, key_id: String, version: u32 },
+    Plaintext { plaintext: Vec<u8>, version: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Ok(Value),
+    /// A definite failure: the request was refused (gRPC code name, message).
+    Fail(String, String),
+    /// Timed out or the connection broke: it may or may not have taken effect.
+    Unknown(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Op {
+    pub client: String,
+    /// The key's alias (`k0`, `k1`, ...).
+    pub key: String,
+    pub kind: OpKind,
+    /// Global sequence numbers: every invoke and completion gets the next one, so they
+    /// order all events of the run exactly.
+    pub invoke: u64,
+    pub complete: Option<u64>,
+    pub invoke_ms: u64,
+    pub complete_ms: u64,
+    pub outcome: Option<Outcome>,
+}
+
+impl Op {
+    /// Completion for ordering: an op with an unknown outcome may take effect until the end.
+    pub fn effective_complete(&self) -> u64 {
+        match self.outcome {
+            Some(Outcome::Unknown(_)) | None => u64::MAX,
+            _ => self.complete.unwrap_or(u64::MAX),
+        }
+    }
+
+    pub fn ok(&self) -> Option<&Value> {
+        match &self.outcome {
+            Some(Outcome::Ok(v)) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// A violated invariant.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Violation {
+    pub invariant: &'static str,
+    pub detail: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Inner {
+    pub seq: u64,
+    pub ops: Vec<Op>,
+    pub trace: Vec<String>,
+    pub violations: Vec<Violation>,
+    pub faults: BTreeMap<&'static str, u64>,
+    pub raft: crate::invariants::raft_safety::RaftRecord,
+    pub echo: bool,
+}
+
+/// The shared recorder; clones share it. The simulation runs on one thread, so the order of
+/// records is the order of events.
+#[derive(Debug, Clone, Default)]
+pub struct Recorder(Arc<Mutex<Inner>>);
+
+thread_local! {
+    static DRIVER_MS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Simulated milliseconds since the run started: the current host's view inside the
+/// simulation, the driver's (set after every step) outside it.
+pub fn now_ms() -> u64 {
+    turmoil::sim_elapsed().map(|d| d.as_millis() as u64).unwrap_or_else(|| DRIVER_MS.with(|c| c.get()))
+}
+
+/// The driver's clock, updated after every simulation step.
+pub fn set_driver_ms(ms: u64) {
+    DRIVER_MS.with(|c| c.set(ms));
+}
+
+impl Recorder {
+    pub fn new(echo: bool) -> Self {
+        Self(Arc::new(Mutex::new(Inner { echo, ..Default::default() })))
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a line to the trace, stamped with simulated time.
+    pub fn event(&self, line: impl AsRef<str>) {
+        self.event_at(now_ms(), line);
+    }
+
+    pub fn event_at(&self, ms: u64, line: impl AsRef<str>) {
+        let line = format!("{ms:>8} {}", line.as_ref());
+        let mut inner = self.lock();
+        if inner.echo {
+            println!("{line}");
+        }
+        inner.trace.push(line);
+    }
+
+    pub fn fault(&self, kind: &'static str, detail: impl AsRef<str>) {
+        *self.lock().faults.entry(kind).or_default() += 1;
+        self.event(format!("fault {kind} {}", detail.as_ref()));
+    }
+
+    pub fn violation(&self, invariant: &'static str, detail: impl Into<String>) {
+        let detail = detail.into();
+        self.event(format!("VIOLATION {invariant}: {detail}"));
+        self.lock().violations.push(Violation { invariant, detail });
+    }
+
+    pub fn invoke(&self, client: &str, key: &str, kind: OpKind) -> usize {
+        let ms = now_ms();
+        let mut inner = self.lock();
+        inner.seq += 1;
+        let seq = inner.seq;
+        let line = format!("{ms:>8} #{seq} {client} invoke {} {key}", kind.name());
+        if inner.echo {
+            println!("{line}");
+        }
+        inner.trace.push(line);
+        inner.ops.push(Op {
+            client: client.to_string(),
+            key: key.to_string(),
+            kind,
+            invoke: seq,
+            complete: None,
+            invoke_ms: ms,
+            complete_ms: 0,
+            outcome: None,
+        });
+        inner.ops.len() - 1
+    }
+
+    pub fn complete(&self, op: usize, outcome: Outcome) {
+        let ms = now_ms();
+        let mut inner = self.lock();
+        inner.seq += 1;
+        let seq = inner.seq;
+        let Some(o) = inner.ops.get_mut(op) else { return };
+        o.complete = Some(seq);
+        o.complete_ms = ms;
+        let line = format!("{ms:>8} #{seq} {} {} {} {}", o.client, o.kind.name(), o.key, summary(&outcome));
+        o.outcome = Some(outcome);
+        if inner.echo {
+            println!("{line}");
+        }
+        inner.trace.push(line);
+    }
+
+    /// Raft safety, checked as it happens: one leader per term.
+    pub fn leader(&self, term: u64, node: u64) {
+        let result = self.lock().raft.leader(term, node);
+        match result {
+            Ok(()) => self.event(format!("n{node} leads term {term}")),
+            Err(e) => self.violation("raft-safety", e),
+        }
+    }
+
+    /// Raft safety, checked as it happens: every node applies the same entry at each index.
+    pub fn applied(&self, node: u64, index: u64, term: u64, digest: [u8; 32]) {
+        let result = self.lock().raft.applied(node, index, term, digest);
+        if let Err(e) = result {
+            self.violation("raft-safety", e);
+        }
+    }
+
+    pub fn trace_hash(&self) -> String {
+        let inner = self.lock();
+        let mut h = Sha256::new();
+        for line in &inner.trace {
+            h.update(line.as_bytes());
+            h.update(b"\n");
+        }
+        hex::encode(h.finalize())
+    }
+}
+
+/// One short line for an outcome (no ciphertext bytes).
+pub fn summary(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Ok(Value::Key(k)) => format!("ok {:?} v{}", k.status, k.primary),
+        Outcome::Ok(Value::Ciphertext { version, .. }) => format!("ok v{version}"),
+        Outcome::Ok(Value::Plaintext { version, .. }) => format!("ok v{version}"),
+        Outcome::Fail(code, msg) => format!("fail {code} {msg}"),
+        Outcome::Unknown(why) => format!("unknown {why}"),
+    }
+}

@@ -1,0 +1,92 @@
+//! The production transport over turmoil's simulated network: a [`Connector`] that dials
+//! `turmoil::net::TcpStream`, and the listener side for `node::server::serve`.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use node::error::{NodeError, Result};
+use node::network::Connector;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_stream::Stream;
+use tonic::transport::server::Connected;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// Every node listens on this port of its simulated host.
+pub const PORT: u16 = 7400;
+
+/// Dials peers over the simulated network. Keep-alive pings tear down connections whose
+/// segments a partition dropped (turmoil, unlike TCP, does not retransmit), so a healed link
+/// never carries a half-lost HTTP/2 stream.
+#[derive(Debug, Clone)]
+pub struct SimConnector {
+    pub connect_timeout: Duration,
+}
+
+impl Connector for SimConnector {
+    fn channel(&self, addr: &str) -> Result<Channel> {
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| NodeError::Invalid(format!("bad peer address {addr:?}: {e}")))?
+            .connect_timeout(self.connect_timeout)
+            .http2_keep_alive_interval(Duration::from_millis(500))
+            .keep_alive_timeout(Duration::from_millis(1000))
+            .keep_alive_while_idle(true);
+        Ok(endpoint.connect_with_connector_lazy(tower::service_fn(|uri: Uri| async move {
+            let authority = uri.authority().map(|a| a.to_string()).unwrap_or_default();
+            let stream = turmoil::net::TcpStream::connect(authority).await?;
+            Ok::<_, io::Error>(TokioIo::new(stream))
+        })))
+    }
+}
+
+/// An accepted simulated connection, as tonic's server wants it.
+#[derive(Debug)]
+pub struct SimStream(pub turmoil::net::TcpStream);
+
+impl Connected for SimStream {
+    type ConnectInfo = ();
+    fn connect_info(&self) -> Self::ConnectInfo {}
+}
+
+impl AsyncRead for SimStream {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SimStream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+/// Accepted connections of a simulated listener, as a stream for `serve`.
+pub fn incoming(listener: turmoil::net::TcpListener) -> impl Stream<Item = io::Result<SimStream>> {
+    futures_unfold(listener)
+}
+
+fn futures_unfold(listener: turmoil::net::TcpListener) -> impl Stream<Item = io::Result<SimStream>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            let accepted = listener.accept().await.map(|(s, _)| SimStream(s));
+            if tx.send(accepted).await.is_err() {
+                return;
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// A channel to `addr` over the simulated network, for clients.
+pub fn client_channel(addr: &str) -> Result<Channel> {
+    SimConnector { connect_timeout: Duration::from_millis(1000) }.channel(addr)
+}

@@ -1,0 +1,372 @@
+//! One simulated run: build the cluster a seed describes, run the workload under the seed's
+//! faults, heal, check liveness, then check every invariant.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use client::pb;
+use openraft::ServerState;
+
+use crate::cluster::{mix, World};
+use crate::faults::Faults;
+use crate::history::{now_ms, set_driver_ms, OpKind, Outcome, Recorder, Value, Violation};
+use crate::plan::{stream, Plan, STREAM_FAULTS, STREAM_RAFT};
+use crate::workload::{client_for, execute, run_client};
+
+/// How long the healed cluster has to elect a leader, converge and serve every kind of
+/// request (simulated time).
+pub const LIVENESS_BOUND: Duration = Duration::from_secs(90);
+
+/// What one seed did.
+#[derive(Debug, Clone)]
+pub struct SeedReport {
+    pub seed: u64,
+    pub plan: String,
+    pub trace_hash: String,
+    pub sim_ms: u64,
+    pub faults: BTreeMap<&'static str, u64>,
+    pub ops: BTreeMap<&'static str, u64>,
+    pub violations: Vec<Violation>,
+}
+
+pub fn set_link(sim: &mut turmoil::Sim<'_>, plan: &Plan, a: &str, ra: &str, b: &str, rb: &str) {
+    let (base, jitter) = plan.link(ra, rb);
+    sim.set_link_latency(a, b, Duration::from_millis(base));
+    sim.set_link_max_message_latency(a, b, Duration::from_millis(base + jitter));
+}
+
+/// Records a newly registered client host and sets its latencies to every node.
+pub fn add_client_host(sim: &mut turmoil::Sim<'_>, world: &World, host: &str, region: &str) {
+    crate::cluster::lock(&world.hosts).push(host.to_string());
+    set_host_latency(sim, &world.plan, host, region);
+}
+
+/// Latencies from a host in `region` to every node.
+fn set_host_latency(sim: &mut turmoil::Sim<'_>, plan: &Plan, host: &str, region: &str) {
+    for n in plan.all_nodes() {
+        set_link(sim, plan, host, region, &n.host, &n.region);
+    }
+}
+
+/// Steps the simulation until `done` or `bound` of simulated time has passed; `false` on
+/// timeout. A host that fails ends the run with a violation.
+fn step_until(
+    sim: &mut turmoil::Sim<'_>,
+    recorder: &Recorder,
+    mut faults: Option<&mut Faults>,
+    bound: Duration,
+    done: impl Fn() -> bool,
+) -> Result<bool, ()> {
+    let deadline = sim.elapsed() + bound;
+    while !done() {
+        if sim.elapsed() >= deadline {
+            return Ok(false);
+        }
+        if let Some(f) = faults.as_deref_mut() {
+            let ms = sim.elapsed().as_millis() as u64;
+            f.step(sim, Faults::tick_due(ms));
+        }
+        if let Err(e) = sim.step() {
+            recorder.violation("host-failure", format!("a simulated host failed: {e}"));
+            return Err(());
+        }
+        set_driver_ms(sim.elapsed().as_millis() as u64);
+    }
+    Ok(true)
+}
+
+/// Runs one seed. `echo` prints the trace as it happens (`--reproduce`).
+pub fn run_seed(seed: u64, echo: bool) -> SeedReport {
+    run_seed_with(seed, echo, |_| {})
+}
+
+/// Runs one seed with its plan adjusted first (tests that need a fault to be likely).
+pub fn run_seed_with(seed: u64, echo: bool, adjust: impl FnOnce(&mut Plan)) -> SeedReport {
+    set_driver_ms(0);
+    raft::runtime::seed_thread_rng(mix(seed, STREAM_RAFT));
+    let mut plan = Plan::from_seed(seed);
+    adjust(&mut plan);
+    let recorder = Recorder::new(echo);
+    recorder.event(plan.describe());
+    let world = World::new(plan.clone(), recorder.clone());
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(seed)
+        .simulation_duration(Duration::from_secs(24 * 3600))
+        .tick_duration(Duration::from_millis(1))
+        .tcp_capacity(1 << 16)
+        .build();
+    world.add_hosts(&mut sim);
+    let nodes: Vec<_> = plan.all_nodes().cloned().collect();
+    for (i, a) in nodes.iter().enumerate() {
+        for b in &nodes[i + 1..] {
+            set_link(&mut sim, &plan, &a.host, &a.region, &b.host, &b.region);
+        }
+    }
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&mut sim, &world, seed)));
+    let sim_ms = sim.elapsed().as_millis() as u64;
+    if let Err(panic) = outcome {
+        let why = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown panic".into());
+        recorder.violation("host-panic", format!("a simulated host panicked: {why}"));
+        // Its runtimes are mid-panic; dropping them could panic again while unwinding.
+        std::mem::forget(sim);
+    }
+    finish(seed, &plan, &recorder, sim_ms)
+}
+
+fn run(sim: &mut turmoil::Sim<'_>, world: &World, seed: u64) -> Result<(), ()> {
+    let plan = world.plan.clone();
+    let recorder = world.recorder.clone();
+
+    // Initialise through the admin API, like an operator.
+    let initialised = Arc::new(AtomicBool::new(false));
+    {
+        let done = initialised.clone();
+        let first = plan.voters[0].addr();
+        let members: Vec<pb::Member> = plan
+            .voters
+            .iter()
+            .map(|n| pb::Member { id: n.id, addr: n.addr(), region: n.region.clone(), zone: n.zone.clone() })
+            .collect();
+        let recorder = recorder.clone();
+        sim.client("init", async move {
+            let client = client_for(&[first]).map_err(|e| e.to_string())?;
+            loop {
+                let req = pb::InitRequest { members: members.clone() };
+                match client.admin_at(0, |mut c| async move { c.init(req).await }).await {
+                    Ok(_) => break,
+                    Err(s) if s.code() == tonic::Code::AlreadyExists => break,
+                    Err(s) => recorder.event(format!("init: {:?}, retrying", s.code())),
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            recorder.event("cluster initialised");
+            done.store(true, Ordering::Relaxed);
+            Ok(())
+        });
+        add_client_host(sim, world, "init", &plan.voters[0].region);
+    }
+    if !step_until(sim, &recorder, None, Duration::from_secs(30), || initialised.load(Ordering::Relaxed))? {
+        recorder.violation("liveness", "the cluster did not initialise within 30 s");
+        return Err(());
+    }
+
+    // Workload and faults.
+    let stop = Arc::new(AtomicBool::new(false));
+    let finished = Arc::new(AtomicUsize::new(0));
+    for c in &plan.clients {
+        let (plan2, c2, rec, stop2, fin) = (plan.clone(), c.clone(), recorder.clone(), stop.clone(), finished.clone());
+        sim.client(c.name.as_str(), async move {
+            let r = run_client(plan2, c2, rec, stop2).await;
+            fin.fetch_add(1, Ordering::Relaxed);
+            r
+        });
+        add_client_host(sim, world, &c.name, &c.region);
+    }
+    let mut faults = Faults::new(world.clone(), stream(seed, STREAM_FAULTS));
+    let phase = Duration::from_millis(plan.fault_phase_ms);
+    step_until(sim, &recorder, Some(&mut faults), phase, || false)?;
+    stop.store(true, Ordering::Relaxed);
+    recorder.event("fault phase over");
+    faults.heal_all(sim);
+    let clients = plan.clients.len();
+    let admin_busy = faults.admin_busy();
+    let drained = step_until(sim, &recorder, Some(&mut faults), Duration::from_secs(30), || {
+        finished.load(Ordering::Relaxed) == clients && !admin_busy.load(Ordering::Relaxed)
+    })?;
+    if !drained {
+        recorder.violation("liveness", "workload clients or an admin call did not finish 30 s after healing");
+    }
+    faults.heal_all(sim);
+
+    // Liveness and the final reads.
+    let checked = Arc::new(AtomicBool::new(false));
+    {
+        let (world2, done) = (world.clone(), checked.clone());
+        sim.client("checker", async move {
+            final_phase(&world2).await;
+            done.store(true, Ordering::Relaxed);
+            Ok(())
+        });
+        add_client_host(sim, world, "checker", &plan.voters[0].region);
+    }
+    if !step_until(sim, &recorder, None, LIVENESS_BOUND, || checked.load(Ordering::Relaxed))? {
+        recorder.violation(
+            "liveness",
+            format!("after healing, the cluster did not converge and serve every request within {LIVENESS_BOUND:?}"),
+        );
+    }
+    Ok(())
+}
+
+/// Members (voters and learners) as the running nodes see them, and whether they agree on
+/// a leader and have all applied the leader's whole log.
+fn converged(world: &World) -> Option<Vec<u64>> {
+    let running = world.running_ids();
+    let leader_id = running.iter().copied().find(|id| world.node(*id).is_some_and(|n| n.is_leader()))?;
+    let leader = world.node(leader_id)?;
+    let lm = leader.raft.metrics().borrow().clone();
+    if lm.state != ServerState::Leader {
+        return None;
+    }
+    let members: Vec<u64> = lm.membership_config.membership().nodes().map(|(id, _)| *id).collect();
+    let last = lm.last_log_index?;
+    for id in &members {
+        let m = world.node(*id)?.raft.metrics().borrow().clone();
+        if m.current_leader != Some(leader_id) || m.last_applied.map(|l| l.index) != Some(last) {
+            return None;
+        }
+    }
+    Some(members)
+}
+
+async fn wait_converged(world: &World) -> Vec<u64> {
+    loop {
+        if let Some(m) = converged(world) {
+            return m;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// After healing: converge, serve every kind of request, converge again, then read every key
+/// and decrypt every acknowledged ciphertext at every member, and compare their key stores.
+async fn final_phase(world: &World) {
+    let plan = world.plan.clone();
+    let recorder = world.recorder.clone();
+    let members = wait_converged(world).await;
+    recorder.event(format!("converged: members {members:?}"));
+    let addrs: Vec<String> = plan.voters.iter().map(|n| n.addr()).collect();
+    let Ok(client) = client_for(&addrs) else { return };
+    let keys: Vec<String> = (0..plan.keys).map(|i| format!("k{i}")).collect();
+    let mut seq = 0;
+    let mut call = |key: &str, kind: OpKind| {
+        seq += 1;
+        let token = format!("checker-{seq}");
+        let key = key.to_string();
+        let client = &client;
+        let recorder = recorder.clone();
+        async move {
+            let op = recorder.invoke("checker", &key, kind.clone());
+            let outcome = if kind == OpKind::Create {
+                execute(client, &key, &kind, &format!("create-{key}")).await
+            } else {
+                execute(client, &key, &kind, &token).await
+            };
+            recorder.complete(op, outcome.clone());
+            outcome
+        }
+    };
+    // Every kind of request must be served again; failures are retried until the bound.
+    for key in &keys {
+        let _ = call(key, OpKind::Create).await;
+        let _ = call(key, OpKind::CancelDeletion).await;
+        for kind in [OpKind::Enable, OpKind::Rotate, OpKind::Describe { node: None }, OpKind::DataKey] {
+            loop {
+                match call(key, kind.clone()).await {
+                    Outcome::Ok(_) => break,
+                    other => {
+                        recorder.event(format!("checker: {} {key} not served yet: {other:?}", kind.name()));
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        }
+        let plaintext = format!("final-{key}").into_bytes();
+        let ciphertext = loop {
+            if let Outcome::Ok(Value::Ciphertext { ciphertext, .. }) =
+                call(key, OpKind::Encrypt { plaintext: plaintext.clone() }).await
+            {
+                break ciphertext;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        while !matches!(
+            call(key, OpKind::Decrypt { ciphertext: ciphertext.clone(), plaintext: plaintext.clone(), node: None })
+                .await,
+            Outcome::Ok(_)
+        ) {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    let members = wait_converged(world).await;
+
+    // Every ciphertext ever acknowledged, and every key, at every member.
+    let ciphertexts: Vec<(String, Vec<u8>, Vec<u8>)> = recorder
+        .lock()
+        .ops
+        .iter()
+        .filter_map(|o| match o.ok() {
+            Some(Value::Ciphertext { ciphertext, plaintext, .. }) if !plaintext.is_empty() => {
+                Some((o.key.clone(), ciphertext.clone(), plaintext.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    for id in &members {
+        let Some(n) = plan.node(*id) else { continue };
+        let Ok(pinned) = client_for(&[n.addr()]) else { continue };
+        let pinned = Arc::new(pinned);
+        for key in &keys {
+            let kind = OpKind::Describe { node: Some(*id) };
+            let op = recorder.invoke("checker", key, kind.clone());
+            let outcome = execute(&pinned, key, &kind, "").await;
+            recorder.complete(op, outcome);
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for (key, ct, pt) in &ciphertexts {
+            let kind = OpKind::Decrypt { ciphertext: ct.clone(), plaintext: pt.clone(), node: Some(*id) };
+            let op = recorder.invoke("checker", key, kind.clone());
+            let (pinned, recorder, key) = (pinned.clone(), recorder.clone(), key.clone());
+            tasks.spawn(async move {
+                let outcome = execute(&pinned, &key, &kind, "").await;
+                recorder.complete(op, outcome);
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+    let states: Vec<(u64, raft::KeyStore)> =
+        members.iter().filter_map(|id| world.node(*id).map(|n| (*id, n.state.read().store.clone()))).collect();
+    for v in crate::invariants::rotation::compare_material(&states) {
+        recorder.violation(v.invariant, v.detail);
+    }
+    recorder.event("final checks done");
+}
+
+fn finish(seed: u64, plan: &Plan, recorder: &Recorder, sim_ms: u64) -> SeedReport {
+    let (ops, mut violations, faults) = {
+        let inner = recorder.lock();
+        (inner.ops.clone(), inner.violations.clone(), inner.faults.clone())
+    };
+    violations.extend(crate::invariants::linearizable::check(&ops));
+    violations.extend(crate::invariants::no_lost_writes::check(&ops));
+    violations.extend(crate::invariants::rotation::check(&ops));
+    violations.extend(crate::invariants::disabled_unusable::check(&ops));
+    for v in &violations {
+        recorder.event(format!("violation {}: {}", v.invariant, v.detail));
+    }
+    let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
+    for o in &ops {
+        let k = match o.outcome {
+            Some(Outcome::Ok(_)) => "ok",
+            Some(Outcome::Fail(..)) => "fail",
+            _ => "unknown",
+        };
+        *counts.entry(k).or_default() += 1;
+    }
+    let _ = now_ms;
+    SeedReport {
+        seed,
+        plan: plan.describe(),
+        trace_hash: recorder.trace_hash(),
+        sim_ms,
+        faults,
+        ops: counts,
+        violations,
+    }
+}
