@@ -68,12 +68,9 @@ impl AsyncWrite for SimStream {
     }
 }
 
-/// Accepted connections of a simulated listener, as a stream for `serve`.
+/// Accepted connections of a simulated listener, as a stream for `serve` (an accept task
+/// feeding a channel; the task ends when `serve` drops the stream).
 pub fn incoming(listener: turmoil::net::TcpListener) -> impl Stream<Item = io::Result<SimStream>> {
-    futures_unfold(listener)
-}
-
-fn futures_unfold(listener: turmoil::net::TcpListener) -> impl Stream<Item = io::Result<SimStream>> {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(async move {
         loop {

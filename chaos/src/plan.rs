@@ -18,7 +18,6 @@ pub const STREAM_PLAN: u64 = 1;
 pub const STREAM_FAULTS: u64 = 2;
 pub const STREAM_RAFT: u64 = 3;
 pub const STREAM_NODES: u64 = 1000;
-pub const STREAM_CLIENTS: u64 = 2000;
 
 #[derive(Debug, Clone)]
 pub struct NodePlan {
