@@ -52,7 +52,7 @@ fn acknowledging_unsynced_appends_is_caught() {
     // A power loss of every node drops the unsynced tail that was already acknowledged.
     // (Single-node crashes are off: openraft's leader would notice a follower's log going
     // backwards and stop the run before the lost writes can be checked.)
-    let r = caught("storage::append-ack-before-sync", "no-lost-writes", |p| {
+    let r = caught("storage::log-writes-unsynced", "no-lost-writes", |p| {
         p.knobs.crash = 0.0;
         p.knobs.power_loss = 0.05;
     });

@@ -1,8 +1,8 @@
 //! In-memory log store with the same behaviour as the RocksDB one, including what a crash
 //! loses: every change first lands in a volatile view and becomes durable only when the store
 //! syncs, at the same points where the RocksDB store fsyncs (an append before its callback
-//! fires, a vote, a truncation, a purge). [`MemLogStore::crash`] drops whatever was not
-//! synced, which is what the simulator does to a node it kills.
+//! fires, a vote, the committed index, a truncation, a purge). [`MemLogStore::crash`] drops
+//! whatever was not synced, which is what the simulator does to a node it kills.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -135,10 +135,14 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
         Ok(self.lock().live.vote)
     }
 
-    /// Like the RocksDB store, the committed index is not synced on its own: losing it only
-    /// means re-learning it from the leader.
+    /// Synced, like the RocksDB store: a restarted leader's read index is this value.
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<()> {
-        self.lock().change(Change::Committed(committed));
+        let mut inner = self.lock();
+        inner.change(Change::Committed(committed));
+        // Failpoint: as for appends (a sync here would make the appends before it durable).
+        if !crate::failpoint("storage::log-writes-unsynced") {
+            inner.sync();
+        }
         Ok(())
     }
 
@@ -156,9 +160,9 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
             for e in entries {
                 inner.change(Change::Put(Box::new(e)));
             }
-            // Failpoint (simulator self-test): acknowledge without syncing, the bug an
-            // fsync-less store would have.
-            if !crate::failpoint("storage::append-ack-before-sync") {
+            // Failpoint (simulator self-test): acknowledge without syncing, the bug a store
+            // that writes its log with `sync = false` would have.
+            if !crate::failpoint("storage::log-writes-unsynced") {
                 inner.sync();
             }
         }

@@ -153,12 +153,19 @@ impl RaftLogStorage<TypeConfig> for RocksLogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<()> {
-        // Not synced: the committed index is a hint that lets a restart re-apply sooner; losing
-        // it only delays applying until the leader says again.
+        // Synced: openraft 0.9 restores a restarted leader's leadership from its vote, without
+        // a new term, and its read index is then this committed index. Were it behind an
+        // acknowledged write, linearizable reads would miss that write (the simulator found it).
         let bytes = encode(&committed)?;
-        let cf = cf(&self.db, CF_META)?;
-        self.db.put_cf(cf, KEY_COMMITTED, bytes).map_err(|e| StorageIOError::write(&e))?;
-        Ok(())
+        let this = self.clone();
+        blocking(move || {
+            this.write_sync(|b, db| {
+                b.put_cf(cf(db, CF_META)?, KEY_COMMITTED, bytes);
+                Ok(())
+            })
+        })
+        .await
+        .map_err(|e| StorageIOError::write(&e).into())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>> {
