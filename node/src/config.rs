@@ -133,6 +133,9 @@ impl NodeConfig {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(r.snapshot_every_entries),
             max_in_snapshot_log_to_keep: r.keep_entries_after_snapshot,
             snapshot_max_chunk_size: (self.limits.max_message_bytes as u64 / 2).max(1024),
+            // Elections are started by our own timer (`election.rs`), which re-draws its
+            // timeout every round; openraft 0.9's draws one per process.
+            enable_elect: false,
             ..Default::default()
         };
         Ok(config.validate()?)

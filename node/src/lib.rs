@@ -10,6 +10,7 @@ pub mod config;
 mod convert;
 mod custody;
 pub mod dev;
+mod election;
 pub mod error;
 pub mod network;
 pub mod node;

@@ -58,6 +58,7 @@ pub struct Node<C> {
     reads: Mutex<ReadBatch>,
     last_leader_contact: Mutex<Option<Instant>>,
     pub(crate) election_hold: crate::transfer::ElectionHold,
+    pub(crate) election: crate::election::ElectionTimer,
 }
 
 impl<C> std::fmt::Debug for Node<C> {
@@ -105,6 +106,7 @@ impl<C: Connector> Node<C> {
             reads: Mutex::new(ReadBatch::default()),
             last_leader_contact: Mutex::new(None),
             election_hold: Default::default(),
+            election: Default::default(),
         }
     }
 

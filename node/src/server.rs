@@ -80,6 +80,7 @@ where
 {
     let max = node.config.limits.max_message_bytes;
     let duties = tokio::spawn(leader_duties(node.clone()));
+    let elections = tokio::spawn(crate::election::run(node.clone()));
     let result = tonic::transport::Server::builder()
         .add_service(
             KmsServer::new(KmsService(node.clone())).max_decoding_message_size(max).max_encoding_message_size(max),
@@ -93,6 +94,7 @@ where
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     duties.abort();
+    elections.abort();
     node.raft.shutdown().await.map_err(|e| anyhow::anyhow!("raft shutdown: {e}"))?;
     Ok(result?)
 }

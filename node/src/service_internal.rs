@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest};
 use proto::internal::internal_server::Internal;
 use proto::internal::{
     DecryptionShareReply, DecryptionShareRequest, HoldElectionsRequest, IdentityReply, IdentityRequest, InternalEmpty,
@@ -29,12 +29,20 @@ impl<C: Connector> Internal for InternalService<C> {
         if matches!(&result, Ok(r) if r.is_success()) {
             self.0.heard_from_leader();
         }
+        // Any answer but "higher vote" means we accept this leader: no election for now.
+        if matches!(&result, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+            self.0.election.restart();
+        }
         reply(&result)
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let rpc: VoteRequest<u64> = decode(&request.get_ref().payload)?;
-        reply(&self.0.raft.vote(rpc).await)
+        let result = self.0.raft.vote(rpc).await;
+        if matches!(&result, Ok(r) if r.vote_granted) {
+            self.0.election.restart();
+        }
+        reply(&result)
     }
 
     async fn install_snapshot(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
@@ -46,7 +54,13 @@ impl<C: Connector> Internal for InternalService<C> {
                 "snapshot exceeds this node's limit of {limit} bytes (limits.max_snapshot_bytes)"
             )));
         }
-        reply(&self.0.raft.install_snapshot(rpc).await)
+        let leader_vote = rpc.vote;
+        let result = self.0.raft.install_snapshot(rpc).await;
+        // We answer with our own vote: the sender's when we accept it as leader.
+        if matches!(&result, Ok(r) if r.vote == leader_vote) {
+            self.0.election.restart();
+        }
+        reply(&result)
     }
 
     async fn propose(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {

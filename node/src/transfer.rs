@@ -34,7 +34,7 @@ impl<C: Connector> Node<C> {
     pub(crate) fn hold_elections(self: &Arc<Self>, hold_ms: u64, heartbeats_too: bool) {
         let generation = self.election_hold.0.fetch_add(1, Ordering::SeqCst) + 1;
         let enabled = hold_ms == 0;
-        self.raft.runtime_config().elect(enabled);
+        self.election.set_enabled(enabled);
         if heartbeats_too || enabled {
             self.raft.runtime_config().heartbeat(enabled);
         }
@@ -43,7 +43,7 @@ impl<C: Connector> Node<C> {
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(hold_ms)).await;
                 if node.election_hold.0.load(Ordering::SeqCst) == generation {
-                    node.raft.runtime_config().elect(true);
+                    node.election.set_enabled(true);
                     node.raft.runtime_config().heartbeat(true);
                 }
             });
