@@ -277,6 +277,9 @@ impl Faults {
 
     fn power_loss(&mut self, sim: &mut turmoil::Sim<'_>) {
         let running = self.world.running_ids();
+        if running.is_empty() {
+            return; // everything is down already: not a fault worth counting
+        }
         for id in &running {
             self.kill(sim, *id);
         }
