@@ -28,6 +28,8 @@ pub enum CryptoError {
     NotEnoughShares { have: usize, need: usize },
     #[error("unwrapped material does not match its key-check value; faulty share holders: {faulty:?}")]
     KeyCheckMismatch { faulty: Vec<u64> },
+    #[error("key generation: {0}")]
+    Dkg(String),
     #[error("encoding: {0}")]
     Encoding(String),
 }

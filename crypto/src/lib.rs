@@ -8,6 +8,7 @@
 
 pub mod aead;
 pub mod ciphertext;
+pub mod dkg;
 pub mod ecdsa;
 mod error;
 pub mod rng;

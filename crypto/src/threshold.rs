@@ -127,6 +127,10 @@ impl ShareHolder {
         self.index
     }
 
+    pub(crate) fn from_secret_key_share(index: u64, share: SecretKeyShare) -> Self {
+        Self { index, share }
+    }
+
     /// This holder's decryption share for a wrapped key (serialized). Checks that the
     /// ciphertext is well formed first (two pairings).
     pub fn decryption_share(&self, wrapped_ciphertext: &[u8]) -> Result<Vec<u8>, CryptoError> {
