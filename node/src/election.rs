@@ -14,8 +14,10 @@
 //! non-voter.
 //!
 //! Like openraft's, the timer restarts whenever the node hears from a leader it accepts, grants
-//! a vote, or campaigns, and while it follows a known leader it also waits out that leader's
-//! lease (`election_timeout_ms_max`), during which the other voters would refuse a vote anyway.
+//! a vote, or campaigns; while it follows a known leader it also waits out that leader's lease
+//! (`election_timeout_ms_max`), during which the other voters would refuse a vote anyway; and
+//! after a voter refused its campaign for holding a longer log it waits `2 ×
+//! election_timeout_ms_max` more, so the up-to-date nodes campaign first.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -83,6 +85,15 @@ pub(crate) async fn run<C: Connector>(node: Arc<Node<C>>) {
         tokio::time::sleep_until(start + Duration::from_millis(wait_ms)).await;
         if node.election.round_start() != start {
             continue; // a new round began while we slept: draw a new timeout
+        }
+        // A voter refused our last campaign for holding a longer log: give the up-to-date
+        // nodes time to win first (openraft's own timer does the same), or a stale majority of
+        // one configuration can keep out-campaigning them term after term (seed 1427).
+        if node.peers.take_longer_log_seen() {
+            tokio::time::sleep(Duration::from_millis(2 * max)).await;
+            if node.election.round_start() != start {
+                continue;
+            }
         }
         if !voter || !node.election.enabled() || node.is_leader() {
             node.election.restart();

@@ -5,6 +5,7 @@
 //! so the simulator can plug in turmoil's sockets.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,17 +45,25 @@ impl Connector for TcpConnector {
     }
 }
 
-/// The channel cache: one channel per peer address, shared by raft and custody RPCs.
+/// The channel cache: one channel per peer address, shared by raft and custody RPCs. Also
+/// what the peers' answers to our vote requests said that the election timer needs.
 #[derive(Debug, Clone)]
 pub struct Peers<C> {
     connector: C,
     channels: Arc<Mutex<BTreeMap<String, Channel>>>,
     max_message_bytes: usize,
+    /// A voter refused our vote request because its log is longer than ours.
+    longer_log_seen: Arc<AtomicBool>,
 }
 
 impl<C: Connector> Peers<C> {
     pub fn new(connector: C, max_message_bytes: usize) -> Self {
-        Self { connector, channels: Default::default(), max_message_bytes }
+        Self { connector, channels: Default::default(), max_message_bytes, longer_log_seen: Default::default() }
+    }
+
+    /// Whether a voter has refused us for a longer log since the last call.
+    pub(crate) fn take_longer_log_seen(&self) -> bool {
+        self.longer_log_seen.swap(false, Ordering::SeqCst)
     }
 
     pub fn channel(&self, addr: &str) -> Result<Channel> {
@@ -193,6 +202,10 @@ impl<C: Connector> RaftNetwork<TypeConfig> for PeerNetwork<C> {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> RpcResult<VoteResponse<NodeId>, RaftError<NodeId>> {
-        self.call(Rpc::Vote, &rpc, &option).await
+        let response: VoteResponse<NodeId> = self.call(Rpc::Vote, &rpc, &option).await?;
+        if !response.vote_granted && response.last_log_id > rpc.last_log_id {
+            self.peers.longer_log_seen.store(true, Ordering::SeqCst);
+        }
+        Ok(response)
     }
 }
