@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crypto::threshold::IdentityKey;
+use crypto::identity::IdentityKey;
 use crypto::SecureRng;
 use node::config::{Limits, NodeConfig, RaftTimings};
 use node::network::{NetworkFactory, Peers};

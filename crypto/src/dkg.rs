@@ -29,7 +29,8 @@ use threshold_crypto::poly::{BivarCommitment, BivarPoly, Poly};
 use threshold_crypto::serde_impl::FieldWrap;
 use threshold_crypto::{Fr, G1Affine, PublicKeySet, SecretKeyShare};
 
-use crate::threshold::{seal_to, IdentityKey, ShareHolder};
+use crate::identity::{seal_to, IdentityKey};
+use crate::threshold::ShareHolder;
 use crate::{CryptoError, SecretBytes, SecureRng};
 
 /// A dealer's contribution: the commitment to its polynomial and one row per participant,
@@ -75,6 +76,22 @@ fn parse_part(threshold: usize, participants: usize, bytes: &[u8]) -> Result<Par
         return Err(dkg_error(format!("part has {} rows for {participants} participants", part.rows.len())));
     }
     Ok(part)
+}
+
+/// Checks that `part` is a well-formed part for this setup (what the replicated log accepts);
+/// whether its rows are right only their recipients can tell.
+pub fn check_part(threshold: usize, participants: usize, part: &[u8]) -> Result<(), CryptoError> {
+    check_setup(threshold, participants)?;
+    parse_part(threshold, participants, part).map(|_| ())
+}
+
+/// Checks that `ack` is a well-formed acknowledgement for `participants` participants.
+pub fn check_ack(participants: usize, ack: &[u8]) -> Result<(), CryptoError> {
+    let ack: Ack = decode(ack, "DKG ack")?;
+    if ack.values.len() != participants {
+        return Err(dkg_error(format!("ack has {} values for {participants} participants", ack.values.len())));
+    }
+    Ok(())
 }
 
 fn seal_fr(identity_public: &[u8], value: &Fr, rng: &mut SecureRng) -> Result<Vec<u8>, CryptoError> {
@@ -348,5 +365,12 @@ mod tests {
         assert!(public_key_set(t, n, &parts).is_err());
         assert!(derive_share(t, n, 0, &run.keys[0], &parts).is_err());
         assert!(public_key_set(t, n, &parts[..1]).is_err(), "t + 1 parts are needed");
+        assert!(check_part(t, n, b"junk").is_err());
+        assert!(check_part(t, n, &low).is_err());
+        assert!(check_part(t, n, &run.deal()).is_ok());
+        let ack = run.ack(0, &part).unwrap();
+        assert!(check_ack(n, &ack).is_ok());
+        assert!(check_ack(n + 1, &ack).is_err());
+        assert!(check_ack(n, b"junk").is_err());
     }
 }

@@ -11,6 +11,7 @@ pub mod ciphertext;
 pub mod dkg;
 pub mod ecdsa;
 mod error;
+pub mod identity;
 pub mod rng;
 pub mod secret;
 pub mod threshold;

@@ -1,9 +1,6 @@
 //! The cluster root key: a threshold BLS12-381 key set (threshold_crypto). Any `t + 1` of the
 //! `n` share holders can decrypt a wrapped key; `t` or fewer learn nothing.
 //!
-//! Also the node identity keys: each node's own BLS key pair, to which its root-key share is
-//! encrypted when it travels through the replicated log.
-//!
 //! What the node layer sees are byte strings (serialized with postcard), so the replicated
 //! state machine never depends on pairing types.
 
@@ -13,7 +10,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use threshold_crypto::serde_impl::SerdeSecret;
-use threshold_crypto::{Ciphertext, DecryptionShare, PublicKey, PublicKeySet, SecretKey, SecretKeySet, SecretKeyShare};
+use threshold_crypto::{Ciphertext, DecryptionShare, PublicKeySet, SecretKeyShare};
 use zeroize::Zeroizing;
 
 use crate::{CryptoError, SecretBytes, SecureRng};
@@ -29,33 +26,6 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, CryptoError> {
 
 fn decode<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8], what: &str) -> Result<T, CryptoError> {
     postcard::from_bytes(bytes).map_err(|e| CryptoError::Encoding(format!("{what}: {e}")))
-}
-
-/// A dealt root key: the public key set (public) and one secret share per holder index.
-#[derive(Debug)]
-pub struct DealtRootKey {
-    pub public_key_set: Vec<u8>,
-    /// `(share index, serialized secret share)`; zeroized when dropped.
-    pub shares: Vec<(u64, SecretBytes)>,
-}
-
-/// **First step only:** deals a root key set from one process. The dealer momentarily holds
-/// the master secret; it is zeroized when this function returns (threshold_crypto clears its
-/// polynomial on drop). The custody issue replaces this with a dealerless DKG.
-pub fn deal_root_key(holders: usize, rng: &mut SecureRng) -> Result<DealtRootKey, CryptoError> {
-    if holders == 0 {
-        return Err(CryptoError::Threshold("a root key needs at least one holder".into()));
-    }
-    let mut rng07 = rng.rand07();
-    let secret_set = SecretKeySet::random(threshold_for(holders), &mut rng07);
-    let public_key_set = encode(&secret_set.public_keys())?;
-    let mut shares = Vec::with_capacity(holders);
-    for index in 0..holders as u64 {
-        let share = secret_set.secret_key_share(index);
-        shares.push((index, SecretBytes::new(encode(&SerdeSecret(&share))?)));
-    }
-    drop(secret_set);
-    Ok(DealtRootKey { public_key_set, shares })
 }
 
 fn public_key_set(bytes: &[u8]) -> Result<PublicKeySet, CryptoError> {
@@ -92,17 +62,9 @@ pub fn wrap(public_key_set_bytes: &[u8], material: &SecretBytes, rng: &mut Secur
 }
 
 /// Decodes a wrapped-key ciphertext without checking it (the pairings are the costly part;
-/// callers that need the check use [`ciphertext`]).
+/// callers that need the check use [`verify_wrapped`]).
 fn parse_ciphertext(bytes: &[u8]) -> Result<Ciphertext, CryptoError> {
     decode(bytes, "wrapped key")
-}
-
-fn ciphertext(bytes: &[u8]) -> Result<Ciphertext, CryptoError> {
-    let ct = parse_ciphertext(bytes)?;
-    if !ct.verify() {
-        return Err(CryptoError::Threshold("wrapped key ciphertext fails its validity check".into()));
-    }
-    Ok(ct)
 }
 
 /// One holder's secret share of the root key. Zeroized on drop (threshold_crypto clears it).
@@ -214,53 +176,6 @@ pub fn unwrap(
     combine(&parsed).map_err(|_| CryptoError::KeyCheckMismatch { faulty })
 }
 
-/// A node's identity key pair (BLS12-381). Shares travel through the log encrypted to it.
-pub struct IdentityKey(SecretKey);
-
-impl std::fmt::Debug for IdentityKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("IdentityKey([REDACTED])")
-    }
-}
-
-impl IdentityKey {
-    pub fn generate(rng: &mut SecureRng) -> Self {
-        use rand07::Rng as _;
-        let mut rng07 = rng.rand07();
-        Self(rng07.gen::<SecretKey>())
-    }
-
-    pub fn to_bytes(&self) -> Result<SecretBytes, CryptoError> {
-        Ok(SecretBytes::new(encode(&SerdeSecret(&self.0))?))
-    }
-
-    pub fn from_bytes(bytes: &SecretBytes) -> Result<Self, CryptoError> {
-        let SerdeSecret(key): SerdeSecret<SecretKey> = decode(bytes.expose(), "identity key")?;
-        Ok(Self(key))
-    }
-
-    /// The public half, 48 bytes (compressed G1).
-    pub fn public(&self) -> Vec<u8> {
-        self.0.public_key().to_bytes().to_vec()
-    }
-
-    /// Opens something sealed to this identity with [`seal_to`].
-    pub fn open(&self, sealed: &[u8]) -> Result<SecretBytes, CryptoError> {
-        let ct = ciphertext(sealed)?;
-        let plain = self.0.decrypt(&ct).ok_or(CryptoError::DecryptFailed)?;
-        Ok(SecretBytes::new(plain))
-    }
-}
-
-/// Encrypts `secret` to an identity public key (48 bytes).
-pub fn seal_to(identity_public: &[u8], secret: &SecretBytes, rng: &mut SecureRng) -> Result<Vec<u8>, CryptoError> {
-    let bytes: [u8; 48] =
-        identity_public.try_into().map_err(|_| CryptoError::InvalidPublicKey("identity key must be 48 bytes"))?;
-    let pk = PublicKey::from_bytes(bytes).map_err(|_| CryptoError::InvalidPublicKey("not a G1 point"))?;
-    let mut rng07 = rng.rand07();
-    encode(&pk.encrypt_with_rng(&mut rng07, secret.expose()))
-}
-
 impl ShareHolder {
     /// Whether this share belongs to `public_key_set` at its index: a share opened with the
     /// wrong identity, or corrupted on disk, fails this.
@@ -272,7 +187,35 @@ impl ShareHolder {
 
 #[cfg(test)]
 mod tests {
+    use threshold_crypto::SecretKeySet;
+
     use super::*;
+
+    /// A dealt root key: the public key set (public) and one secret share per holder index.
+    #[derive(Debug)]
+    struct DealtRootKey {
+        public_key_set: Vec<u8>,
+        /// `(share index, serialized secret share)`; zeroized when dropped.
+        shares: Vec<(u64, SecretBytes)>,
+    }
+
+    /// A dealer, for these tests only: the cluster generates its root key without one
+    /// (`crate::dkg`).
+    fn deal_root_key(holders: usize, rng: &mut SecureRng) -> Result<DealtRootKey, CryptoError> {
+        if holders == 0 {
+            return Err(CryptoError::Threshold("a root key needs at least one holder".into()));
+        }
+        let mut rng07 = rng.rand07();
+        let secret_set = SecretKeySet::random(threshold_for(holders), &mut rng07);
+        let public_key_set = encode(&secret_set.public_keys())?;
+        let mut shares = Vec::with_capacity(holders);
+        for index in 0..holders as u64 {
+            let share = secret_set.secret_key_share(index);
+            shares.push((index, SecretBytes::new(encode(&SerdeSecret(&share))?)));
+        }
+        drop(secret_set);
+        Ok(DealtRootKey { public_key_set, shares })
+    }
 
     fn setup(n: usize) -> (DealtRootKey, Vec<ShareHolder>, Wrapped, SecretBytes) {
         let mut rng = SecureRng::from_seed_u64(42);
@@ -313,20 +256,5 @@ mod tests {
             unwrap(&dealt.public_key_set, &wrapped, &only_three),
             Err(CryptoError::KeyCheckMismatch { faulty: vec![0] })
         );
-    }
-
-    #[test]
-    fn identity_sealing_round_trips_and_other_identities_cannot_open() {
-        let mut rng = SecureRng::from_seed_u64(3);
-        let a = IdentityKey::generate(&mut rng);
-        let b = IdentityKey::generate(&mut rng);
-        let secret = SecretBytes::new(b"share bytes".to_vec());
-        let sealed = seal_to(&a.public(), &secret, &mut rng).unwrap();
-        assert_eq!(a.open(&sealed).unwrap(), secret);
-        // threshold_crypto's hashed ElGamal has no MAC: the wrong key yields other bytes.
-        assert_ne!(b.open(&sealed).ok(), Some(secret));
-        let restored = IdentityKey::from_bytes(&a.to_bytes().unwrap()).unwrap();
-        assert_eq!(restored.public(), a.public());
-        assert!(format!("{a:?}").contains("REDACTED"));
     }
 }

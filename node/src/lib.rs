@@ -12,6 +12,7 @@ mod custody;
 pub mod dev;
 mod election;
 pub mod error;
+mod keygen;
 pub mod network;
 pub mod node;
 pub mod server;

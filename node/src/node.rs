@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crypto::threshold::{IdentityKey, ShareHolder};
+use crypto::identity::IdentityKey;
+use crypto::threshold::ShareHolder;
 use crypto::{SecretBytes, SecureRng};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{Raft, ServerState};
@@ -112,6 +113,10 @@ impl<C: Connector> Node<C> {
 
     pub fn now_ms(&self) -> u64 {
         (self.clock)()
+    }
+
+    pub(crate) fn identity(&self) -> &IdentityKey {
+        &self.identity
     }
 
     pub fn identity_public(&self) -> Vec<u8> {
@@ -376,15 +381,18 @@ impl<C: Connector> Node<C> {
         if let Some(h) = lock(&self.share).as_ref() {
             return Ok(Some(h.clone()));
         }
-        let (holder, pks) = {
+        let (index, pks, transcript) = {
             let state = self.state.read();
             let Some(root) = state.store.root() else { return Ok(None) };
             let Some(holder) = root.holders.get(&self.id) else { return Ok(None) };
-            (holder.clone(), root.public_key_set.clone())
+            (holder.share_index as usize, root.public_key_set.clone(), root.transcript.clone())
         };
-        let share_bytes = self.identity.open(&holder.sealed_share)?;
-        let share = ShareHolder::from_bytes(holder.share_index, &share_bytes)
-            .map_err(|e| NodeError::Internal(format!("my root-key share does not open: {e}")))?;
+        // Our share is sealed to our identity key, spread over the key generation's transcript.
+        let complete = transcript.complete_parts();
+        let parts: Vec<_> = complete.iter().map(|(part, acks)| crypto::dkg::CompletePart { part, acks }).collect();
+        let n = transcript.participants.len();
+        let share = crypto::dkg::derive_share(transcript.threshold, n, index, &self.identity, &parts)
+            .map_err(|e| NodeError::Internal(format!("my root-key share cannot be derived: {e}")))?;
         if !share.matches(&pks)? {
             return Err(NodeError::Internal(
                 "my root-key share does not match the cluster's public key set (wrong identity key?)".into(),

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crypto::threshold::IdentityKey;
+use crypto::identity::IdentityKey;
 use crypto::{SecretBytes, SecureRng};
 use openraft::Raft;
 use proto::internal::internal_server::InternalServer;
@@ -81,6 +81,7 @@ where
     let max = node.config.limits.max_message_bytes;
     let duties = tokio::spawn(leader_duties(node.clone()));
     let elections = tokio::spawn(crate::election::run(node.clone()));
+    let keygen = tokio::spawn(crate::keygen::run(node.clone()));
     let result = tonic::transport::Server::builder()
         .add_service(
             KmsServer::new(KmsService(node.clone())).max_decoding_message_size(max).max_encoding_message_size(max),
@@ -95,6 +96,7 @@ where
         .await;
     duties.abort();
     elections.abort();
+    keygen.abort();
     node.raft.shutdown().await.map_err(|e| anyhow::anyhow!("raft shutdown: {e}"))?;
     Ok(result?)
 }

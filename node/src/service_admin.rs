@@ -9,12 +9,15 @@ use proto::internal::IdentityRequest;
 use proto::v1 as pb;
 use proto::v1::admin_client::AdminClient;
 use proto::v1::admin_server::Admin;
-use raft::{Command, NodeId, NodeInfo, RootHolder, RootKey};
+use raft::{Command, NodeId, NodeInfo};
 use tonic::{Request, Response, Status};
 
 use crate::error::{NodeError, Result};
 use crate::network::Connector;
 use crate::node::Node;
+
+/// How long `Init` waits for the members to generate the root key.
+const KEYGEN_WAIT: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
 pub(crate) struct AdminService<C>(pub Arc<Node<C>>);
@@ -104,21 +107,39 @@ impl<C: Connector> AdminService<C> {
                 .await
                 .map_err(|e| NodeError::Unavailable(format!("raft initialise failed: {e}")))?;
         }
-        // FIRST STEP ONLY: this node deals the root key and holds the master secret for the
-        // duration of `deal_root_key`. The custody issue replaces this with a dealerless DKG.
-        let holders: Vec<NodeId> = members.keys().copied().collect();
-        let (root, needed) = self.0.with_rng(|rng| -> Result<(RootKey, usize)> {
-            let dealt = crypto::threshold::deal_root_key(holders.len(), rng)?;
-            let mut sealed = BTreeMap::new();
-            for ((index, share), id) in dealt.shares.iter().zip(&holders) {
-                let sealed_share = crypto::threshold::seal_to(&identities[id], share, rng)?;
-                sealed.insert(*id, RootHolder { share_index: *index, sealed_share });
+        // The members generate the root key together (`keygen.rs` on every node); nobody
+        // deals it. A round for the same members that is already running is joined, not
+        // restarted; one for other members is replaced.
+        let participants: Vec<(NodeId, Vec<u8>)> = identities.into_iter().collect();
+        let running = self.0.state.read().store.keygen().map(|r| (r.epoch, r.participants == participants));
+        match running {
+            Some((_, true)) => {}
+            other => {
+                let epoch = other.map_or(1, |(e, _)| e + 1);
+                let now_ms = self.0.now_ms();
+                self.0.propose(Command::StartKeyGen { epoch, participants: participants.clone(), now_ms }).await?;
             }
-            let needed = crypto::threshold::shares_needed(&dealt.public_key_set)?;
-            Ok((RootKey { epoch: 1, public_key_set: dealt.public_key_set.clone(), holders: sealed }, needed))
-        })?;
-        self.0.propose(Command::InitRootKey { root, now_ms: self.0.now_ms() }).await?;
-        Ok(pb::InitResponse { shares_needed: needed as u32, holders: holders.len() as u32 })
+        }
+        let mut applied = self.0.state.applied_index();
+        let generated = async {
+            loop {
+                if let Some(root) = self.0.state.read().store.root() {
+                    return Ok(root.clone());
+                }
+                if applied.changed().await.is_err() {
+                    return Err(NodeError::Unavailable("the state machine stopped".into()));
+                }
+            }
+        };
+        let root = tokio::time::timeout(KEYGEN_WAIT, generated).await.map_err(|_| {
+            NodeError::Unavailable(format!(
+                "the root key generation has not finished within {} s: are a majority of the members up? \
+                 Run init again to keep waiting",
+                KEYGEN_WAIT.as_secs()
+            ))
+        })??;
+        let needed = crypto::threshold::shares_needed(&root.public_key_set)?;
+        Ok(pb::InitResponse { shares_needed: needed as u32, holders: root.holders.len() as u32 })
     }
 
     pub(crate) fn local_status(&self) -> pb::NodeStatus {

@@ -7,14 +7,31 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::key::{Key, KeyRef, KeySpec, WrappedMaterial};
-use crate::state::RootKey;
-use crate::KmsError;
+use crate::{KmsError, NodeId};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    /// Installs the cluster root key (public key set and each holder's sealed share).
-    InitRootKey {
-        root: RootKey,
+    /// Starts generating the root key among these participants (in share-index order, with
+    /// their identity public keys). A higher epoch replaces a round that stalled.
+    StartKeyGen {
+        epoch: u64,
+        participants: Vec<(NodeId, Vec<u8>)>,
+        now_ms: u64,
+    },
+    /// A participant's part of the key generation (`crypto::dkg::deal_part`).
+    KeyGenPart {
+        epoch: u64,
+        dealer: NodeId,
+        part: Vec<u8>,
+        now_ms: u64,
+    },
+    /// A participant's acknowledgement of a dealer's part (`crypto::dkg::acknowledge_part`).
+    /// The one that completes the round installs the root key.
+    KeyGenAck {
+        epoch: u64,
+        dealer: NodeId,
+        acker: NodeId,
+        ack: Vec<u8>,
         now_ms: u64,
     },
     CreateKey {
@@ -91,7 +108,9 @@ pub type CommandResult = Result<Applied, KmsError>;
 impl Command {
     pub fn now_ms(&self) -> u64 {
         match self {
-            Command::InitRootKey { now_ms, .. }
+            Command::StartKeyGen { now_ms, .. }
+            | Command::KeyGenPart { now_ms, .. }
+            | Command::KeyGenAck { now_ms, .. }
             | Command::CreateKey { now_ms, .. }
             | Command::RotateKey { now_ms, .. }
             | Command::Update { now_ms, .. }

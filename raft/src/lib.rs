@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 mod command;
 mod error;
 mod key;
+pub mod keygen;
 pub mod runtime;
 mod state;
 

@@ -10,6 +10,7 @@ use crate::key::{
     validate_alias, Key, KeyRef, KeySpec, KeyState, KeyVersion, VersionState, WrappedMaterial, DELETION_DAYS_MAX,
     DELETION_DAYS_MIN,
 };
+use crate::keygen::KeyGenRound;
 use crate::{KmsError, NodeId, DAY_MS};
 
 /// How long an idempotency token is remembered (by command time).
@@ -18,31 +19,22 @@ const MAX_TAGS: usize = 50;
 const MAX_DESCRIPTION_LEN: usize = 8192;
 const MAX_ROTATION_DAYS: u32 = 2560;
 
-/// The cluster root key as the log records it.
+/// The cluster root key as the log records it. Nobody ever held its secret: it was generated
+/// by the holders together (`keygen`), and each derives its own share from the transcript.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RootKey {
     pub epoch: u64,
     /// Serialized threshold public key set.
     pub public_key_set: Vec<u8>,
     pub holders: BTreeMap<NodeId, RootHolder>,
+    /// The key generation's complete parts and their acknowledgements, holding every holder's
+    /// share sealed to its identity key.
+    pub transcript: KeyGenRound,
 }
 
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RootHolder {
     pub share_index: u64,
-    /// The holder's secret share, encrypted to its identity key: only it can open it.
-    pub sealed_share: Vec<u8>,
-}
-
-impl std::fmt::Debug for RootHolder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "RootHolder {{ share_index: {}, sealed_share: [{} bytes] }}",
-            self.share_index,
-            self.sealed_share.len()
-        )
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,12 +51,18 @@ pub struct KeyStore {
     aliases: BTreeMap<String, Uuid>,
     tokens: BTreeMap<String, TokenRecord>,
     root: Option<RootKey>,
+    /// The root key generation in progress, if any.
+    keygen: Option<KeyGenRound>,
     last_token_prune_ms: u64,
 }
 
 impl KeyStore {
     pub fn root(&self) -> Option<&RootKey> {
         self.root.as_ref()
+    }
+
+    pub fn keygen(&self) -> Option<&KeyGenRound> {
+        self.keygen.as_ref()
     }
 
     pub fn key_count(&self) -> usize {
@@ -137,6 +135,13 @@ impl KeyStore {
         self.apply_inner(command)
     }
 
+    fn running_keygen(&mut self, epoch: u64) -> Result<&mut KeyGenRound, KmsError> {
+        match &mut self.keygen {
+            Some(round) if round.epoch == epoch => Ok(round),
+            _ => Err(KmsError::InvalidState(format!("key generation epoch {epoch} is not running"))),
+        }
+    }
+
     fn prune_tokens(&mut self, now_ms: u64) {
         if now_ms < self.last_token_prune_ms.saturating_add(DAY_MS / 24) {
             return;
@@ -147,11 +152,40 @@ impl KeyStore {
 
     fn apply_inner(&mut self, command: &Command) -> CommandResult {
         match command {
-            Command::InitRootKey { root, .. } => {
+            Command::StartKeyGen { epoch, participants, .. } => {
                 if self.root.is_some() {
                     return Err(KmsError::AlreadyExists("the cluster root key is already initialised".into()));
                 }
-                self.root = Some(root.clone());
+                if let Some(round) = &self.keygen {
+                    if round.epoch == *epoch && round.participants == *participants {
+                        return Ok(Applied::Done); // a retried start
+                    }
+                    if round.epoch >= *epoch {
+                        return Err(KmsError::InvalidState(format!(
+                            "key generation epoch {} is running; a new one needs a higher epoch",
+                            round.epoch
+                        )));
+                    }
+                }
+                self.keygen = Some(KeyGenRound::new(*epoch, participants)?);
+                Ok(Applied::Done)
+            }
+            Command::KeyGenPart { epoch, dealer, part, .. } => {
+                self.running_keygen(*epoch)?.add_part(*dealer, part)?;
+                Ok(Applied::Done)
+            }
+            Command::KeyGenAck { epoch, dealer, acker, ack, .. } => {
+                let Some(public_key_set) = self.running_keygen(*epoch)?.add_ack(*dealer, *acker, ack)? else {
+                    return Ok(Applied::Done);
+                };
+                let Some(round) = self.keygen.take() else { return Ok(Applied::Done) };
+                let holders = round
+                    .participants
+                    .iter()
+                    .enumerate()
+                    .map(|(index, (id, _))| (*id, RootHolder { share_index: index as u64 }))
+                    .collect();
+                self.root = Some(RootKey { epoch: 1, public_key_set, holders, transcript: round.transcript() });
                 Ok(Applied::Done)
             }
             Command::CreateKey {

@@ -6,13 +6,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use common::T0;
 use raft::{
-    Applied, Command, KeyChange, KeyRef, KeySpec, KeyState, KeyStore, KeyUsage, KmsError, RootKey, WrappedMaterial,
-    DAY_MS,
+    Applied, Command, KeyChange, KeyRef, KeySpec, KeyState, KeyStore, KeyUsage, KmsError, WrappedMaterial, DAY_MS,
 };
 use uuid::Uuid;
 
-const T0: u64 = 1_700_000_000_000;
+mod common;
 
 fn material(spec: KeySpec) -> WrappedMaterial {
     WrappedMaterial {
@@ -25,8 +25,7 @@ fn material(spec: KeySpec) -> WrappedMaterial {
 
 fn store() -> KeyStore {
     let mut s = KeyStore::default();
-    let root = RootKey { epoch: 1, public_key_set: vec![1], holders: BTreeMap::new() };
-    s.apply(&Command::InitRootKey { root, now_ms: T0 }).unwrap();
+    common::generate_root(&mut s, 1, 1);
     s
 }
 
