@@ -652,18 +652,20 @@ async fn cluster_command(command: ClusterCommand, common: &Common) -> anyhow::Re
                             "last_log_index": n.last_log_index, "applied_index": n.applied_index,
                             "replication_lag": n.replication_lag, "version": n.version, "reachable": n.reachable,
                             "error": n.error, "voter": n.voter, "holds_share": n.holds_share,
+                            "cache": {"entries": n.cache_entries, "hits": n.cache_hits,
+                                      "misses": n.cache_misses, "evictions": n.cache_evictions},
                         })
                     })
                     .collect();
                 println!("{}", serde_json::json!({"leader_id": r.leader_id, "nodes": nodes}));
             } else {
                 println!(
-                    "{:<4} {:<22} {:<10} {:<10} {:>5} {:>8} {:>8} {:>4}  version",
-                    "id", "addr", "region", "role", "term", "last_log", "applied", "lag"
+                    "{:<4} {:<22} {:<10} {:<10} {:>5} {:>8} {:>8} {:>4} {:>15}  version",
+                    "id", "addr", "region", "role", "term", "last_log", "applied", "lag", "cache hit/miss"
                 );
                 for n in r.nodes {
                     println!(
-                        "{:<4} {:<22} {:<10} {:<10} {:>5} {:>8} {:>8} {:>4}  {}{}",
+                        "{:<4} {:<22} {:<10} {:<10} {:>5} {:>8} {:>8} {:>4} {:>15}  {}{}",
                         n.id,
                         n.addr,
                         n.region,
@@ -672,6 +674,7 @@ async fn cluster_command(command: ClusterCommand, common: &Common) -> anyhow::Re
                         n.last_log_index,
                         n.applied_index,
                         n.replication_lag,
+                        format!("{}/{}", n.cache_hits, n.cache_misses),
                         n.version,
                         if n.error.is_empty() { String::new() } else { format!("  ({})", n.error) }
                     );

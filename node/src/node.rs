@@ -2,6 +2,7 @@
 //! Everything the gRPC services do goes through here.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use crypto::{SecretBytes, SecureRng};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{Raft, ServerState};
 use proto::internal::{RaftPayload, ReadIndexRequest};
-use raft::{Applied, Command, KeySpec, NodeId, NodeInfo, TypeConfig, WrappedMaterial};
+use raft::{Applied, Command, KeyRef, KeySpec, KeyState, NodeId, NodeInfo, TypeConfig, VersionState, WrappedMaterial};
 use storage::SharedState;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -52,6 +53,7 @@ pub struct Node<C> {
     share: Mutex<Option<Arc<ShareHolder>>>,
     rng: Mutex<SecureRng>,
     cache: Mutex<BTreeMap<(Uuid, u32), (SecretBytes, Instant)>>,
+    cache_stats: CacheStats,
     /// One lock per version being unwrapped right now (single-flight unwraps).
     unwrapping: Mutex<BTreeMap<(Uuid, u32), UnwrapSlot>>,
     /// Wrapped ciphertexts this node has checked before giving shares for them.
@@ -66,6 +68,23 @@ impl<C> std::fmt::Debug for Node<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Node {{ id: {} }}", self.id)
     }
+}
+
+/// Counters of the unwrapped-material cache, for status.
+#[derive(Debug, Default)]
+struct CacheStats {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    evictions: AtomicU64,
+}
+
+/// What status shows of the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheCounts {
+    pub entries: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub evictions: u64,
 }
 
 #[derive(Default)]
@@ -102,6 +121,7 @@ impl<C: Connector> Node<C> {
             share: Mutex::new(None),
             rng: Mutex::new(rng),
             cache: Mutex::new(BTreeMap::new()),
+            cache_stats: CacheStats::default(),
             unwrapping: Mutex::new(BTreeMap::new()),
             verified: Mutex::new(Default::default()),
             reads: Mutex::new(ReadBatch::default()),
@@ -334,14 +354,53 @@ impl<C: Connector> Node<C> {
 
     pub fn cache_get(&self, key_id: Uuid, version: u32) -> Option<SecretBytes> {
         let mut cache = lock(&self.cache);
-        match cache.get(&(key_id, version)) {
+        let found = match cache.get(&(key_id, version)) {
             Some((m, expires)) if *expires > Instant::now() => Some(m.clone()),
             Some(_) => {
                 cache.remove(&(key_id, version));
                 None
             }
             None => None,
+        };
+        let counter = if found.is_some() { &self.cache_stats.hits } else { &self.cache_stats.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    pub fn cache_counts(&self) -> CacheCounts {
+        CacheCounts {
+            entries: lock(&self.cache).len() as u64,
+            hits: self.cache_stats.hits.load(Ordering::Relaxed),
+            misses: self.cache_stats.misses.load(Ordering::Relaxed),
+            evictions: self.cache_stats.evictions.load(Ordering::Relaxed),
         }
+    }
+
+    /// Evicts every cached version that the replicated state no longer allows to be used: its
+    /// key or version is not enabled (disabled, pending deletion, destroyed), or its material
+    /// was wrapped under another root epoch. Run after every applied entry, on every node, so
+    /// a disable evicts at once everywhere, not only where it was requested.
+    pub(crate) fn sweep_cache(&self) {
+        // One lock at a time: the cache's, then the state's, then the cache's again.
+        let cached: Vec<(Uuid, u32)> = lock(&self.cache).keys().copied().collect();
+        if cached.is_empty() {
+            return;
+        }
+        let stale: Vec<(Uuid, u32)> = {
+            let state = self.state.read();
+            let root_epoch = state.store.root().map(|r| r.epoch);
+            let usable = |id: Uuid, version: u32| {
+                let Ok(key) = state.store.resolve(&KeyRef::Id(id)) else { return false };
+                let Ok(v) = key.version(version) else { return false };
+                key.state == KeyState::Enabled
+                    && v.state == VersionState::Enabled
+                    && v.material.as_ref().is_some_and(|m| Some(m.root_epoch) == root_epoch)
+            };
+            cached.into_iter().filter(|(id, v)| !usable(*id, *v)).collect()
+        };
+        let mut cache = lock(&self.cache);
+        let evicted = stale.iter().filter(|k| cache.remove(k).is_some()).count() as u64;
+        self.cache_stats.evictions.fetch_add(evicted, Ordering::Relaxed);
     }
 
     pub fn cache_put(&self, key_id: Uuid, version: u32, material: SecretBytes) {
@@ -373,7 +432,10 @@ impl<C: Connector> Node<C> {
 
     /// Drops every cached version of a key (on disable, deletion, destruction).
     pub fn cache_evict(&self, key_id: Uuid) {
-        lock(&self.cache).retain(|(id, _), _| *id != key_id);
+        let mut cache = lock(&self.cache);
+        let before = cache.len();
+        cache.retain(|(id, _), _| *id != key_id);
+        self.cache_stats.evictions.fetch_add((before - cache.len()) as u64, Ordering::Relaxed);
     }
 
     /// This node's root-key share, opened from the replicated state with its identity key.

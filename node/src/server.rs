@@ -82,6 +82,7 @@ where
     let duties = tokio::spawn(leader_duties(node.clone()));
     let elections = tokio::spawn(crate::election::run(node.clone()));
     let keygen = tokio::spawn(crate::keygen::run(node.clone()));
+    let sweeper = tokio::spawn(sweep_cache_on_apply(node.clone()));
     let result = tonic::transport::Server::builder()
         .add_service(
             KmsServer::new(KmsService(node.clone())).max_decoding_message_size(max).max_encoding_message_size(max),
@@ -97,8 +98,17 @@ where
     duties.abort();
     elections.abort();
     keygen.abort();
+    sweeper.abort();
     node.raft.shutdown().await.map_err(|e| anyhow::anyhow!("raft shutdown: {e}"))?;
     Ok(result?)
+}
+
+/// Evicts cached material the replicated state no longer allows, after every applied entry.
+async fn sweep_cache_on_apply<C: Connector>(node: Arc<Node<C>>) {
+    let mut applied = node.state.applied_index();
+    while applied.changed().await.is_ok() {
+        node.sweep_cache();
+    }
 }
 
 /// The leader proposes what time makes due: automatic rotations and destruction of keys

@@ -155,6 +155,7 @@ impl<C: Connector> AdminService<C> {
             ServerState::Learner => "learner",
             ServerState::Shutdown => "shutdown",
         };
+        let cache = n.cache_counts();
         let (root, holds_share) = {
             let s = n.state.read();
             (s.store.root().is_some(), s.store.root().is_some_and(|r| r.holders.contains_key(&n.id)))
@@ -177,6 +178,10 @@ impl<C: Connector> AdminService<C> {
             holds_share,
             snapshot_index: m.snapshot.map_or(0, |l| l.index),
             purged_index: m.purged.map_or(0, |l| l.index),
+            cache_entries: cache.entries,
+            cache_hits: cache.hits,
+            cache_misses: cache.misses,
+            cache_evictions: cache.evictions,
         }
     }
 }

@@ -338,3 +338,45 @@ async fn leadership_moves_to_the_named_node_and_back() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_material_is_counted_and_evicted_on_every_node_when_its_key_is_disabled() {
+    bounded(async {
+        let cluster = Cluster::start(3);
+        cluster.init().await;
+        let c = cluster.client();
+        create_key(&c, "cached", pb::KeySpec::Aes256GcmSiv).await.unwrap();
+
+        // Two encryptions through each node: the first may unwrap, the second hits the cache.
+        for id in 1..=3 {
+            let one = cluster.client_for(&[id]);
+            for _ in 0..2 {
+                encrypt(&one, "alias/cached", b"data", &[]).await.unwrap();
+            }
+        }
+        for id in 1..=3 {
+            let s = cluster.local_status(id).await.unwrap();
+            assert_eq!(s.cache_entries, 1, "node {id}: {s:?}");
+            assert!(s.cache_hits >= 1, "node {id}: {s:?}");
+        }
+
+        // Disabling the key evicts its material on every node, not only where it was asked.
+        key_call(&c, |mut k| async move {
+            k.disable_key(pb::KeyRequest { key: "alias/cached".into(), ..Default::default() }).await
+        })
+        .await
+        .unwrap();
+        for id in 1..=3 {
+            eventually("evicted everywhere", || async {
+                let s = cluster.local_status(id).await?;
+                if s.cache_entries == 0 && s.cache_evictions >= 1 {
+                    Ok(())
+                } else {
+                    Err(tonic::Status::unavailable(format!("node {id} still caches: {s:?}")))
+                }
+            })
+            .await;
+        }
+    })
+    .await;
+}
