@@ -142,6 +142,15 @@ impl<C: Connector> AdminService<C> {
         Ok(pb::InitResponse { shares_needed: needed as u32, holders: root.holders.len() as u32 })
     }
 
+    /// On the leader: the other voter whose log is furthest along (lowest id on ties).
+    fn successor(&self) -> Option<NodeId> {
+        let m = self.0.raft.metrics().borrow().clone();
+        let matched =
+            |id: &NodeId| m.replication.as_ref().and_then(|r| r.get(id).copied().flatten()).map_or(0, |l| l.index);
+        let voters = m.membership_config.membership().voter_ids().filter(|v| *v != self.0.id).collect::<Vec<_>>();
+        voters.into_iter().max_by(|a, b| matched(a).cmp(&matched(b)).then(b.cmp(a)))
+    }
+
     pub(crate) fn local_status(&self) -> pb::NodeStatus {
         let n = &self.0;
         let m = n.raft.metrics().borrow().clone();
@@ -265,6 +274,20 @@ impl<C: Connector> Admin for AdminService<C> {
         let r = request.into_inner();
         if let Some(mut leader) = self.leader_admin().await.map_err(Status::from)? {
             return leader.remove_node(r).await;
+        }
+        if r.id == self.0.id {
+            // A leader does not remove itself: openraft 0.9 keeps it leader of a configuration
+            // it no longer belongs to, and its next membership change trips an internal
+            // assertion (found by the simulator, seed 156). Hand leadership to the most
+            // caught-up other voter, which then does the removal.
+            let target = self.successor().ok_or_else(|| {
+                Status::failed_precondition("this node is the only voter; a cluster cannot remove its last voter")
+            })?;
+            self.0.transfer_leadership(target).await.map_err(Status::from)?;
+            return match self.leader_admin().await.map_err(Status::from)? {
+                Some(mut leader) => leader.remove_node(r).await,
+                None => Err(Status::unavailable("leadership is moving; retry the removal")),
+            };
         }
         ok(async {
             if !self.0.members().iter().any(|(id, _)| *id == r.id) {

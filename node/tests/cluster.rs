@@ -295,7 +295,11 @@ async fn a_node_is_added_as_learner_then_voter_serves_and_is_removed() {
         let pt = eventually("node 4 decrypts", || decrypt(&alone, &ct.ciphertext, &[])).await;
         assert_eq!(pt.plaintext, b"old data");
 
+        // Removing the leader itself: it hands leadership to another voter, which removes it.
+        c.admin(|mut a| async move { a.transfer_leader(pb::TransferLeaderRequest { id: 4 }).await }).await.unwrap();
+        assert_eq!(cluster.leader().await, 4);
         c.admin(|mut a| async move { a.remove_node(pb::RemoveNodeRequest { id: 4 }).await }).await.unwrap();
+        assert_ne!(cluster.leader().await, 4);
         let status = c.admin(|mut a| async move { a.status(pb::StatusRequest {}).await }).await.unwrap();
         assert_eq!(status.nodes.iter().map(|n| n.id).collect::<Vec<_>>(), vec![1, 2, 3]);
         let missing =
