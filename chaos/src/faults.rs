@@ -49,6 +49,9 @@ pub struct Faults {
     admin_seq: u64,
     admin_busy: Arc<AtomicBool>,
     spare_member: Arc<AtomicBool>,
+    /// While the cluster initialises, the only fault is one crash during the root key
+    /// generation (if the seed's crash knob is on); `None` once that has been decided.
+    initialising: Option<bool>,
 }
 
 fn pair(a: &str, b: &str) -> (String, String) {
@@ -70,6 +73,36 @@ impl Faults {
             admin_seq: 0,
             admin_busy: Default::default(),
             spare_member: Default::default(),
+            initialising: Some(false),
+        }
+    }
+
+    /// Ends the initialisation phase: from now on, faults come at the seed's rates.
+    pub fn initialised(&mut self) {
+        self.initialising = None;
+    }
+
+    /// During initialisation: once a key generation round is running, crash one node (any,
+    /// the one serving Init included) with a probability set by the seed's crash knob. The
+    /// round must still finish, and the crashed node must derive its share from the log.
+    fn during_keygen(&mut self, sim: &mut turmoil::Sim<'_>) {
+        if self.initialising != Some(false) {
+            return;
+        }
+        let running = self.world.running_ids();
+        let round_running =
+            running.iter().any(|id| self.world.node(*id).is_some_and(|n| n.state.read().store.keygen().is_some()));
+        if !round_running {
+            return;
+        }
+        self.initialising = Some(true);
+        let k = self.world.plan.knobs.crash;
+        if k > 0.0 && self.rng.gen_bool((k * 20.0).min(1.0)) {
+            let id = running[self.rng.gen_range(0..running.len())];
+            let down = self.rng.gen_range(500..5000);
+            self.kill(sim, id);
+            self.schedule(down, Heal::Restart(id));
+            self.world.recorder.fault("crash-during-keygen", format!("n{id} for {down} ms"));
         }
     }
 
@@ -90,7 +123,9 @@ impl Faults {
                 self.heal(sim, heal);
             }
         }
-        if tick {
+        if self.initialising.is_some() {
+            self.during_keygen(sim);
+        } else if tick {
             self.inject(sim);
         }
     }

@@ -151,10 +151,14 @@ fn run(sim: &mut turmoil::Sim<'_>, world: &World, seed: u64) -> Result<(), ()> {
         });
         add_client_host(sim, world, "init", &plan.voters[0].region);
     }
-    if !step_until(sim, &recorder, None, Duration::from_secs(30), || initialised.load(Ordering::Relaxed))? {
+    // The root key generation may lose a node (`Faults::during_keygen`); nothing else fails yet.
+    let mut faults = Faults::new(world.clone(), stream(seed, STREAM_FAULTS));
+    if !step_until(sim, &recorder, Some(&mut faults), Duration::from_secs(30), || initialised.load(Ordering::Relaxed))?
+    {
         recorder.violation("liveness", "the cluster did not initialise within 30 s");
         return Err(());
     }
+    faults.initialised();
 
     // Workload and faults.
     let stop = Arc::new(AtomicBool::new(false));
@@ -168,7 +172,6 @@ fn run(sim: &mut turmoil::Sim<'_>, world: &World, seed: u64) -> Result<(), ()> {
         });
         add_client_host(sim, world, &c.name, &c.region);
     }
-    let mut faults = Faults::new(world.clone(), stream(seed, STREAM_FAULTS));
     let phase = Duration::from_millis(plan.fault_phase_ms);
     step_until(sim, &recorder, Some(&mut faults), phase, || false)?;
     stop.store(true, Ordering::Relaxed);

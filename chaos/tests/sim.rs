@@ -65,6 +65,7 @@ fn ci_range_of_seeds_keeps_every_invariant() {
         "crash-leader",
         "crash-during-rotation",
         "crash-during-membership",
+        "crash-during-keygen",
         "partition-random",
         "partition-region",
         "partition-oneway",
