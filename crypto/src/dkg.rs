@@ -31,7 +31,7 @@ use threshold_crypto::{Fr, G1Affine, PublicKeySet, SecretKeyShare};
 
 use crate::identity::{seal_to, IdentityKey};
 use crate::threshold::ShareHolder;
-use crate::{CryptoError, SecretBytes, SecureRng};
+use crate::{decode, encode, CryptoError, SecretBytes, SecureRng};
 
 /// A dealer's contribution: the commitment to its polynomial and one row per participant,
 /// sealed to that participant's identity key. Public: it may sit in the replicated log.
@@ -50,14 +50,6 @@ struct Ack {
 
 fn dkg_error(what: impl Into<String>) -> CryptoError {
     CryptoError::Dkg(what.into())
-}
-
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CryptoError> {
-    postcard::to_stdvec(value).map_err(|e| CryptoError::Encoding(e.to_string()))
-}
-
-fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str) -> Result<T, CryptoError> {
-    postcard::from_bytes(bytes).map_err(|e| CryptoError::Encoding(format!("{what}: {e}")))
 }
 
 fn check_setup(threshold: usize, participants: usize) -> Result<(), CryptoError> {

@@ -15,7 +15,7 @@ use threshold_crypto::group::{CurveAffine, CurveProjective, EncodedPoint};
 use threshold_crypto::serde_impl::FieldWrap;
 use threshold_crypto::{Fr, G1Affine, G1};
 
-use crate::{aead, CryptoError, SecretBytes, SecureRng};
+use crate::{aead, encode, CryptoError, SecretBytes, SecureRng};
 
 /// Length of a compressed G1 point: an identity public key.
 pub const IDENTITY_PUBLIC_LEN: usize = 48;
@@ -69,10 +69,6 @@ struct Sealed {
     ephemeral: Vec<u8>,
     nonce: [u8; aead::NONCE_LEN],
     ciphertext: Vec<u8>,
-}
-
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CryptoError> {
-    postcard::to_stdvec(value).map_err(|e| CryptoError::Encoding(e.to_string()))
 }
 
 impl IdentityKey {

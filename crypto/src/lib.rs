@@ -17,6 +17,16 @@ pub mod secret;
 pub mod threshold;
 
 pub use error::CryptoError;
+
+/// postcard encoding of the crate's wire and storage formats.
+pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, CryptoError> {
+    postcard::to_stdvec(value).map_err(|e| CryptoError::Encoding(e.to_string()))
+}
+
+/// postcard decoding; `what` names the thing in the error.
+pub(crate) fn decode<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8], what: &str) -> Result<T, CryptoError> {
+    postcard::from_bytes(bytes).map_err(|e| CryptoError::Encoding(format!("{what}: {e}")))
+}
 pub use rng::SecureRng;
 pub use secret::SecretBytes;
 

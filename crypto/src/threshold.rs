@@ -13,19 +13,11 @@ use threshold_crypto::serde_impl::SerdeSecret;
 use threshold_crypto::{Ciphertext, DecryptionShare, PublicKeySet, SecretKeyShare};
 use zeroize::Zeroizing;
 
-use crate::{CryptoError, SecretBytes, SecureRng};
+use crate::{decode, encode, CryptoError, SecretBytes, SecureRng};
 
 /// The threshold `t` for `n` share holders: `t + 1` is a majority, the same quorum Raft needs.
 pub fn threshold_for(n: usize) -> usize {
     n / 2
-}
-
-fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, CryptoError> {
-    postcard::to_stdvec(value).map_err(|e| CryptoError::Encoding(e.to_string()))
-}
-
-fn decode<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8], what: &str) -> Result<T, CryptoError> {
-    postcard::from_bytes(bytes).map_err(|e| CryptoError::Encoding(format!("{what}: {e}")))
 }
 
 fn public_key_set(bytes: &[u8]) -> Result<PublicKeySet, CryptoError> {
