@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crypto::{ciphertext, ecdsa, MAX_PLAINTEXT_LEN};
 use proto::v1 as pb;
 use proto::v1::kms_server::Kms;
-use raft::{Applied, Command, Key, KeyChange, KeyUsage, DELETION_DAYS_DEFAULT};
+use raft::{Applied, Command, Key, KeyChange, KeyRef, KeySpec, KeyUsage, DELETION_DAYS_DEFAULT};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -54,6 +54,24 @@ impl<C: Connector> KmsService<C> {
             self.0.cache_evict(k.id);
         }
         self.key_response(applied)
+    }
+
+    /// The spec of `key`, to generate new material for it. A key's spec never changes, so local
+    /// state answers when it knows the key by id; otherwise (this node may lag behind a create,
+    /// or an alias may since point elsewhere) the read index decides, so a retried write never
+    /// gets a stale NotFound.
+    async fn key_spec(&self, key: &KeyRef) -> Result<KeySpec> {
+        let local = match key {
+            KeyRef::Id(_) => self.0.state.read().store.resolve(key).map(|k| k.spec).ok(),
+            KeyRef::Alias(_) => None,
+        };
+        match local {
+            Some(spec) => Ok(spec),
+            None => {
+                self.0.linearize(Consistency::Linearizable).await?;
+                Ok(self.0.state.read().store.resolve(key)?.spec)
+            }
+        }
     }
 
     /// Waits for `consistency`, then reads the key.
@@ -340,7 +358,7 @@ impl<C: Connector> Kms for KmsService<C> {
         ok(async {
             self.0.ensure_initialized()?;
             let key = key_ref(&r.key)?;
-            let spec = self.0.state.read().store.resolve(&key)?.spec;
+            let spec = self.key_spec(&key).await?;
             let (material, wrapped) = self.0.new_material(spec)?;
             let command = Command::RotateKey {
                 key,
