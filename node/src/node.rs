@@ -170,7 +170,20 @@ impl<C: Connector> Node<C> {
         *lock(&self.last_leader_contact) = Some(Instant::now());
     }
 
-    pub fn ensure_initialized(&self) -> Result<()> {
+    /// Fails with `NotInitialized` only when that is the truth: a node that belongs to a
+    /// cluster but has no root key may just be behind (it was down while the root key was
+    /// made), so it asks the leader first. A definite "not initialised" from stale local state
+    /// would tell a client that a retried write had failed when its first attempt had not
+    /// (simulator seed 18 with mTLS timings).
+    pub async fn ensure_initialized(self: &Arc<Self>) -> Result<()> {
+        if self.state.read().store.root().is_some() {
+            return Ok(());
+        }
+        if self.members().is_empty() {
+            // Never part of a cluster: there is nothing to catch up on.
+            return Err(NodeError::NotInitialized);
+        }
+        self.linearize(Consistency::Linearizable).await?;
         if self.state.read().store.root().is_none() {
             return Err(NodeError::NotInitialized);
         }

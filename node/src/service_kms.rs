@@ -44,7 +44,7 @@ impl<C: Connector> KmsService<C> {
     }
 
     async fn change(&self, key: &str, change: KeyChange, token: String) -> Result<pb::KeyResponse> {
-        self.0.ensure_initialized()?;
+        self.0.ensure_initialized().await?;
         let key = key_ref(key)?;
         let evict =
             matches!(change, KeyChange::Disable | KeyChange::ScheduleDeletion { .. } | KeyChange::DisableVersion(_));
@@ -76,7 +76,7 @@ impl<C: Connector> KmsService<C> {
 
     /// Waits for `consistency`, then reads the key.
     async fn read_key(&self, key: &str, consistency: Consistency) -> Result<Key> {
-        self.0.ensure_initialized()?;
+        self.0.ensure_initialized().await?;
         let key = key_ref(key)?;
         self.0.linearize(consistency).await?;
         Ok(self.0.state.read().store.resolve(&key)?.clone())
@@ -187,7 +187,7 @@ impl<C: Connector> Kms for KmsService<C> {
     ) -> std::result::Result<Response<pb::KeyResponse>, Status> {
         let r = request.into_inner();
         ok(async {
-            self.0.ensure_initialized()?;
+            self.0.ensure_initialized().await?;
             let spec = convert::spec(r.spec, r.usage)?;
             let alias = if r.alias.is_empty() { None } else { Some(alias_name(&r.alias)?) };
             let (material, wrapped) = self.0.new_material(spec)?;
@@ -233,7 +233,7 @@ impl<C: Connector> Kms for KmsService<C> {
     ) -> std::result::Result<Response<pb::ListKeysResponse>, Status> {
         let r = request.into_inner();
         ok(async {
-            self.0.ensure_initialized()?;
+            self.0.ensure_initialized().await?;
             let page_size = match r.page_size {
                 0 => 100,
                 n @ 1..=1000 => n as usize,
@@ -265,7 +265,7 @@ impl<C: Connector> Kms for KmsService<C> {
     ) -> std::result::Result<Response<pb::Empty>, Status> {
         let r = request.into_inner();
         ok(async {
-            self.0.ensure_initialized()?;
+            self.0.ensure_initialized().await?;
             let command =
                 Command::CreateAlias { alias: alias_name(&r.alias)?, key: key_ref(&r.key)?, now_ms: self.0.now_ms() };
             self.0.propose(command).await?;
@@ -280,7 +280,7 @@ impl<C: Connector> Kms for KmsService<C> {
     ) -> std::result::Result<Response<pb::Empty>, Status> {
         let r = request.into_inner();
         ok(async {
-            self.0.ensure_initialized()?;
+            self.0.ensure_initialized().await?;
             self.0.propose(Command::DeleteAlias { alias: alias_name(&r.alias)?, now_ms: self.0.now_ms() }).await?;
             Ok(pb::Empty {})
         }
@@ -356,7 +356,7 @@ impl<C: Connector> Kms for KmsService<C> {
     ) -> std::result::Result<Response<pb::KeyResponse>, Status> {
         let r = request.into_inner();
         ok(async {
-            self.0.ensure_initialized()?;
+            self.0.ensure_initialized().await?;
             let key = key_ref(&r.key)?;
             let spec = self.key_spec(&key).await?;
             let (material, wrapped) = self.0.new_material(spec)?;
