@@ -259,8 +259,29 @@ impl<C: Connector> Admin for AdminService<C> {
         ok(async {
             let m = r.member.ok_or_else(|| NodeError::Invalid("member is required".into()))?;
             let (id, info) = member_info(&m)?;
-            // Learner first; `add_learner(blocking)` returns once it has caught up.
-            self.0.raft.add_learner(id, info, true).await.map_err(|e| NodeError::Unavailable(e.to_string()))?;
+            // Learner first, promoted once it holds everything up to its own addition.
+            // (openraft's `add_learner(blocking)` calls a learner caught up while it lags by
+            // fewer than `replication_lag_threshold` entries, 5000 by default: it returned at
+            // once in small clusters, before the learner had a single entry.)
+            let added = self.0.raft.add_learner(id, info, false).await.map_err(|e| NodeError::Unavailable(e.to_string()))?;
+            let wait = Duration::from_millis(self.0.config.raft.snapshot_timeout_ms);
+            self.0
+                .raft
+                .wait(Some(wait))
+                .metrics(
+                    |m| {
+                        let matched = m.replication.as_ref().and_then(|r| r.get(&id).cloned()).flatten();
+                        matched.is_some_and(|l| l >= added.log_id)
+                    },
+                    "the new learner catches up",
+                )
+                .await
+                .map_err(|_| {
+                    NodeError::Unavailable(format!(
+                        "node {id} is a learner now but has not caught up within {} ms; run add-node again to promote it",
+                        wait.as_millis()
+                    ))
+                })?;
             self.change_membership(openraft::ChangeMembers::AddVoterIds([id].into())).await?;
             Ok(pb::AdminEmpty {})
         }

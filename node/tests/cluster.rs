@@ -285,9 +285,16 @@ async fn a_node_is_added_as_learner_then_voter_serves_and_is_removed() {
             })
             .await
             .unwrap();
-        let status = c.admin(|mut a| async move { a.status(pb::StatusRequest {}).await }).await.unwrap();
-        let four = status.nodes.iter().find(|n| n.id == 4).expect("node 4 in status");
-        assert!(four.voter && four.reachable, "{four:?}");
+        let four = eventually("every node sees node 4 as a reachable voter", || async {
+            let status = c.admin(|mut a| async move { a.status(pb::StatusRequest {}).await }).await?;
+            let four = status.nodes.into_iter().find(|n| n.id == 4).expect("node 4 in status");
+            if four.voter && four.reachable {
+                Ok(four)
+            } else {
+                Err(tonic::Status::unavailable(format!("{four:?}")))
+            }
+        })
+        .await;
         assert!(!four.holds_share, "a node added after init holds no root-key share (resharing is later work)");
 
         // The new voter serves on its own: it unwraps from the original holders' shares.
