@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use storage::{MemLogStore, MemSnapshots, StateMachineStore};
 
 use crate::history::Recorder;
-use crate::net::{SimConnector, PORT};
+use crate::net::{SimConnector, SimPki, PORT};
 use crate::plan::{NodePlan, Plan, STREAM_NODES};
 
 /// The wall clock every simulated node starts from: 2026-01-01T00:00:00Z.
@@ -42,6 +42,8 @@ pub struct World {
     pub boots: Arc<Mutex<BTreeMap<u64, u64>>>,
     /// Every host registered so far (nodes and clients), in registration order.
     pub hosts: Arc<Mutex<Vec<String>>>,
+    /// Certificates: every node and client talks mTLS, as in production.
+    pub pki: Arc<SimPki>,
 }
 
 /// Raft timings for a WAN cluster with up to ~400 ms round trips. openraft 0.9 gives each
@@ -61,8 +63,10 @@ pub fn timings() -> RaftTimings {
 }
 
 impl World {
-    pub fn new(plan: Plan, recorder: Recorder) -> Self {
-        Self {
+    pub fn new(plan: Plan, recorder: Recorder) -> node::error::Result<Self> {
+        let pki = Arc::new(SimPki::new(&plan)?);
+        Ok(Self {
+            pki,
             plan: Arc::new(plan),
             recorder,
             disks: Default::default(),
@@ -70,7 +74,7 @@ impl World {
             skew_ms: Default::default(),
             boots: Default::default(),
             hosts: Default::default(),
-        }
+        })
     }
 
     pub fn disk(&self, id: u64) -> Disk {
@@ -126,16 +130,33 @@ impl World {
             raft: timings(),
             limits: Limits::default(),
             material_cache_ttl_ms: 60_000,
+            tls: Default::default(),
         };
+        let credentials = self.pki.node(id)?;
         let disk = self.disk(id);
         let recorder = self.recorder.clone();
         let observer: storage::ApplyObserver = Arc::new(move |entry| {
             let digest: [u8; 32] = Sha256::digest(postcard::to_stdvec(&entry.payload).unwrap_or_default()).into();
+            if std::env::var("CHAOS_DEBUG_APPLY").is_ok() {
+                let what = match &entry.payload {
+                    openraft::EntryPayload::Normal(c) => format!("{c:?}").chars().take(90).collect::<String>(),
+                    other => format!("{other:?}").chars().take(60).collect(),
+                };
+                eprintln!(
+                    "{:>8} APPLY n{id} {}-{} {what}",
+                    crate::history::now_ms(),
+                    entry.log_id.leader_id.term,
+                    entry.log_id.index
+                );
+            }
             recorder.applied(id, entry.log_id.index, entry.log_id.leader_id.term, digest);
         });
         let sm = StateMachineStore::open(disk.snapshots.clone())?.with_observer(observer);
         let state = sm.state();
-        let connector = SimConnector { connect_timeout: Duration::from_millis(config.raft.rpc_timeout_ms) };
+        let connector = SimConnector {
+            connect_timeout: Duration::from_millis(config.raft.rpc_timeout_ms),
+            tls: Some(credentials.client_config()),
+        };
         let peers = Peers::new(connector, config.limits.max_message_bytes);
         let network = NetworkFactory { id, peers: peers.clone() };
         let raft = Raft::new(id, Arc::new(config.openraft_config()?), network, disk.log.clone(), sm).await?;
@@ -148,7 +169,7 @@ impl World {
         self.recorder.event(format!("n{id} boots ({boot})"));
         tokio::spawn(watch_leadership(node.clone(), self.recorder.clone()));
         let listener = turmoil::net::TcpListener::bind((IpAddr::V4(Ipv4Addr::UNSPECIFIED), PORT)).await?;
-        node::server::serve(node, crate::net::incoming(listener), std::future::pending()).await
+        node::server::serve(node, crate::net::incoming(listener), Some(credentials), std::future::pending()).await
     }
 
     /// Forgets a node the driver just crashed.

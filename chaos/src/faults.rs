@@ -349,10 +349,11 @@ impl Faults {
         let recorder = self.world.recorder.clone();
         let busy = self.admin_busy.clone();
         let member = self.spare_member.clone();
+        let admin = self.world.pki.admin.clone();
         let kind = if add { "member-add" } else { "member-remove" };
         recorder.fault(kind, format!("{} via {name}", spare.host));
         sim.client(name.as_str(), async move {
-            let client = crate::workload::client_for(&addrs).map_err(|e| e.to_string())?;
+            let client = crate::workload::client_for(&admin, &addrs).map_err(|e| e.to_string())?;
             let call = async {
                 if add {
                     let m = pb::Member {

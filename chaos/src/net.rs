@@ -1,6 +1,7 @@
 //! The production transport over turmoil's simulated network: a [`Connector`] that dials
 //! `turmoil::net::TcpStream`, and the listener side for `node::server::serve`.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -9,26 +10,30 @@ use std::time::Duration;
 use hyper_util::rt::TokioIo;
 use node::error::{NodeError, Result};
 use node::network::Connector;
+use node::tls::{Authority, Credentials, Role};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_stream::Stream;
+
+use crate::plan::Plan;
 use tonic::transport::server::Connected;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::{Channel, ClientTlsConfig, Uri};
 
 /// Every node listens on this port of its simulated host.
 pub const PORT: u16 = 7400;
 
-/// Dials peers over the simulated network. Keep-alive pings tear down connections whose
-/// segments a partition dropped (turmoil, unlike TCP, does not retransmit), so a healed link
-/// never carries a half-lost HTTP/2 stream.
+/// Dials peers over the simulated network, with mTLS when `tls` is set (as the production
+/// `TcpConnector`: tonic's TLS over whatever stream the connector returns). Keep-alive pings
+/// tear down connections whose segments a partition dropped (turmoil, unlike TCP, does not
+/// retransmit), so a healed link never carries a half-lost HTTP/2 stream.
 #[derive(Debug, Clone)]
 pub struct SimConnector {
     pub connect_timeout: Duration,
+    pub tls: Option<ClientTlsConfig>,
 }
 
 impl Connector for SimConnector {
     fn channel(&self, addr: &str) -> Result<Channel> {
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| NodeError::Invalid(format!("bad peer address {addr:?}: {e}")))?
+        let endpoint = node::network::endpoint(addr, self.tls.as_ref())?
             .connect_timeout(self.connect_timeout)
             .http2_keep_alive_interval(Duration::from_millis(500))
             .keep_alive_timeout(Duration::from_millis(1000))
@@ -38,6 +43,39 @@ impl Connector for SimConnector {
             let stream = turmoil::net::TcpStream::connect(authority).await?;
             Ok::<_, io::Error>(TokioIo::new(stream))
         })))
+    }
+}
+
+/// A seed's PKI: one CA, a certificate per node (for its host name), one for the operator
+/// (init, membership changes) and one for the applications (the workload). Key generation
+/// uses the OS's randomness, not the seed's: certificates never reach the trace, and TLS
+/// bytes do not change simulated timing (turmoil models latency, not bandwidth).
+#[derive(Debug)]
+pub struct SimPki {
+    nodes: BTreeMap<u64, Credentials>,
+    pub admin: ClientTlsConfig,
+    pub app: ClientTlsConfig,
+}
+
+impl SimPki {
+    pub fn new(plan: &Plan) -> Result<Self> {
+        let ca = Authority::generate("simulated cluster CA", 1)?;
+        let credentials = |role: Role, hosts: &[String]| -> Result<Credentials> {
+            Ok(Credentials { ca: ca.cert_pem().to_string(), own: ca.issue(&role, hosts, 1)? })
+        };
+        let mut nodes = BTreeMap::new();
+        for n in plan.all_nodes() {
+            nodes.insert(n.id, credentials(Role::Node(n.id), std::slice::from_ref(&n.host))?);
+        }
+        Ok(Self {
+            nodes,
+            admin: credentials(Role::Admin("chaos".into()), &[])?.client_config(),
+            app: credentials(Role::Client("workload".into()), &[])?.client_config(),
+        })
+    }
+
+    pub fn node(&self, id: u64) -> Result<&Credentials> {
+        self.nodes.get(&id).ok_or_else(|| NodeError::Internal(format!("no certificate for node {id}")))
     }
 }
 
@@ -83,7 +121,7 @@ pub fn incoming(listener: turmoil::net::TcpListener) -> impl Stream<Item = io::R
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
-/// A channel to `addr` over the simulated network, for clients.
-pub fn client_channel(addr: &str) -> Result<Channel> {
-    SimConnector { connect_timeout: Duration::from_millis(1000) }.channel(addr)
+/// A channel to `addr` over the simulated network, for clients presenting `tls`.
+pub fn client_channel(addr: &str, tls: &ClientTlsConfig) -> Result<Channel> {
+    SimConnector { connect_timeout: Duration::from_millis(1000), tls: Some(tls.clone()) }.channel(addr)
 }

@@ -90,7 +90,13 @@ pub fn run_seed_with(seed: u64, echo: bool, adjust: impl FnOnce(&mut Plan)) -> S
     adjust(&mut plan);
     let recorder = Recorder::new(echo);
     recorder.event(plan.describe());
-    let world = World::new(plan.clone(), recorder.clone());
+    let world = match World::new(plan.clone(), recorder.clone()) {
+        Ok(w) => w,
+        Err(e) => {
+            recorder.violation("setup", format!("cannot make the simulated cluster's certificates: {e}"));
+            return finish(seed, &plan, &recorder, 0);
+        }
+    };
     let mut sim = turmoil::Builder::new()
         .rng_seed(seed)
         .simulation_duration(Duration::from_secs(24 * 3600))
@@ -134,8 +140,9 @@ fn run(sim: &mut turmoil::Sim<'_>, world: &World, seed: u64) -> Result<(), ()> {
             .map(|n| pb::Member { id: n.id, addr: n.addr(), region: n.region.clone(), zone: n.zone.clone() })
             .collect();
         let recorder = recorder.clone();
+        let admin = world.pki.admin.clone();
         sim.client("init", async move {
-            let client = client_for(&[first]).map_err(|e| e.to_string())?;
+            let client = client_for(&admin, &[first]).map_err(|e| e.to_string())?;
             loop {
                 let req = pb::InitRequest { members: members.clone() };
                 match client.admin_at(0, |mut c| async move { c.init(req).await }).await {
@@ -165,8 +172,9 @@ fn run(sim: &mut turmoil::Sim<'_>, world: &World, seed: u64) -> Result<(), ()> {
     let finished = Arc::new(AtomicUsize::new(0));
     for c in &plan.clients {
         let (plan2, c2, rec, stop2, fin) = (plan.clone(), c.clone(), recorder.clone(), stop.clone(), finished.clone());
+        let tls = world.pki.app.clone();
         sim.client(c.name.as_str(), async move {
-            let r = run_client(plan2, c2, rec, stop2).await;
+            let r = run_client(plan2, c2, tls, rec, stop2).await;
             fin.fetch_add(1, Ordering::Relaxed);
             r
         });
@@ -245,7 +253,7 @@ async fn final_phase(world: &World) {
     let members = wait_converged(world).await;
     recorder.event(format!("converged: members {members:?}"));
     let addrs: Vec<String> = plan.voters.iter().map(|n| n.addr()).collect();
-    let Ok(client) = client_for(&addrs) else { return };
+    let Ok(client) = client_for(&world.pki.app, &addrs) else { return };
     let keys: Vec<String> = (0..plan.keys).map(|i| format!("k{i}")).collect();
     let mut seq = 0;
     let mut call = |key: &str, kind: OpKind| {
@@ -313,7 +321,7 @@ async fn final_phase(world: &World) {
         .collect();
     for id in &members {
         let Some(n) = plan.node(*id) else { continue };
-        let Ok(pinned) = client_for(&[n.addr()]) else { continue };
+        let Ok(pinned) = client_for(&world.pki.app, &[n.addr()]) else { continue };
         let pinned = Arc::new(pinned);
         for key in &keys {
             let kind = OpKind::Describe { node: Some(*id) };

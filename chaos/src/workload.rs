@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use client::pb;
-use client::Client;
+use client::{Client, ClientTlsConfig};
 use rand::Rng;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -190,10 +190,10 @@ async fn run(client: &Client, key: &str, kind: &OpKind, token: &str) -> Result<V
 }
 
 /// A client over the given nodes' addresses, in the given order.
-pub fn client_for(addrs: &[String]) -> anyhow::Result<Client> {
+pub fn client_for(tls: &ClientTlsConfig, addrs: &[String]) -> anyhow::Result<Client> {
     let mut channels = Vec::new();
     for a in addrs {
-        channels.push((a.clone(), crate::net::client_channel(a)?));
+        channels.push((a.clone(), crate::net::client_channel(a, tls)?));
     }
     Ok(Client::from_channels(channels)?)
 }
@@ -203,13 +203,14 @@ pub fn client_for(addrs: &[String]) -> anyhow::Result<Client> {
 pub async fn run_client(
     plan: Arc<Plan>,
     me: ClientPlan,
+    tls: ClientTlsConfig,
     recorder: Recorder,
     stop: Arc<AtomicBool>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let mut rng = ChaCha8Rng::seed_from_u64(me.seed);
     let mut addrs: Vec<String> = plan.voters.iter().map(|n| n.addr()).collect();
     shuffle(&mut addrs, &mut rng);
-    let client = client_for(&addrs).map_err(|e| e.to_string())?;
+    let client = client_for(&tls, &addrs).map_err(|e| e.to_string())?;
     let keys: Vec<String> = (0..plan.keys).map(|i| format!("k{i}")).collect();
     for key in &keys {
         let op = recorder.invoke(&me.name, key, OpKind::Create);

@@ -13,6 +13,7 @@ use std::time::Duration;
 use proto::v1::admin_client::AdminClient;
 use proto::v1::kms_client::KmsClient;
 use thiserror::Error;
+pub use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
@@ -39,20 +40,41 @@ pub struct Client {
 const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
 impl Client {
-    /// `endpoints`: URLs such as `http://127.0.0.1:7401`. Connections are made lazily.
-    pub fn new<S: AsRef<str>>(endpoints: &[S]) -> Result<Self, ClientError> {
+    /// `endpoints`: `host:port` (or URLs such as `https://127.0.0.1:7401`). With `tls`
+    /// (the cluster CA and this client's certificate) every connection is mTLS over `https`;
+    /// without, plaintext `http` for clusters that run with `tls.insecure_plaintext`.
+    /// Connections are made lazily.
+    pub fn new<S: AsRef<str>>(endpoints: &[S], tls: Option<ClientTlsConfig>) -> Result<Self, ClientError> {
         let mut out = Vec::new();
         for e in endpoints {
             let e = e.as_ref().trim();
             if e.is_empty() {
                 continue;
             }
-            let url = if e.contains("://") { e.to_string() } else { format!("http://{e}") };
-            let endpoint = Endpoint::from_shared(url.clone())
-                .map_err(|err| ClientError::InvalidEndpoint(e.to_string(), err.to_string()))?
+            let invalid = |why: &str| ClientError::InvalidEndpoint(e.to_string(), why.to_string());
+            let url = match (e.split_once("://"), &tls) {
+                (None, Some(_)) => format!("https://{e}"),
+                (None, None) => format!("http://{e}"),
+                (Some(("https", _)), Some(_)) | (Some(("http", _)), None) => e.to_string(),
+                (Some(("http", _)), Some(_)) => {
+                    return Err(invalid("an http:// endpoint with TLS credentials: write https:// or host:port"))
+                }
+                (Some(("https", _)), None) => {
+                    return Err(invalid(
+                        "an https:// endpoint needs TLS credentials: give --ca, --cert and --key \
+                         (KEYQUORUM_CA, KEYQUORUM_CERT, KEYQUORUM_KEY)",
+                    ))
+                }
+                (Some(_), _) => return Err(invalid("the scheme must be http or https")),
+            };
+            let mut endpoint = Endpoint::from_shared(url.clone())
+                .map_err(|err| invalid(&err.to_string()))?
                 .connect_timeout(Duration::from_secs(2))
                 .timeout(Duration::from_secs(15))
                 .tcp_nodelay(true);
+            if let Some(tls) = &tls {
+                endpoint = endpoint.tls_config(tls.clone()).map_err(|err| invalid(&err.to_string()))?;
+            }
             out.push((url, endpoint.connect_lazy()));
         }
         if out.is_empty() {

@@ -9,6 +9,8 @@ use base64::Engine as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use client::{pb, Client};
 
+use crate::tls::{Authority, Credentials, Role};
+
 #[derive(Debug, Parser)]
 #[command(name = "keyquorum", version, about = "A replicated, multi-region key management service")]
 pub struct Cli {
@@ -18,15 +20,27 @@ pub struct Cli {
 
 #[derive(Debug, Clone, Args)]
 pub struct Common {
-    /// Client endpoints, comma-separated (http://host:port,...).
+    /// Client endpoints, comma-separated (host:port,...).
     #[arg(
         long,
         global = true,
         env = "KEYQUORUM_ENDPOINTS",
         value_delimiter = ',',
-        default_value = "http://127.0.0.1:7401,http://127.0.0.1:7402,http://127.0.0.1:7403"
+        default_value = "127.0.0.1:7401,127.0.0.1:7402,127.0.0.1:7403"
     )]
     pub endpoints: Vec<String>,
+    /// The cluster CA certificate (PEM) to verify nodes with.
+    #[arg(long, global = true, env = "KEYQUORUM_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// This client's certificate (PEM), signed by the cluster CA (`keyquorum cert issue`).
+    #[arg(long, global = true, env = "KEYQUORUM_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// This client's private key (PEM).
+    #[arg(long, global = true, env = "KEYQUORUM_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Talk plaintext to a cluster that runs with `tls.insecure_plaintext`.
+    #[arg(long, global = true, env = "KEYQUORUM_PLAINTEXT", conflicts_with_all = ["tls_ca", "tls_cert", "tls_key"])]
+    pub plaintext: bool,
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -149,6 +163,71 @@ pub enum Commands {
         #[command(flatten)]
         common: Common,
     },
+    /// The cluster CA and the certificates it issues to nodes, operators and applications.
+    Cert {
+        #[command(subcommand)]
+        command: CertCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Create a cluster CA: writes ca.pem and ca.key (mode 0600) into --out.
+    Ca {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "keyquorum cluster CA")]
+        name: String,
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+    },
+    /// Issue a certificate signed by the CA in --ca-dir: writes <name>.pem and <name>.key.
+    Issue {
+        /// Directory holding ca.pem and ca.key.
+        #[arg(long)]
+        ca_dir: PathBuf,
+        /// node/<id>, admin/<name> or client/<name>.
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// Host name or IP address the node is reached at (repeatable; nodes only).
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+        #[arg(long)]
+        out: PathBuf,
+        /// File stem (default: the role with `-` for `/`, e.g. node-3).
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    Role::parse(s)
+}
+
+fn cert_command(command: CertCommand) -> anyhow::Result<()> {
+    match command {
+        CertCommand::Ca { out, name, days } => {
+            std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+            if out.join("ca.key").exists() {
+                bail!("{} already holds a CA (ca.key); refusing to overwrite it", out.display());
+            }
+            let (cert, key) = Authority::generate(&name, days)?.write(&out)?;
+            println!("CA certificate {}\nCA key {} (keep it offline)", cert.display(), key.display());
+        }
+        CertCommand::Issue { ca_dir, role, hosts, out, name, days } => {
+            if matches!(role, Role::Node(_)) && hosts.is_empty() {
+                bail!("a node certificate needs at least one --host (the name or address peers dial)");
+            }
+            let ca = Authority::read(&ca_dir.join("ca.pem"), &ca_dir.join("ca.key"))?;
+            std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+            let stem = name.unwrap_or_else(|| role.to_string().replace('/', "-"));
+            let (cert, key) = ca.issue(&role, &hosts, days)?.write(&out, &stem)?;
+            println!("{role}: certificate {}, key {}", cert.display(), key.display());
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Args)]
@@ -342,13 +421,22 @@ fn key_json(key: &pb::KeyMetadata) -> serde_json::Value {
 }
 
 fn client(common: &Common) -> anyhow::Result<Client> {
-    Ok(Client::new(&common.endpoints)?)
+    let tls = match (&common.tls_ca, &common.tls_cert, &common.tls_key, common.plaintext) {
+        (_, _, _, true) => None,
+        (Some(ca), Some(cert), Some(key), false) => Some(Credentials::read(ca, cert, key)?.client_config()),
+        _ => bail!(
+            "no TLS credentials: give --tls-ca, --tls-cert and --tls-key (or KEYQUORUM_TLS_CA, KEYQUORUM_TLS_CERT, \
+             KEYQUORUM_TLS_KEY; `keyquorum dev` prints them), or --plaintext for a cluster running without TLS"
+        ),
+    };
+    Ok(Client::new(&common.endpoints, tls)?)
 }
 
 /// Runs a client or cluster command.
 pub async fn run_client(command: Commands) -> anyhow::Result<()> {
     match command {
         Commands::Server { .. } | Commands::Dev { .. } => bail!("not a client command"),
+        Commands::Cert { command } => cert_command(command),
         Commands::Key { command, common } => key_command(command, &common).await,
         Commands::Encrypt { key, io, common } => {
             let c = client(&common)?;

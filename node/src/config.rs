@@ -29,6 +29,9 @@ pub struct NodeConfig {
     /// How long unwrapped key material stays cached in memory.
     #[serde(default = "default_cache_ttl_ms")]
     pub material_cache_ttl_ms: u64,
+    /// mTLS: the CA and this node's certificate and key (or an explicit plaintext opt-out).
+    #[serde(default)]
+    pub tls: crate::tls::TlsConfig,
 }
 
 fn default_cache_ttl_ms() -> u64 {
@@ -105,6 +108,7 @@ impl NodeConfig {
         if self.region.trim().is_empty() {
             anyhow::bail!("invalid configuration: field `region` must not be empty");
         }
+        self.tls.validate().map_err(|e| anyhow::anyhow!("invalid configuration: field `tls`: {e}"))?;
         let r = &self.raft;
         if r.heartbeat_ms == 0
             || r.election_timeout_ms_min <= r.heartbeat_ms

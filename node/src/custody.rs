@@ -2,8 +2,8 @@
 //! shares from peers, combined optimistically and checked against the key-check value.
 //!
 //! **Architecture Invariant:** a node contributes a share only for a wrapped key that its own
-//! replicated state holds, for an enabled version of an enabled key, to a current member.
-//! (Until mTLS lands, the requester's id is taken from the request.)
+//! replicated state holds, for an enabled version of an enabled key, to a current member, named
+//! by its mTLS certificate (`tls::Caller`; only in plaintext mode by the request itself).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -119,14 +119,19 @@ impl<C: Connector> Node<C> {
         )))
     }
 
-    /// Serves a peer's request for this node's decryption share.
-    pub async fn decryption_share_for(&self, request: &DecryptionShareRequest) -> Result<(u64, Vec<u8>)> {
+    /// Serves a peer's request for this node's decryption share. `requester` is the node the
+    /// caller's certificate names (in plaintext mode, the one the request names).
+    pub async fn decryption_share_for(
+        &self,
+        requester: NodeId,
+        request: &DecryptionShareRequest,
+    ) -> Result<(u64, Vec<u8>)> {
         let key_id =
             Uuid::from_slice(&request.key_id).map_err(|_| NodeError::Invalid("key_id must be 16 bytes".into()))?;
         // Learn the version first if the requester is ahead of us.
         self.wait_applied(request.min_applied_index).await?;
-        if !self.members().iter().any(|(id, _)| *id == request.requester) {
-            return Err(NodeError::Invalid(format!("node {} is not a member of this cluster", request.requester)));
+        if !self.members().iter().any(|(id, _)| *id == requester) {
+            return Err(NodeError::PermissionDenied(format!("node {requester} is not a member of this cluster")));
         }
         let holder = self.share_holder()?.ok_or_else(|| NodeError::Unavailable("this node holds no share".into()))?;
         let ciphertext = {
@@ -152,7 +157,7 @@ impl<C: Connector> Node<C> {
             }
             self.mark_wrapped_verified(key_id, request.version);
         }
-        tracing::info!(requester = request.requester, %key_id, version = request.version, "audit: decryption share given");
+        tracing::info!(requester, %key_id, version = request.version, "audit: decryption share given");
         Ok((holder.index(), holder.decryption_share_of_verified(&ciphertext)?))
     }
 }

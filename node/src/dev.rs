@@ -1,5 +1,5 @@
 //! `keyquorum dev`: a local cluster of real node processes, one per region, on loopback with
-//! RocksDB. A second run on the same data dir reuses the cluster and its keys.
+//! RocksDB and mTLS (its CA and certificates are made on first run, in `<data_dir>/tls`). A second run on the same data dir reuses the cluster and its keys.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use client::{pb, Client};
+
+use crate::tls::{Authority, Credentials, Role};
 
 const REGIONS: [&str; 9] =
     ["region-a", "region-b", "region-c", "region-d", "region-e", "region-f", "region-g", "region-h", "region-i"];
@@ -38,15 +40,46 @@ impl Drop for Children {
     }
 }
 
+/// How long the dev cluster's certificates last.
+const DEV_CERT_DAYS: u32 = 3650;
+
+/// The dev cluster's PKI in `<data_dir>/tls`: a CA (made once, kept), a certificate per node
+/// and one for the operator (`admin/dev`), each made when missing.
+fn dev_pki(data_dir: &Path, nodes: u64) -> anyhow::Result<PathBuf> {
+    let dir = data_dir.join("tls");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let dir = dir.canonicalize()?;
+    let ca = if dir.join("ca.key").exists() {
+        Authority::read(&dir.join("ca.pem"), &dir.join("ca.key"))?
+    } else {
+        let ca = Authority::generate("keyquorum dev CA", DEV_CERT_DAYS)?;
+        ca.write(&dir)?;
+        ca
+    };
+    let hosts = ["127.0.0.1".to_string(), "localhost".to_string()];
+    let mut wanted: Vec<(Role, String)> = (1..=nodes).map(|id| (Role::Node(id), format!("node-{id}"))).collect();
+    wanted.push((Role::Admin("dev".into()), "admin".into()));
+    for (role, stem) in wanted {
+        if !dir.join(format!("{stem}.pem")).exists() {
+            ca.issue(&role, &hosts, DEV_CERT_DAYS)?.write(&dir, &stem)?;
+        }
+    }
+    Ok(dir)
+}
+
 /// Writes node `id`'s config file and returns its path.
-fn write_config(data_dir: &Path, id: u64, port: u16) -> anyhow::Result<PathBuf> {
+fn write_config(data_dir: &Path, tls: &Path, id: u64, port: u16) -> anyhow::Result<PathBuf> {
     let dir = data_dir.join(format!("node-{id}"));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let dir = dir.canonicalize()?;
     let region = REGIONS[(id - 1) as usize];
     let config = format!(
-        "id = {id}\nlisten = \"127.0.0.1:{port}\"\nregion = \"{region}\"\ndata_dir = \"{}\"\n",
-        dir.join("data").display()
+        "id = {id}\nlisten = \"127.0.0.1:{port}\"\nregion = \"{region}\"\ndata_dir = \"{}\"\n\n[tls]\n\
+         ca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+        dir.join("data").display(),
+        tls.join("ca.pem").display(),
+        tls.join(format!("node-{id}.pem")).display(),
+        tls.join(format!("node-{id}.key")).display(),
     );
     let path = dir.join("config.toml");
     std::fs::write(&path, config)?;
@@ -69,9 +102,10 @@ pub async fn run(data_dir: PathBuf, nodes: u64, base_port: u16) -> anyhow::Resul
             zone: String::new(),
         });
     }
+    let tls = dev_pki(&data_dir, nodes)?;
     let mut children = Children(Vec::new());
     for m in &members {
-        let config = write_config(&data_dir, m.id, m.addr.rsplit(':').next().unwrap_or("0").parse()?)?;
+        let config = write_config(&data_dir, &tls, m.id, m.addr.rsplit(':').next().unwrap_or("0").parse()?)?;
         let log_path = config.with_file_name("node.log");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
         let child = Command::new(&exe)
@@ -86,8 +120,9 @@ pub async fn run(data_dir: PathBuf, nodes: u64, base_port: u16) -> anyhow::Resul
         children.0.push((m.id, child));
         eprintln!("started node {} ({}) at {}, log {}", m.id, m.region, m.addr, log_path.display());
     }
-    let endpoints: Vec<String> = members.iter().map(|m| format!("http://{}", m.addr)).collect();
-    let client = Client::new(&endpoints)?;
+    let endpoints: Vec<String> = members.iter().map(|m| m.addr.clone()).collect();
+    let (ca, admin_cert, admin_key) = (tls.join("ca.pem"), tls.join("admin.pem"), tls.join("admin.key"));
+    let client = Client::new(&endpoints, Some(Credentials::read(&ca, &admin_cert, &admin_key)?.client_config()))?;
     // Wait for every node to answer.
     for (i, m) in members.iter().enumerate() {
         let mut up = false;
@@ -139,6 +174,9 @@ pub async fn run(data_dir: PathBuf, nodes: u64, base_port: u16) -> anyhow::Resul
     println!();
     println!("Try it (in another terminal):");
     println!("  export KEYQUORUM_ENDPOINTS={joined}");
+    println!("  export KEYQUORUM_TLS_CA={}", ca.display());
+    println!("  export KEYQUORUM_TLS_CERT={}", admin_cert.display());
+    println!("  export KEYQUORUM_TLS_KEY={}", admin_key.display());
     println!("  keyquorum key create --alias demo");
     println!("  echo -n 'hello' | keyquorum encrypt --key alias/demo --context app=tour > /tmp/hello.kq");
     println!("  keyquorum decrypt --context app=tour --in /tmp/hello.kq");

@@ -17,6 +17,9 @@ pub enum NodeError {
     /// Retry (elsewhere or later): no leader, no quorum, peer unreachable.
     #[error("{0}")]
     Unavailable(String),
+    /// The caller's certificate does not allow this request.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// The cluster has not been initialised.
     #[error("the cluster is not initialised yet: run `keyquorum cluster init` (keyquorum dev does it for you)")]
     NotInitialized,
@@ -41,6 +44,7 @@ impl From<NodeError> for Status {
             },
             NodeError::Invalid(_) => Code::InvalidArgument,
             NodeError::Unavailable(_) => Code::Unavailable,
+            NodeError::PermissionDenied(_) => Code::PermissionDenied,
             NodeError::NotInitialized => Code::FailedPrecondition,
             NodeError::Crypto(c) => match c {
                 CryptoError::DecryptFailed => {

@@ -19,6 +19,7 @@ pub mod server;
 mod service_admin;
 mod service_internal;
 mod service_kms;
+pub mod tls;
 mod transfer;
 
 /// Whether the named failpoint is active. Failpoints exist only in builds with the

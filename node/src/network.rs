@@ -18,7 +18,7 @@ use openraft::raft::{
 use proto::internal::internal_client::InternalClient;
 use proto::internal::RaftPayload;
 use raft::{NodeId, NodeInfo, TypeConfig};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::error::{NodeError, Result};
 
@@ -27,16 +27,28 @@ pub trait Connector: Clone + Send + Sync + 'static {
     fn channel(&self, addr: &str) -> Result<Channel>;
 }
 
-/// Plain TCP (loopback or LAN). mTLS arrives with the custody issue.
+/// TCP, with mTLS unless the node runs in plaintext mode.
 #[derive(Debug, Clone)]
 pub struct TcpConnector {
     pub connect_timeout: Duration,
+    /// This node's client side of mTLS; `None` in plaintext mode.
+    pub tls: Option<ClientTlsConfig>,
+}
+
+/// The endpoint for `addr` (`host:port`): `https` with the TLS config, `http` without.
+pub fn endpoint(addr: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
+        .map_err(|e| NodeError::Invalid(format!("bad peer address {addr:?}: {e}")))?;
+    match tls {
+        Some(tls) => endpoint.tls_config(tls.clone()).map_err(|e| NodeError::Invalid(format!("TLS for {addr}: {e}"))),
+        None => Ok(endpoint),
+    }
 }
 
 impl Connector for TcpConnector {
     fn channel(&self, addr: &str) -> Result<Channel> {
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| NodeError::Invalid(format!("bad peer address {addr:?}: {e}")))?
+        let endpoint = endpoint(addr, self.tls.as_ref())?
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))

@@ -15,6 +15,7 @@ use raft::{Applied, Command, KeyRef};
 use storage::{RocksLogStore, RocksSnapshots, StateMachineStore};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_stream::Stream;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::Connected;
 
 use crate::config::NodeConfig;
@@ -23,6 +24,7 @@ use crate::node::{system_clock, Node};
 use crate::service_admin::AdminService;
 use crate::service_internal::InternalService;
 use crate::service_kms::KmsService;
+use crate::tls::{Credentials, Policy, Role};
 
 const IDENTITY_FILE: &str = "identity.key";
 
@@ -47,8 +49,18 @@ pub fn load_or_create_identity(data_dir: &Path, rng: &mut SecureRng) -> anyhow::
     Ok(key)
 }
 
-/// Opens storage and starts raft for a real (RocksDB, TCP) node.
-pub async fn open_node(config: NodeConfig) -> anyhow::Result<Arc<Node<TcpConnector>>> {
+/// Opens storage and starts raft for a real (RocksDB, TCP) node. `credentials`: this node's
+/// mTLS credentials, `None` in plaintext mode.
+pub async fn open_node(
+    config: NodeConfig,
+    credentials: Option<&Credentials>,
+) -> anyhow::Result<Arc<Node<TcpConnector>>> {
+    if let Some(c) = credentials {
+        match c.role()? {
+            Role::Node(id) if id == config.id => {}
+            role => anyhow::bail!("tls.cert is a certificate for {role}, but this is node {}", config.id),
+        }
+    }
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create data_dir {}: {e}", config.data_dir.display()))?;
     let mut rng = SecureRng::from_os();
@@ -58,18 +70,20 @@ pub async fn open_node(config: NodeConfig) -> anyhow::Result<Arc<Node<TcpConnect
     let log = RocksLogStore::new(db.clone());
     let sm = StateMachineStore::open(RocksSnapshots::new(db))?;
     let state = sm.state();
-    let connector = TcpConnector { connect_timeout: Duration::from_millis(config.raft.rpc_timeout_ms) };
+    let tls = credentials.as_ref().map(|c| c.client_config());
+    let connector = TcpConnector { connect_timeout: Duration::from_millis(config.raft.rpc_timeout_ms), tls };
     let peers = Peers::new(connector, config.limits.max_message_bytes);
     let network = NetworkFactory { id: config.id, peers: peers.clone() };
     let raft = Raft::new(config.id, Arc::new(config.openraft_config()?), network, log, sm).await?;
     Ok(Arc::new(Node::new(config, raft, state, peers, system_clock(), identity, rng)))
 }
 
-/// Serves all gRPC services on `incoming` until `shutdown` resolves. Generic over the
-/// listener so the simulator can pass turmoil's.
+/// Serves all gRPC services on `incoming` until `shutdown` resolves, with mTLS when
+/// `credentials` are given. Generic over the listener so the simulator can pass turmoil's.
 pub async fn serve<C, I, IO, IE>(
     node: Arc<Node<C>>,
     incoming: I,
+    credentials: Option<&Credentials>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()>
 where
@@ -79,20 +93,25 @@ where
     IE: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let max = node.config.limits.max_message_bytes;
+    let tls = credentials.is_some();
+    let mut server = tonic::transport::Server::builder();
+    if let Some(c) = credentials {
+        let handshake = Duration::from_millis(node.config.raft.rpc_timeout_ms);
+        server = server.tls_config(c.server_config().timeout(handshake))?;
+    }
+    let kms = KmsServer::new(KmsService(node.clone())).max_decoding_message_size(max).max_encoding_message_size(max);
+    let admin = AdminServer::new(AdminService(node.clone())).max_decoding_message_size(max);
+    let internal = InternalServer::new(InternalService(node.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
     let duties = tokio::spawn(leader_duties(node.clone()));
     let elections = tokio::spawn(crate::election::run(node.clone()));
     let keygen = tokio::spawn(crate::keygen::run(node.clone()));
     let sweeper = tokio::spawn(sweep_cache_on_apply(node.clone()));
-    let result = tonic::transport::Server::builder()
-        .add_service(
-            KmsServer::new(KmsService(node.clone())).max_decoding_message_size(max).max_encoding_message_size(max),
-        )
-        .add_service(AdminServer::new(AdminService(node.clone())).max_decoding_message_size(max))
-        .add_service(
-            InternalServer::new(InternalService(node.clone()))
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max),
-        )
+    let result = server
+        .add_service(InterceptedService::new(kms, Policy::AnyRole.interceptor::<IO::ConnectInfo>(tls)))
+        .add_service(InterceptedService::new(admin, Policy::AdminOrNode.interceptor::<IO::ConnectInfo>(tls)))
+        .add_service(InterceptedService::new(internal, Policy::NodeOnly.interceptor::<IO::ConnectInfo>(tls)))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     duties.abort();
@@ -155,7 +174,17 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-    let node = open_node(config).await?;
+    let credentials = Credentials::load(&config.tls)?;
+    if credentials.is_none() {
+        for _ in 0..3 {
+            tracing::warn!(
+                "PLAINTEXT MODE (tls.insecure_plaintext): no TLS, nobody is authenticated; anyone who reaches {} can \
+                 read traffic and request decryption shares",
+                config.listen
+            );
+        }
+    }
+    let node = open_node(config, credentials.as_deref()).await?;
     tracing::info!(id = node.id, addr = %node.config.advertise_addr(), region = %node.config.region, "node started");
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let shutdown = async {
@@ -172,5 +201,5 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         }
         tracing::info!("shutting down");
     };
-    serve(node, incoming, shutdown).await
+    serve(node, incoming, credentials.as_deref(), shutdown).await
 }

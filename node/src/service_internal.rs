@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status};
 
 use crate::network::{decode, encode, Connector};
 use crate::node::Node;
+use crate::tls::Caller;
 
 #[derive(Debug)]
 pub(crate) struct InternalService<C>(pub Arc<Node<C>>);
@@ -65,6 +66,19 @@ impl<C: Connector> Internal for InternalService<C> {
 
     async fn propose(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let command: Command = decode(&request.get_ref().payload)?;
+        // A key-generation message speaks for one node: only that node may send it.
+        let speaker = match &command {
+            Command::KeyGenPart { dealer, .. } => Some(*dealer),
+            Command::KeyGenAck { acker, .. } => Some(*acker),
+            _ => None,
+        };
+        if let (Some(speaker), Some(caller)) = (speaker, Caller::of(&request)?.node_id()?) {
+            if speaker != caller {
+                return Err(Status::permission_denied(format!(
+                    "node {caller} may not send a key-generation message for node {speaker}"
+                )));
+            }
+        }
         // Forwarded writes are proposed here only; a non-leader answers UNAVAILABLE and the
         // forwarding node retries with its newer leader hint (no forwarding chains).
         let outcome = self.0.propose_local(command).await.map_err(Status::from)?;
@@ -83,7 +97,19 @@ impl<C: Connector> Internal for InternalService<C> {
         &self,
         request: Request<DecryptionShareRequest>,
     ) -> Result<Response<DecryptionShareReply>, Status> {
-        let (share_index, share) = self.0.decryption_share_for(request.get_ref()).await.map_err(Status::from)?;
+        let requester = match Caller::of(&request)?.node_id()? {
+            Some(id) if id != request.get_ref().requester => {
+                return Err(Status::permission_denied(format!(
+                    "node {id}'s certificate asked for a share on behalf of node {}",
+                    request.get_ref().requester
+                )))
+            }
+            Some(id) => id,
+            // Plaintext mode: the requester names itself, unauthenticated.
+            None => request.get_ref().requester,
+        };
+        let (share_index, share) =
+            self.0.decryption_share_for(requester, request.get_ref()).await.map_err(Status::from)?;
         Ok(Response::new(DecryptionShareReply { share_index, share }))
     }
 

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use client::{pb, Client};
+use client::{pb, Client, ClientTlsConfig};
+use node::tls::{Authority, Credentials, Role};
 use tonic::Status;
 
 #[derive(Debug)]
@@ -16,6 +17,8 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub addrs: BTreeMap<u64, String>,
     children: BTreeMap<u64, Child>,
+    /// The cluster CA; every node runs with mTLS.
+    pub ca: Authority,
 }
 
 pub fn region(id: u64) -> String {
@@ -32,7 +35,11 @@ const RAFT: &str = "[raft]\nheartbeat_ms = 50\nelection_timeout_ms_min = 300\nel
 impl Cluster {
     pub fn start(n: u64) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut cluster = Self { dir, addrs: BTreeMap::new(), children: BTreeMap::new() };
+        let ca = Authority::generate("test CA", 1).unwrap();
+        std::fs::create_dir_all(dir.path().join("tls")).unwrap();
+        ca.write(&dir.path().join("tls")).unwrap();
+        let mut cluster = Self { dir, addrs: BTreeMap::new(), children: BTreeMap::new(), ca };
+        cluster.issue(&Role::Admin("test".into()), "admin");
         for id in 1..=n {
             cluster.add(id);
         }
@@ -44,14 +51,34 @@ impl Cluster {
         self.addrs.insert(id, format!("127.0.0.1:{}", free_port()));
         let node_dir = self.node_dir(id);
         std::fs::create_dir_all(&node_dir).unwrap();
+        let stem = format!("node-{id}");
+        self.issue(&Role::Node(id), &stem);
+        let tls = self.dir.path().join("tls");
         let config = format!(
-            "id = {id}\nlisten = \"{}\"\nregion = \"{}\"\ndata_dir = \"{}\"\n{RAFT}",
+            "id = {id}\nlisten = \"{}\"\nregion = \"{}\"\ndata_dir = \"{}\"\n{RAFT}\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
             self.addrs[&id],
             region(id),
-            node_dir.join("data").display()
+            node_dir.join("data").display(),
+            tls.join("ca.pem").display(),
+            tls.join(format!("{stem}.pem")).display(),
+            tls.join(format!("{stem}.key")).display(),
         );
         std::fs::write(node_dir.join("config.toml"), config).unwrap();
         self.spawn(id);
+    }
+
+    /// Issues a certificate for `role` into the cluster's tls dir as `<stem>.pem`/`.key`.
+    pub fn issue(&self, role: &Role, stem: &str) {
+        let hosts = ["127.0.0.1".to_string()];
+        self.ca.issue(role, &hosts, 1).unwrap().write(&self.dir.path().join("tls"), stem).unwrap();
+    }
+
+    /// mTLS credentials from `<stem>.pem`/`.key` in the cluster's tls dir.
+    pub fn credentials(&self, stem: &str) -> ClientTlsConfig {
+        let tls = self.dir.path().join("tls");
+        Credentials::read(&tls.join("ca.pem"), &tls.join(format!("{stem}.pem")), &tls.join(format!("{stem}.key")))
+            .unwrap()
+            .client_config()
     }
 
     fn node_dir(&self, id: u64) -> PathBuf {
@@ -92,8 +119,15 @@ impl Cluster {
         self.client_for(&self.addrs.keys().copied().collect::<Vec<_>>())
     }
 
+    /// An operator's client (role `admin/test`) for the nodes `ids`.
     pub fn client_for(&self, ids: &[u64]) -> Client {
-        Client::new(&ids.iter().map(|id| format!("http://{}", self.addrs[id])).collect::<Vec<_>>()).unwrap()
+        self.client_as("admin", ids)
+    }
+
+    /// A client presenting the certificate `<stem>` (see [`Cluster::issue`]) to the nodes `ids`.
+    pub fn client_as(&self, stem: &str, ids: &[u64]) -> Client {
+        let endpoints: Vec<&String> = ids.iter().map(|id| &self.addrs[id]).collect();
+        Client::new(&endpoints, Some(self.credentials(stem))).unwrap()
     }
 
     pub async fn local_status(&self, id: u64) -> Result<pb::NodeStatus, Status> {

@@ -1,0 +1,141 @@
+//! mTLS between real processes: who may call what, and what happens without a certificate.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use client::{pb, Client, ClientTlsConfig};
+use common::*;
+use node::tls::{Authority, Role};
+use proto::internal::internal_client::InternalClient;
+use proto::internal::DecryptionShareRequest;
+use tonic::transport::{Certificate, Endpoint, Identity};
+use tonic::Code;
+
+async fn bounded<F: std::future::Future<Output = ()>>(test: F) {
+    tokio::time::timeout(Duration::from_secs(240), test).await.expect("test exceeded 240 s");
+}
+
+/// The node-to-node service at `addr`, as whoever `tls` names.
+fn internal(addr: &str, tls: ClientTlsConfig) -> InternalClient<tonic::transport::Channel> {
+    let endpoint = Endpoint::from_shared(format!("https://{addr}")).unwrap().tls_config(tls).unwrap();
+    InternalClient::new(endpoint.connect_lazy())
+}
+
+async fn status(c: &Client) -> Result<pb::NodeStatus, tonic::Status> {
+    c.admin_at(0, |mut a| async move { a.local_status(pb::StatusRequest {}).await }).await
+}
+
+async fn list_keys(c: &Client) -> Result<pb::ListKeysResponse, tonic::Status> {
+    let req = pb::ListKeysRequest::default();
+    c.kms(|mut k| {
+        let req = req.clone();
+        async move { k.list_keys(req).await }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_call_needs_a_certificate_from_the_cluster_ca_with_the_right_role() {
+    bounded(async {
+        let cluster = Cluster::start(3);
+        cluster.init().await;
+        let key = create_key(&cluster.client(), "mtls", pb::KeySpec::Aes256GcmSiv).await.unwrap();
+        let key_id = uuid::Uuid::parse_str(&key.key_id).unwrap().as_bytes().to_vec();
+        let addr = cluster.addrs[&1].clone();
+        let share_request =
+            |requester| DecryptionShareRequest { key_id: key_id.clone(), version: 1, min_applied_index: 0, requester };
+
+        // An application certificate: KMS yes, admin and node-to-node no.
+        cluster.issue(&Role::Client("app".into()), "app");
+        let app = cluster.client_as("app", &[1]);
+        list_keys(&app).await.unwrap();
+        let denied = status(&app).await.unwrap_err();
+        assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+        assert!(denied.message().contains("needs an admin certificate"), "{denied:?}");
+        let denied = internal(&addr, cluster.credentials("app")).decryption_share(share_request(2)).await.unwrap_err();
+        assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+
+        // An operator certificate may not ask for decryption shares either.
+        let denied =
+            internal(&addr, cluster.credentials("admin")).decryption_share(share_request(2)).await.unwrap_err();
+        assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+
+        // A member node gets its share; it may not ask in another node's name; a node
+        // certificate for a non-member gets nothing.
+        cluster.issue(&Role::Node(2), "node-2-again");
+        let share = internal(&addr, cluster.credentials("node-2-again")).decryption_share(share_request(2)).await;
+        assert!(!share.unwrap().into_inner().share.is_empty());
+        let denied =
+            internal(&addr, cluster.credentials("node-2-again")).decryption_share(share_request(3)).await.unwrap_err();
+        assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+        assert!(denied.message().contains("on behalf of node 3"), "{denied:?}");
+        cluster.issue(&Role::Node(99), "node-99");
+        let denied =
+            internal(&addr, cluster.credentials("node-99")).decryption_share(share_request(99)).await.unwrap_err();
+        assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+        assert!(denied.message().contains("node 99 is not a member"), "{denied:?}");
+
+        // No client certificate, one from another CA, or plaintext: no service at all.
+        let ca = std::fs::read_to_string(cluster.dir.path().join("tls/ca.pem")).unwrap();
+        let anonymous = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca));
+        let c = Client::new(&[addr.as_str()], Some(anonymous)).unwrap();
+        assert!(list_keys(&c).await.is_err(), "a client without a certificate was served");
+        let rogue = Authority::generate("rogue CA", 1).unwrap();
+        let forged = rogue.issue(&Role::Admin("mallory".into()), &[], 1).unwrap();
+        let forged = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&ca))
+            .identity(Identity::from_pem(&forged.cert, forged.key.as_bytes()));
+        let c = Client::new(&[addr.as_str()], Some(forged)).unwrap();
+        assert!(list_keys(&c).await.is_err(), "a certificate from another CA was accepted");
+        let c = Client::new(&[addr.as_str()], None).unwrap();
+        assert!(list_keys(&c).await.is_err(), "a plaintext client was served");
+
+        // The cluster still works for its own operator.
+        list_keys(&cluster.client()).await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_tls_refuses_to_start_unless_plaintext_is_asked_for_and_then_says_so() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let base = format!(
+            "id = 1\nlisten = \"127.0.0.1:{port}\"\nregion = \"r\"\ndata_dir = \"{}\"\n",
+            dir.path().join("data").display()
+        );
+        let run = |config: &str| {
+            let path = dir.path().join("config.toml");
+            std::fs::write(&path, config).unwrap();
+            Command::new(env!("CARGO_BIN_EXE_keyquorum"))
+                .args(["server", "--config"])
+                .arg(&path)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+
+        // No [tls]: a clear error, no server.
+        let out = run(&base).wait_with_output().unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("no TLS configured") && err.contains("insecure_plaintext"), "{err}");
+
+        // Plaintext on request: it serves plaintext clients and warns at start.
+        let mut child = run(&format!("{base}\n[tls]\ninsecure_plaintext = true\n"));
+        let c = Client::new(&[format!("127.0.0.1:{port}")], None).unwrap();
+        eventually("the plaintext node answers", || status(&c)).await;
+        child.kill().unwrap();
+        let out = child.wait_with_output().unwrap();
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(log.contains("PLAINTEXT MODE"), "{log}");
+    })
+    .await;
+}
