@@ -51,30 +51,11 @@ impl Client {
             if e.is_empty() {
                 continue;
             }
-            let invalid = |why: &str| ClientError::InvalidEndpoint(e.to_string(), why.to_string());
-            let url = match (e.split_once("://"), &tls) {
-                (None, Some(_)) => format!("https://{e}"),
-                (None, None) => format!("http://{e}"),
-                (Some(("https", _)), Some(_)) | (Some(("http", _)), None) => e.to_string(),
-                (Some(("http", _)), Some(_)) => {
-                    return Err(invalid("an http:// endpoint with TLS credentials: write https:// or host:port"))
-                }
-                (Some(("https", _)), None) => {
-                    return Err(invalid(
-                        "an https:// endpoint needs TLS credentials: give --ca, --cert and --key \
-                         (KEYQUORUM_CA, KEYQUORUM_CERT, KEYQUORUM_KEY)",
-                    ))
-                }
-                (Some(_), _) => return Err(invalid("the scheme must be http or https")),
-            };
-            let mut endpoint = Endpoint::from_shared(url.clone())
-                .map_err(|err| invalid(&err.to_string()))?
+            let endpoint = endpoint(e, tls.as_ref())?
                 .connect_timeout(Duration::from_secs(2))
                 .timeout(Duration::from_secs(15))
                 .tcp_nodelay(true);
-            if let Some(tls) = &tls {
-                endpoint = endpoint.tls_config(tls.clone()).map_err(|err| invalid(&err.to_string()))?;
-            }
+            let url = e.to_string();
             out.push((url, endpoint.connect_lazy()));
         }
         if out.is_empty() {
@@ -151,6 +132,33 @@ impl Client {
     {
         let (_, ch) = self.endpoints.get(index).ok_or_else(|| Status::invalid_argument("no such endpoint"))?;
         call(AdminClient::new(ch.clone())).await.map(|r| r.into_inner())
+    }
+}
+
+/// The endpoint for `e` (`host:port`, or a URL whose scheme matches `tls`): `https` with the
+/// TLS config (the cluster CA and our certificate), `http` without. Nodes dial each other
+/// through this too.
+pub fn endpoint(e: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint, ClientError> {
+    let invalid = |why: &str| ClientError::InvalidEndpoint(e.to_string(), why.to_string());
+    let url = match (e.split_once("://"), tls) {
+        (None, Some(_)) => format!("https://{e}"),
+        (None, None) => format!("http://{e}"),
+        (Some(("https", _)), Some(_)) | (Some(("http", _)), None) => e.to_string(),
+        (Some(("http", _)), Some(_)) => {
+            return Err(invalid("an http:// endpoint with TLS credentials: write https:// or host:port"))
+        }
+        (Some(("https", _)), None) => {
+            return Err(invalid(
+                "an https:// endpoint needs TLS credentials: give --tls-ca, --tls-cert and --tls-key \
+                 (KEYQUORUM_TLS_CA, KEYQUORUM_TLS_CERT, KEYQUORUM_TLS_KEY)",
+            ))
+        }
+        (Some(_), _) => return Err(invalid("the scheme must be http or https")),
+    };
+    let endpoint = Endpoint::from_shared(url).map_err(|err| invalid(&err.to_string()))?;
+    match tls {
+        Some(tls) => endpoint.tls_config(tls.clone()).map_err(|err| invalid(&err.to_string())),
+        None => Ok(endpoint),
     }
 }
 

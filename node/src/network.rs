@@ -35,15 +35,10 @@ pub struct TcpConnector {
     pub tls: Option<ClientTlsConfig>,
 }
 
-/// The endpoint for `addr` (`host:port`): `https` with the TLS config, `http` without.
+/// The endpoint for a peer at `addr` (`host:port`): `https` with the TLS config, `http`
+/// without (`client::endpoint`).
 pub fn endpoint(addr: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint> {
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
-        .map_err(|e| NodeError::Invalid(format!("bad peer address {addr:?}: {e}")))?;
-    match tls {
-        Some(tls) => endpoint.tls_config(tls.clone()).map_err(|e| NodeError::Invalid(format!("TLS for {addr}: {e}"))),
-        None => Ok(endpoint),
-    }
+    client::endpoint(addr, tls).map_err(|e| NodeError::Invalid(format!("bad peer address: {e}")))
 }
 
 impl Connector for TcpConnector {
