@@ -180,8 +180,15 @@ impl<C: Connector> Node<C> {
             return Ok(());
         }
         if self.members().is_empty() {
-            // Never part of a cluster: there is nothing to catch up on.
-            return Err(NodeError::NotInitialized);
+            // Not a member of any cluster (yet): this node cannot tell whether the cluster the
+            // caller means is initialised; a spare that has not been added says the same. Its
+            // answer must not end a client's failover with a definite "not initialised" for a
+            // tokened write that a member already committed (simulator seed 4818).
+            return Err(NodeError::Unavailable(format!(
+                "node {} is not a member of an initialised cluster: run `keyquorum cluster init` if the cluster is \
+                 new, or call one of its members",
+                self.id
+            )));
         }
         self.linearize(Consistency::Linearizable).await?;
         if self.state.read().store.root().is_none() {
