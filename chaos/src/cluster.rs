@@ -14,7 +14,7 @@ use node::network::{NetworkFactory, Peers};
 use node::node::{Clock, Node};
 use openraft::{Raft, ServerState};
 use sha2::{Digest, Sha256};
-use storage::{MemLogStore, MemSnapshots, StateMachineStore};
+use storage::{LogCipher, MemLogStore, MemSnapshots, StateMachineStore};
 
 use crate::history::Recorder;
 use crate::net::{SimConnector, SimPki, PORT};
@@ -151,7 +151,10 @@ impl World {
             }
             recorder.applied(id, entry.log_id.index, entry.log_id.leader_id.term, digest);
         });
-        let sm = StateMachineStore::open(disk.snapshots.clone())?.with_observer(observer);
+        // The log key lives in the process's memory only: every boot starts sealed.
+        let cipher = LogCipher::new(SecureRng::from_seed_u64(mix(mix(seed, (STREAM_NODES + id) << 16 | boot), 1)));
+        let log = disk.log.with_cipher(cipher.clone());
+        let sm = StateMachineStore::open(disk.snapshots.clone(), cipher)?.with_observer(observer);
         let state = sm.state();
         let connector = SimConnector {
             connect_timeout: Duration::from_millis(config.raft.rpc_timeout_ms),
@@ -159,7 +162,7 @@ impl World {
         };
         let peers = Peers::new(connector, config.limits.max_message_bytes);
         let network = NetworkFactory { id, peers: peers.clone() };
-        let raft = Raft::new(id, Arc::new(config.openraft_config()?), network, disk.log.clone(), sm).await?;
+        let raft = Raft::new(id, Arc::new(config.openraft_config()?), network, log, sm).await?;
         // The identity key is the same on every boot (as if read from disk); the node's
         // randomness differs per boot, as it would after a real restart.
         let identity = IdentityKey::generate(&mut SecureRng::from_seed_u64(mix(seed, STREAM_NODES + id)));

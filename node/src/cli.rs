@@ -740,6 +740,8 @@ async fn cluster_command(command: ClusterCommand, common: &Common) -> anyhow::Re
                             "last_log_index": n.last_log_index, "applied_index": n.applied_index,
                             "replication_lag": n.replication_lag, "version": n.version, "reachable": n.reachable,
                             "error": n.error, "voter": n.voter, "holds_share": n.holds_share,
+                            "sealed": n.sealed, "sealed_log_key_version": n.sealed_log_key_version,
+                            "log_key_versions": n.log_key_versions,
                             "cache": {"entries": n.cache_entries, "hits": n.cache_hits,
                                       "misses": n.cache_misses, "evictions": n.cache_evictions},
                         })
@@ -748,12 +750,12 @@ async fn cluster_command(command: ClusterCommand, common: &Common) -> anyhow::Re
                 println!("{}", serde_json::json!({"leader_id": r.leader_id, "nodes": nodes}));
             } else {
                 println!(
-                    "{:<4} {:<22} {:<10} {:<10} {:>5} {:>8} {:>8} {:>4} {:>15}  version",
-                    "id", "addr", "region", "role", "term", "last_log", "applied", "lag", "cache hit/miss"
+                    "{:<4} {:<22} {:<10} {:<10} {:>5} {:>8} {:>8} {:>4} {:>6} {:>15}  version",
+                    "id", "addr", "region", "role", "term", "last_log", "applied", "lag", "sealed", "cache hit/miss"
                 );
                 for n in r.nodes {
                     println!(
-                        "{:<4} {:<22} {:<10} {:<10} {:>5} {:>8} {:>8} {:>4} {:>15}  {}{}",
+                        "{:<4} {:<22} {:<10} {:<10} {:>5} {:>8} {:>8} {:>4} {:>6} {:>15}  {}{}",
                         n.id,
                         n.addr,
                         n.region,
@@ -762,6 +764,7 @@ async fn cluster_command(command: ClusterCommand, common: &Common) -> anyhow::Re
                         n.last_log_index,
                         n.applied_index,
                         n.replication_lag,
+                        if n.sealed { format!("v{}", n.sealed_log_key_version) } else { "no".to_string() },
                         format!("{}/{}", n.cache_hits, n.cache_misses),
                         n.version,
                         if n.error.is_empty() { String::new() } else { format!("  ({})", n.error) }

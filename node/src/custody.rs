@@ -40,10 +40,47 @@ impl<C: Connector> Node<C> {
     }
 
     async fn unwrap_material(&self, key_id: Uuid, version: u32, wrapped: &WrappedMaterial) -> Result<SecretBytes> {
+        let request = DecryptionShareRequest {
+            key_id: key_id.as_bytes().to_vec(),
+            version,
+            min_applied_index: *self.state.applied_index().borrow(),
+            requester: self.id,
+            log_key: false,
+        };
+        let material = self.combine_shares(wrapped, request, &format!("key {key_id} version {version}")).await?;
+        self.cache_put(key_id, version, material.clone());
+        Ok(material)
+    }
+
+    /// The log key's `version`, unwrapped with t+1 shares (this node's own and its peers').
+    pub async fn unwrap_log_key(&self, version: u32) -> Result<SecretBytes> {
+        let wrapped =
+            self.state.read().store.log_keys().get(&version).cloned().ok_or_else(|| {
+                NodeError::Internal(format!("log key version {version} is not in this node's keyring"))
+            })?;
+        let request = DecryptionShareRequest {
+            key_id: Vec::new(),
+            version,
+            min_applied_index: *self.state.applied_index().borrow(),
+            requester: self.id,
+            log_key: true,
+        };
+        self.combine_shares(&wrapped, request, &format!("log key version {version}")).await
+    }
+
+    /// Asks every holder for its share of `wrapped` with `request`, combines the first t+1
+    /// with ours and checks the key-check value; on a mismatch drops the faulty shares named
+    /// and waits for more.
+    async fn combine_shares(
+        &self,
+        wrapped: &WrappedMaterial,
+        request: DecryptionShareRequest,
+        what: &str,
+    ) -> Result<SecretBytes> {
         let root = self.state.read().store.root().cloned().ok_or(NodeError::NotInitialized)?;
         if wrapped.root_epoch != root.epoch {
             return Err(NodeError::Internal(format!(
-                "key {key_id} v{version} is wrapped under root epoch {} but the root is at {}",
+                "{what} is wrapped under root epoch {} but the root is at {}",
                 wrapped.root_epoch, root.epoch
             )));
         }
@@ -53,7 +90,6 @@ impl<C: Connector> Node<C> {
         if let Some(holder) = self.share_holder()? {
             shares.insert(holder.index(), holder.decryption_share(&wrapped.ciphertext)?);
         }
-        let applied = *self.state.applied_index().borrow();
         let addrs: BTreeMap<NodeId, String> = self.members().into_iter().map(|(id, n)| (id, n.addr)).collect();
         let mut asks = JoinSet::new();
         for (peer, holder) in &root.holders {
@@ -62,12 +98,7 @@ impl<C: Connector> Node<C> {
             }
             let Some(addr) = addrs.get(peer) else { continue };
             let Ok(mut client) = self.peers.client(addr) else { continue };
-            let request = DecryptionShareRequest {
-                key_id: key_id.as_bytes().to_vec(),
-                version,
-                min_applied_index: applied,
-                requester: self.id,
-            };
+            let request = request.clone();
             let (peer, index) = (*peer, holder.share_index);
             let timeout = Duration::from_millis(self.config.raft.rpc_timeout_ms);
             asks.spawn(async move {
@@ -87,11 +118,10 @@ impl<C: Connector> Node<C> {
                 match threshold::unwrap(&root.public_key_set, &target, &shares) {
                     Ok(material) => {
                         asks.abort_all();
-                        self.cache_put(key_id, version, material.clone());
                         return Ok(material);
                     }
                     Err(CryptoError::KeyCheckMismatch { faulty }) => {
-                        tracing::warn!(?faulty, %key_id, version, "faulty decryption shares; asking more holders");
+                        tracing::warn!(?faulty, what, "faulty decryption shares; asking more holders");
                         for f in &faulty {
                             shares.remove(f);
                         }
@@ -113,7 +143,7 @@ impl<C: Connector> Node<C> {
             return Err(e.into());
         }
         Err(NodeError::Unavailable(format!(
-            "cannot unwrap key {key_id} version {version}: have {} of {need} decryption shares ({})",
+            "cannot unwrap {what}: have {} of {need} decryption shares ({})",
             shares.len(),
             refusals.join("; ")
         )))
@@ -126,13 +156,20 @@ impl<C: Connector> Node<C> {
         requester: NodeId,
         request: &DecryptionShareRequest,
     ) -> Result<(u64, Vec<u8>)> {
+        if request.log_key {
+            return self.log_key_share_for(requester, request).await;
+        }
         let key_id =
             Uuid::from_slice(&request.key_id).map_err(|_| NodeError::Invalid("key_id must be 16 bytes".into()))?;
+        if let Some(v) = self.state.sealed() {
+            return Err(NodeError::Unavailable(format!(
+                "node {} is sealed (waiting for log key v{v}); it gives shares of key material only once unsealed",
+                self.id
+            )));
+        }
         // Learn the version first if the requester is ahead of us.
         self.wait_applied(request.min_applied_index).await?;
-        if !self.members().iter().any(|(id, _)| *id == requester) {
-            return Err(NodeError::PermissionDenied(format!("node {requester} is not a member of this cluster")));
-        }
+        self.check_member(requester)?;
         let holder = self.share_holder()?.ok_or_else(|| NodeError::Unavailable("this node holds no share".into()))?;
         let ciphertext = {
             let state = self.state.read();
@@ -159,5 +196,45 @@ impl<C: Connector> Node<C> {
         }
         tracing::info!(requester, %key_id, version = request.version, "audit: decryption share given");
         Ok((holder.index(), holder.decryption_share_of_verified(&ciphertext)?))
+    }
+
+    fn check_member(&self, requester: NodeId) -> Result<()> {
+        if !self.members().iter().any(|(id, _)| *id == requester) {
+            return Err(NodeError::PermissionDenied(format!("node {requester} is not a member of this cluster")));
+        }
+        Ok(())
+    }
+
+    /// A share of a log key version, for a member unsealing. Answered from the keyring, which
+    /// a sealed node has too: a cluster whose every node restarted unseals once t+1 are up.
+    async fn log_key_share_for(&self, requester: NodeId, request: &DecryptionShareRequest) -> Result<(u64, Vec<u8>)> {
+        let lookup = || self.state.read().store.log_keys().get(&request.version).cloned();
+        let wrapped = match lookup() {
+            Some(w) => w,
+            None => {
+                // The requester may be ahead of us.
+                self.wait_applied(request.min_applied_index).await?;
+                lookup().ok_or_else(|| {
+                    NodeError::Kms(raft::KmsError::NotFound(format!(
+                        "log key version {} does not exist",
+                        request.version
+                    )))
+                })?
+            }
+        };
+        self.check_member(requester)?;
+        let holder = self.share_holder()?.ok_or_else(|| NodeError::Unavailable("this node holds no share".into()))?;
+        // The log key's versions are checked once each too, under the nil key id.
+        if !self.wrapped_verified(Uuid::nil(), request.version) {
+            if !threshold::verify_wrapped(&wrapped.ciphertext)? {
+                return Err(NodeError::Internal(format!(
+                    "log key version {} has a malformed wrapped ciphertext; refusing to give a share",
+                    request.version
+                )));
+            }
+            self.mark_wrapped_verified(Uuid::nil(), request.version);
+        }
+        tracing::info!(requester, version = request.version, "audit: log key decryption share given");
+        Ok((holder.index(), holder.decryption_share_of_verified(&wrapped.ciphertext)?))
     }
 }

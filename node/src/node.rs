@@ -110,6 +110,8 @@ impl<C: Connector> Node<C> {
         identity: IdentityKey,
         rng: SecureRng,
     ) -> Self {
+        // Raft::new has returned: from now on the state machine waits for log keys.
+        state.mark_started();
         Self {
             id: config.id,
             config,
@@ -176,7 +178,8 @@ impl<C: Connector> Node<C> {
     /// would tell a client that a retried write had failed when its first attempt had not
     /// (simulator seed 18 with mTLS timings).
     pub async fn ensure_initialized(self: &Arc<Self>) -> Result<()> {
-        if self.state.read().store.root().is_some() {
+        self.ensure_unsealed()?;
+        if let Ok(true) = self.initialized_locally() {
             return Ok(());
         }
         if self.members().is_empty() {
@@ -191,10 +194,56 @@ impl<C: Connector> Node<C> {
             )));
         }
         self.linearize(Consistency::Linearizable).await?;
-        if self.state.read().store.root().is_none() {
-            return Err(NodeError::NotInitialized);
+        if self.initialized_locally()? {
+            return Ok(());
         }
-        Ok(())
+        Err(NodeError::NotInitialized)
+    }
+
+    /// Whether this node's state has a root key and a log key; between the two (a moment
+    /// after `Init`'s key generation) it is not ready, and says so as a retryable error.
+    fn initialized_locally(&self) -> Result<bool> {
+        let s = self.state.read();
+        match (s.store.root().is_some(), s.store.log_keys().is_empty()) {
+            (false, _) => Ok(false),
+            (true, false) => Ok(true),
+            (true, true) => Err(NodeError::Unavailable(
+                "the cluster has its root key and is creating its log key; retry in a moment".into(),
+            )),
+        }
+    }
+
+    /// `Unavailable` while this node is sealed: it cannot read its own state until it holds
+    /// the log key, unwrapped with t+1 peers' shares.
+    pub fn ensure_unsealed(&self) -> Result<()> {
+        match self.state.sealed() {
+            None => Ok(()),
+            Some(v) => Err(NodeError::Unavailable(format!(
+                "node {} is sealed: it is waiting for decryption shares of log key v{v} from its peers (a majority \
+                 of the cluster must be up); try another node",
+                self.id
+            ))),
+        }
+    }
+
+    /// Makes the first log key if the cluster has a root key and none yet (`Init` after the
+    /// key generation; the leader's duties if that `Init` died). The proposer keeps what it
+    /// proposed, so it need not unwrap it.
+    pub async fn ensure_log_key(&self) -> Result<()> {
+        if !self.state.read().store.log_keys().is_empty() {
+            return Ok(());
+        }
+        let (key, wrapped) = self.new_material(KeySpec::Aes256GcmSiv)?;
+        let now_ms = self.now_ms();
+        match self.propose(Command::AddLogKey { version: 1, key: wrapped, now_ms }).await {
+            Ok(_) => {
+                self.state.cipher().install(1, key).map_err(NodeError::Internal)?;
+                tracing::info!("log key v1 created: the log and snapshots are encrypted at rest from here on");
+                Ok(())
+            }
+            Err(NodeError::Kms(raft::KmsError::AlreadyExists(_))) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Replicates a command and returns its outcome. Followers forward it to the leader.
@@ -224,7 +273,17 @@ impl<C: Connector> Node<C> {
 
     /// Proposes on this node; `Unavailable` when it is not the leader.
     pub async fn propose_local(&self, command: Command) -> Result<raft::CommandResult> {
-        match self.raft.client_write(command).await {
+        if let Some(v) = self.state.sealed() {
+            return Err(NodeError::Unavailable(format!(
+                "node {} is leading but sealed (waiting for log key v{v})",
+                self.id
+            )));
+        }
+        if !command.may_be_clear() && self.state.cipher().current().is_none() {
+            // The log store would refuse to write it in the clear.
+            return Err(NodeError::Unavailable(format!("node {} holds no log key yet; retry in a moment", self.id)));
+        }
+        match self.raft.client_write(raft::Payload::Clear(command)).await {
             Ok(resp) => Ok(resp.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 Err(NodeError::Unavailable(format!("not the leader (leader hint: {:?})", f.leader_id)))
@@ -244,6 +303,7 @@ impl<C: Connector> Node<C> {
 
     /// Waits until this node's state is fresh enough for `consistency`.
     pub async fn linearize(self: &Arc<Self>, consistency: Consistency) -> Result<()> {
+        self.ensure_unsealed()?;
         match consistency {
             Consistency::Linearizable => {
                 // Failpoint (simulator self-test): serve from local state, skipping the read index.

@@ -12,7 +12,7 @@ use proto::internal::internal_server::InternalServer;
 use proto::v1::admin_server::AdminServer;
 use proto::v1::kms_server::KmsServer;
 use raft::{Applied, Command, KeyRef};
-use storage::{RocksLogStore, RocksSnapshots, StateMachineStore};
+use storage::{LogCipher, RocksLogStore, RocksSnapshots, StateMachineStore};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_stream::Stream;
 use tonic::service::interceptor::InterceptedService;
@@ -67,8 +67,11 @@ pub async fn open_node(
     let identity = load_or_create_identity(&config.data_dir, &mut rng)?;
     let db = storage::open_rocks(&config.data_dir.join("db"))
         .map_err(|e| anyhow::anyhow!("cannot open RocksDB in {}: {e}", config.data_dir.display()))?;
-    let log = RocksLogStore::new(db.clone());
-    let sm = StateMachineStore::open(RocksSnapshots::new(db))?;
+    // The log key's versions live only in this process's memory: a restarted node is sealed
+    // until its peers help it unwrap them (`keep_log_keys`).
+    let cipher = LogCipher::new(SecureRng::from_os());
+    let log = RocksLogStore::new(db.clone(), cipher.clone());
+    let sm = StateMachineStore::open(RocksSnapshots::new(db), cipher)?;
     let state = sm.state();
     let tls = credentials.as_ref().map(|c| c.client_config());
     let connector = TcpConnector { connect_timeout: Duration::from_millis(config.raft.rpc_timeout_ms), tls };
@@ -108,6 +111,7 @@ where
     let elections = tokio::spawn(crate::election::run(node.clone()));
     let keygen = tokio::spawn(crate::keygen::run(node.clone()));
     let sweeper = tokio::spawn(sweep_cache_on_apply(node.clone()));
+    let log_keys = tokio::spawn(keep_log_keys(node.clone()));
     let result = server
         .add_service(InterceptedService::new(kms, Policy::AnyRole.interceptor::<IO::ConnectInfo>(tls)))
         .add_service(InterceptedService::new(admin, Policy::AdminOrNode.interceptor::<IO::ConnectInfo>(tls)))
@@ -118,6 +122,7 @@ where
     elections.abort();
     keygen.abort();
     sweeper.abort();
+    log_keys.abort();
     node.raft.shutdown().await.map_err(|e| anyhow::anyhow!("raft shutdown: {e}"))?;
     Ok(result?)
 }
@@ -130,6 +135,51 @@ async fn sweep_cache_on_apply<C: Connector>(node: Arc<Node<C>>) {
     }
 }
 
+/// Unwraps every log key version the replicated state names and this node does not hold yet:
+/// at start (the node is sealed until it holds the versions its snapshot and log need) and
+/// whenever a new version is applied. Retries with backoff while fewer than t+1 holders answer.
+async fn keep_log_keys<C: Connector>(node: Arc<Node<C>>) {
+    let mut applied = node.state.applied_index();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let missing: Vec<u32> = {
+            let cipher = node.state.cipher();
+            node.state.read().store.log_keys().keys().copied().filter(|v| !cipher.has(*v)).collect()
+        };
+        let mut failed = false;
+        for version in missing {
+            match node.unwrap_log_key(version).await {
+                Ok(key) => match node.state.cipher().install(version, key) {
+                    Ok(()) => {
+                        tracing::info!(version, "log key v{version} unwrapped with peers' shares");
+                        if let Err(e) = node.state.resume().await {
+                            tracing::error!(error = %e, "applying what waited for log key v{version} failed");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(version, "log key v{version}: {e}");
+                        failed = true;
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(version, error = %e, "cannot unwrap log key v{version} yet; retrying");
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if failed {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+            continue;
+        }
+        backoff = Duration::from_millis(100);
+        if applied.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// The leader proposes what time makes due: automatic rotations and destruction of keys
 /// whose deletion window has passed. Deduplicated by the commands themselves
 /// (`if_primary_is`, `DestroyDue`), so a stale leader proposing too is harmless.
@@ -138,8 +188,14 @@ async fn leader_duties<C: Connector>(node: Arc<Node<C>>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if !node.is_leader() {
+        if !node.is_leader() || node.state.sealed().is_some() {
             continue;
+        }
+        if node.state.read().store.root().is_some() {
+            if let Err(e) = node.ensure_log_key().await {
+                tracing::warn!(error = %e, "creating the log key failed; will retry");
+                continue;
+            }
         }
         let now_ms = node.now_ms();
         let (due, destroy) = {

@@ -138,6 +138,8 @@ impl<C: Connector> AdminService<C> {
                 KEYGEN_WAIT.as_secs()
             ))
         })??;
+        // Then the log key, so the cluster is ready for clients when Init returns.
+        self.0.ensure_log_key().await?;
         let needed = crypto::threshold::shares_needed(&root.public_key_set)?;
         Ok(pb::InitResponse { shares_needed: needed as u32, holders: root.holders.len() as u32 })
     }
@@ -176,7 +178,7 @@ impl<C: Connector> AdminService<C> {
             role: role.into(),
             term: m.current_term,
             last_log_index: m.last_log_index.unwrap_or(0),
-            applied_index: m.last_applied.map_or(0, |l| l.index),
+            applied_index: *n.state.applied_index().borrow(),
             replication_lag: 0,
             version: env!("CARGO_PKG_VERSION").into(),
             reachable: true,
@@ -191,6 +193,9 @@ impl<C: Connector> AdminService<C> {
             cache_hits: cache.hits,
             cache_misses: cache.misses,
             cache_evictions: cache.evictions,
+            sealed: n.state.sealed().is_some(),
+            sealed_log_key_version: n.state.sealed().unwrap_or(0),
+            log_key_versions: n.state.cipher().versions(),
         }
     }
 }

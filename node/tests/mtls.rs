@@ -46,8 +46,13 @@ async fn every_call_needs_a_certificate_from_the_cluster_ca_with_the_right_role(
         let key = create_key(&cluster.client(), "mtls", pb::KeySpec::Aes256GcmSiv).await.unwrap();
         let key_id = uuid::Uuid::parse_str(&key.key_id).unwrap().as_bytes().to_vec();
         let addr = cluster.addrs[&1].clone();
-        let share_request =
-            |requester| DecryptionShareRequest { key_id: key_id.clone(), version: 1, min_applied_index: 0, requester };
+        let share_request = |requester| DecryptionShareRequest {
+            key_id: key_id.clone(),
+            version: 1,
+            min_applied_index: 0,
+            requester,
+            log_key: false,
+        };
 
         // An application certificate: KMS yes, admin and node-to-node no.
         cluster.issue(&Role::Client("app".into()), "app");

@@ -34,6 +34,14 @@ pub enum Command {
         ack: Vec<u8>,
         now_ms: u64,
     },
+    /// A new version of the log key, which encrypts the log and snapshots at rest, wrapped under
+    /// the root key. Proposed by the leader once the root key exists (version 1), and later on
+    /// rotations of the log key. Versions are consecutive.
+    AddLogKey {
+        version: u32,
+        key: WrappedMaterial,
+        now_ms: u64,
+    },
     CreateKey {
         /// Idempotency token: a retried create with the same token returns the first result.
         token: Option<String>,
@@ -111,6 +119,7 @@ impl Command {
             Command::StartKeyGen { now_ms, .. }
             | Command::KeyGenPart { now_ms, .. }
             | Command::KeyGenAck { now_ms, .. }
+            | Command::AddLogKey { now_ms, .. }
             | Command::CreateKey { now_ms, .. }
             | Command::RotateKey { now_ms, .. }
             | Command::Update { now_ms, .. }
@@ -118,6 +127,20 @@ impl Command {
             | Command::DeleteAlias { now_ms, .. }
             | Command::DestroyDue { now_ms } => *now_ms,
         }
+    }
+
+    /// Whether the command may be stored in the clear when no log key exists yet: the root
+    /// key generation and the first log key, which precede every log key and carry nothing
+    /// secret (shares travel sealed to identity keys; material wrapped under the root key).
+    /// Every other command is only ever stored sealed.
+    pub fn may_be_clear(&self) -> bool {
+        matches!(
+            self,
+            Command::StartKeyGen { .. }
+                | Command::KeyGenPart { .. }
+                | Command::KeyGenAck { .. }
+                | Command::AddLogKey { .. }
+        )
     }
 
     /// The idempotency token and what it must stand for: a token reused for a different
@@ -131,5 +154,31 @@ impl Command {
             Command::Update { token: Some(t), key, change, .. } => Some((t, format!("update|{key:?}|{change:?}"))),
             _ => None,
         }
+    }
+}
+
+/// A log entry's application data as openraft carries it. The leader proposes `Clear`; every
+/// log store seals it under the newest log key it holds before writing it (see
+/// `storage::LogCipher`), so what is stored, replicated and applied is `Sealed`, except the
+/// commands that precede the first log key (`Command::may_be_clear`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Payload {
+    Clear(Command),
+    Sealed(SealedRecord),
+}
+
+/// A record encrypted under one version of the log key: AES-256-GCM-SIV over the postcard
+/// encoding of the value, with associated data naming the record's place (a log id, a
+/// snapshot's last log id), so a record moved elsewhere does not open.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedRecord {
+    pub key_version: u32,
+    pub nonce: [u8; 12],
+    pub ciphertext: Vec<u8>,
+}
+
+impl std::fmt::Debug for SealedRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SealedRecord {{ log key v{}, {} bytes }}", self.key_version, self.ciphertext.len())
     }
 }

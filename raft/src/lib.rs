@@ -19,13 +19,13 @@ pub mod keygen;
 pub mod runtime;
 mod state;
 
-pub use command::{Applied, Command, CommandResult, KeyChange};
+pub use command::{Applied, Command, CommandResult, KeyChange, Payload, SealedRecord};
 pub use error::KmsError;
 pub use key::{
     validate_alias, Key, KeyRef, KeySpec, KeyState, KeyUsage, KeyVersion, VersionState, WrappedMaterial,
     DELETION_DAYS_DEFAULT, DELETION_DAYS_MAX, DELETION_DAYS_MIN,
 };
-pub use state::{KeyStore, RootHolder, RootKey};
+pub use state::{KeyStore, Keyring, RootHolder, RootKey};
 
 /// Raft node ids.
 pub type NodeId = u64;
@@ -48,7 +48,7 @@ impl fmt::Display for NodeInfo {
 openraft::declare_raft_types!(
     /// keyquorum's openraft type configuration.
     pub TypeConfig:
-        D = Command,
+        D = Payload,
         R = CommandResult,
         NodeId = NodeId,
         Node = NodeInfo,

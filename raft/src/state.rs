@@ -53,7 +53,19 @@ pub struct KeyStore {
     root: Option<RootKey>,
     /// The root key generation in progress, if any.
     keygen: Option<KeyGenRound>,
+    /// The log key's versions, wrapped under the root key.
+    log_keys: BTreeMap<u32, WrappedMaterial>,
     last_token_prune_ms: u64,
+}
+
+/// The part of the state a sealed node needs before it can read the rest: the root key (to
+/// derive its share and give shares to peers), a key generation in progress, and the wrapped
+/// log keys. Nothing in it is secret; snapshots keep it in the clear beside their sealed body.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Keyring {
+    pub root: Option<RootKey>,
+    pub keygen: Option<KeyGenRound>,
+    pub log_keys: BTreeMap<u32, WrappedMaterial>,
 }
 
 impl KeyStore {
@@ -63,6 +75,20 @@ impl KeyStore {
 
     pub fn keygen(&self) -> Option<&KeyGenRound> {
         self.keygen.as_ref()
+    }
+
+    /// The wrapped versions of the log key.
+    pub fn log_keys(&self) -> &BTreeMap<u32, WrappedMaterial> {
+        &self.log_keys
+    }
+
+    pub fn keyring(&self) -> Keyring {
+        Keyring { root: self.root.clone(), keygen: self.keygen.clone(), log_keys: self.log_keys.clone() }
+    }
+
+    /// A store holding only `keyring`: what a sealed node knows before it can open its snapshot.
+    pub fn from_keyring(keyring: Keyring) -> Self {
+        Self { root: keyring.root, keygen: keyring.keygen, log_keys: keyring.log_keys, ..Self::default() }
     }
 
     pub fn key_count(&self) -> usize {
@@ -186,6 +212,25 @@ impl KeyStore {
                     .map(|(index, (id, _))| (*id, RootHolder { share_index: index as u64 }))
                     .collect();
                 self.root = Some(RootKey { epoch: 1, public_key_set, holders, transcript: round.transcript() });
+                Ok(Applied::Done)
+            }
+            Command::AddLogKey { version, key, .. } => {
+                let Some(root) = &self.root else {
+                    return Err(KmsError::InvalidState("a log key needs the root key first".into()));
+                };
+                let next = self.log_keys.last_key_value().map_or(1, |(v, _)| v + 1);
+                if *version != next {
+                    return Err(KmsError::AlreadyExists(format!(
+                        "log key version {version} cannot be added: the next version is {next}"
+                    )));
+                }
+                if key.root_epoch != root.epoch {
+                    return Err(KmsError::InvalidState(format!(
+                        "log key wrapped under root epoch {} but the root is at {}",
+                        key.root_epoch, root.epoch
+                    )));
+                }
+                self.log_keys.insert(*version, key.clone());
                 Ok(Applied::Done)
             }
             Command::CreateKey {

@@ -115,3 +115,25 @@ fn a_round_survives_a_snapshot() {
     let restored: KeyStore = postcard::from_bytes(&bytes).unwrap();
     assert_eq!(restored, store);
 }
+
+#[test]
+fn log_key_versions_follow_the_root_and_each_other() {
+    let wrapped =
+        |root_epoch| raft::WrappedMaterial { root_epoch, ciphertext: vec![1; 8], kcv: [2; 32], public_key: None };
+    let add = |store: &mut KeyStore, version, epoch| {
+        store.apply(&Command::AddLogKey { version, key: wrapped(epoch), now_ms: T0 })
+    };
+    let mut store = KeyStore::default();
+    assert_eq!(add(&mut store, 1, 1).unwrap_err().kind(), "InvalidState", "no log key before the root key");
+    common::generate_root(&mut store, 3, 11);
+    assert_eq!(add(&mut store, 2, 1).unwrap_err().kind(), "AlreadyExists", "versions start at 1");
+    assert_eq!(add(&mut store, 1, 2).unwrap_err().kind(), "InvalidState", "wrapped under another root epoch");
+    add(&mut store, 1, 1).unwrap();
+    assert_eq!(add(&mut store, 1, 1).unwrap_err().kind(), "AlreadyExists", "a second v1 (another proposer) loses");
+    add(&mut store, 2, 1).unwrap();
+    assert_eq!(store.log_keys().keys().copied().collect::<Vec<_>>(), vec![1, 2]);
+    // The keyring alone rebuilds a store that knows the same root and log keys.
+    let sealed_view = KeyStore::from_keyring(store.keyring());
+    assert_eq!(sealed_view.keyring(), store.keyring());
+    assert_eq!(sealed_view.key_count(), 0);
+}

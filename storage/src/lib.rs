@@ -14,10 +14,12 @@
 
 mod log_mem;
 mod log_rocks;
+mod seal;
 mod state_machine;
 
 pub use log_mem::MemLogStore;
 pub use log_rocks::{open_rocks, RocksLogStore, RocksSnapshots};
+pub use seal::{entry_aad, LogCipher, OpenError};
 pub use state_machine::{
     ApplyObserver, MemSnapshots, SharedState, SnapshotPersist, StateMachineData, StateMachineStore,
 };

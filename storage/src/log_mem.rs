@@ -13,6 +13,7 @@ use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, LogId, OptionalSend, RaftLogId, RaftLogReader, Vote};
 use raft::{NodeId, TypeConfig};
 
+use crate::seal::LogCipher;
 use crate::Result;
 
 #[derive(Debug, Default, Clone)]
@@ -74,13 +75,32 @@ impl Inner {
     }
 }
 
-/// A log store in memory. Clones share the same log.
-#[derive(Debug, Clone, Default)]
+/// A log store in memory. Clones share the same log. Entries are sealed under the cipher's
+/// newest log key before they are stored, as in the RocksDB store.
+#[derive(Debug, Clone)]
 pub struct MemLogStore {
     inner: Arc<Mutex<Inner>>,
+    cipher: Arc<LogCipher>,
+}
+
+impl Default for MemLogStore {
+    /// A store whose cipher holds no log key (it draws randomness only once a key is installed).
+    fn default() -> Self {
+        Self::new(LogCipher::new(crypto::SecureRng::from_seed_u64(0)))
+    }
 }
 
 impl MemLogStore {
+    pub fn new(cipher: Arc<LogCipher>) -> Self {
+        Self { inner: Default::default(), cipher }
+    }
+
+    /// The same stored log, sealed from now on with `cipher`: a restarted node's handle (its
+    /// cipher starts empty, as a restarted process's memory does).
+    pub fn with_cipher(&self, cipher: Arc<LogCipher>) -> Self {
+        Self { inner: self.inner.clone(), cipher }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A poisoned lock means a panic mid-update: the log may be inconsistent, so stop.
         #[allow(clippy::expect_used)]
@@ -155,9 +175,11 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let sealed =
+            entries.into_iter().map(|e| self.cipher.seal_entry(e)).collect::<std::result::Result<Vec<_>, _>>()?;
         {
             let mut inner = self.lock();
-            for e in entries {
+            for e in sealed {
                 inner.change(Change::Put(Box::new(e)));
             }
             // Failpoint (simulator self-test): acknowledge without syncing, the bug a store

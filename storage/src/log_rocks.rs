@@ -1,6 +1,7 @@
 //! RocksDB log store. Column family `log`: big-endian index -> postcard entry. Column family
 //! `meta`: vote, committed, last purged log id and the latest snapshot.
 
+use crate::seal::LogCipher;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
@@ -46,10 +47,12 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await.map_err(|e| StorageIOError::write(&e))?
 }
 
-/// The RocksDB log store. Clones share the database.
+/// The RocksDB log store. Clones share the database. Entries are sealed under the cipher's
+/// newest log key before they are written.
 #[derive(Clone)]
 pub struct RocksLogStore {
     db: Arc<DB>,
+    cipher: Arc<LogCipher>,
 }
 
 impl Debug for RocksLogStore {
@@ -59,8 +62,8 @@ impl Debug for RocksLogStore {
 }
 
 impl RocksLogStore {
-    pub fn new(db: Arc<DB>) -> Self {
-        Self { db }
+    pub fn new(db: Arc<DB>, cipher: Arc<LogCipher>) -> Self {
+        Self { db, cipher }
     }
 
     fn meta<T: serde::de::DeserializeOwned>(
@@ -179,6 +182,7 @@ impl RaftLogStorage<TypeConfig> for RocksLogStore {
     {
         let mut encoded = Vec::new();
         for e in entries {
+            let e = self.cipher.seal_entry(e)?;
             encoded.push((index_key(e.get_log_id().index), encode(&e)?));
         }
         let this = self.clone();

@@ -4,7 +4,17 @@
 //! The key store lives in memory; its durable form is the latest snapshot plus the log after
 //! it (openraft re-applies committed entries on restart). Snapshots are persisted (fsynced)
 //! before openraft may purge the log they cover.
+//!
+//! **Sealed.** Entries and snapshot bodies are sealed under the log key (`seal.rs`). A node
+//! that does not hold the version a record needs cannot apply it. While openraft re-applies
+//! the committed log inside `Raft::new`, it queues that entry and every one after it and
+//! answers at once with placeholder results nobody reads (waiting there would keep the node
+//! from ever serving the peers it needs shares from). Once the node has started
+//! ([`SharedState::mark_started`]) `apply` waits for the version instead; openraft's state
+//! machine runs apart from its core, so the node still votes and appends. When the node
+//! installs a version, [`SharedState::resume`] applies what was queued.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::io::Cursor;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -12,10 +22,11 @@ use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageIOError, StoredMembership,
 };
-use raft::{Applied, CommandResult, KeyStore, NodeId, NodeInfo, TypeConfig};
+use raft::{Applied, CommandResult, KeyStore, Keyring, NodeId, NodeInfo, Payload, SealedRecord, TypeConfig};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::seal::{decode_command, entry_aad, LogCipher, OpenError};
 use crate::{decode, encode, Result};
 
 /// Where snapshots are kept durably.
@@ -45,20 +56,62 @@ impl SnapshotPersist for MemSnapshots {
 pub struct StateMachineData {
     pub last_applied: Option<LogId<NodeId>>,
     pub last_membership: StoredMembership<NodeId, NodeInfo>,
+    /// The key store. While the node is sealed and its snapshot's body is not opened yet, only
+    /// the snapshot's keyring (`KeyStore::from_keyring`): check [`SharedState::sealed`] first.
     pub store: KeyStore,
 }
 
+/// What waits for a log key: a snapshot whose body is not opened yet, then entries.
+#[derive(Default)]
+struct Backlog {
+    snapshot: Option<StoredSnapshot>,
+    entries: VecDeque<Entry<TypeConfig>>,
+}
+
 /// The state shared with the node: short read locks, never held across an await.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SharedState {
     data: Arc<RwLock<StateMachineData>>,
     applied_tx: Arc<watch::Sender<u64>>,
+    /// `Some(v)` while this node waits for log key version `v` to read its state.
+    sealed_tx: Arc<watch::Sender<Option<u32>>>,
+    /// Held while applying, by openraft's `apply` or by [`SharedState::resume`].
+    backlog: Arc<tokio::sync::Mutex<Backlog>>,
+    cipher: Arc<LogCipher>,
+    observer: Arc<std::sync::OnceLock<ApplyObserver>>,
+    /// Set once `Raft::new` has returned: from then on `apply` waits for log keys rather
+    /// than queueing, so every result it returns is real.
+    started: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl std::fmt::Debug for SharedState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedState")
+            .field("applied", &*self.applied_tx.borrow())
+            .field("sealed", &self.sealed())
+            .finish()
+    }
 }
 
 impl SharedState {
-    fn new(data: StateMachineData) -> Self {
-        let applied = data.last_applied.map_or(0, |l| l.index);
-        Self { data: Arc::new(RwLock::new(data)), applied_tx: Arc::new(watch::channel(applied).0) }
+    fn new(cipher: Arc<LogCipher>) -> Self {
+        Self {
+            data: Default::default(),
+            applied_tx: Arc::new(watch::channel(0).0),
+            sealed_tx: Arc::new(watch::channel(None).0),
+            backlog: Default::default(),
+            cipher,
+            observer: Default::default(),
+            started: Default::default(),
+        }
+    }
+
+    /// Called once `Raft::new` has returned (the node's start): while openraft re-applies the
+    /// committed log inside `Raft::new`, a sealed node queues entries and answers at once;
+    /// afterwards `apply` waits for the log key instead, so a proposer always gets the real
+    /// outcome (openraft keeps voting and appending meanwhile: its state machine runs apart).
+    pub fn mark_started(&self) {
+        self.started.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn read(&self) -> RwLockReadGuard<'_, StateMachineData> {
@@ -73,7 +126,7 @@ impl SharedState {
         self.data.write().expect("state lock poisoned")
     }
 
-    /// Last applied log index, updated after every apply batch.
+    /// Last applied log index, updated after every applied entry.
     pub fn applied_index(&self) -> watch::Receiver<u64> {
         self.applied_tx.subscribe()
     }
@@ -82,15 +135,158 @@ impl SharedState {
         let index = self.read().last_applied.map_or(0, |l| l.index);
         self.applied_tx.send_replace(index);
     }
+
+    /// The log key version this node is waiting for, if it is sealed.
+    pub fn sealed(&self) -> Option<u32> {
+        *self.sealed_tx.borrow()
+    }
+
+    pub fn sealed_watch(&self) -> watch::Receiver<Option<u32>> {
+        self.sealed_tx.subscribe()
+    }
+
+    /// The log key versions this node holds; the node installs the ones it unwraps here.
+    pub fn cipher(&self) -> &Arc<LogCipher> {
+        &self.cipher
+    }
+
+    /// Applies what waited for a log key, as far as the versions now held allow. The node
+    /// calls it after installing a version.
+    pub async fn resume(&self) -> Result<()> {
+        let mut backlog = self.backlog.lock().await;
+        self.drain(&mut backlog, &mut BTreeMap::new())
+    }
+
+    /// Opens the backlog's snapshot, then applies its entries in order, until one needs a
+    /// version not held; records each result by log index in `results`.
+    fn drain(&self, backlog: &mut Backlog, results: &mut BTreeMap<u64, CommandResult>) -> Result<()> {
+        if let Some(stored) = &backlog.snapshot {
+            match open_snapshot(&self.cipher, stored)? {
+                Err(version) => {
+                    self.seal_on(version);
+                    return Ok(());
+                }
+                Ok(store) => {
+                    self.write().store = store;
+                    backlog.snapshot = None;
+                }
+            }
+        }
+        while let Some(entry) = backlog.entries.pop_front() {
+            let log_id = entry.log_id;
+            let payload = match entry.payload {
+                EntryPayload::Normal(Payload::Sealed(record)) => match self.cipher.open(&entry_aad(&log_id), &record) {
+                    Ok(plaintext) => EntryPayload::Normal(Payload::Clear(decode_command(&plaintext)?)),
+                    Err(OpenError::Missing(version)) => {
+                        let entry = Entry { log_id, payload: EntryPayload::Normal(Payload::Sealed(record)) };
+                        backlog.entries.push_front(entry);
+                        self.seal_on(version);
+                        return Ok(());
+                    }
+                    Err(OpenError::Rejected(why)) => return Err(rejected(format!("entry {log_id}: {why}")).into()),
+                },
+                EntryPayload::Normal(Payload::Clear(command)) if !command.may_be_clear() => {
+                    return Err(rejected(format!("entry {log_id} holds a confidential command in the clear")).into());
+                }
+                other => other,
+            };
+            let entry = Entry { log_id, payload };
+            if let Some(observe) = self.observer.get() {
+                observe(&entry);
+            }
+            let result = {
+                let mut s = self.write();
+                s.last_applied = Some(log_id);
+                match entry.payload {
+                    EntryPayload::Normal(Payload::Clear(command)) => s.store.apply(&command),
+                    EntryPayload::Membership(m) => {
+                        s.last_membership = StoredMembership::new(Some(log_id), m);
+                        Ok(Applied::Done)
+                    }
+                    _ => Ok(Applied::Done),
+                }
+            };
+            results.insert(log_id.index, result);
+            // Per entry: the node learns of a new log key version before it is needed.
+            self.publish_applied();
+        }
+        self.sealed_tx.send_if_modified(|s| s.take().is_some());
+        Ok(())
+    }
+
+    fn seal_on(&self, version: u32) {
+        let newly = self.sealed_tx.send_replace(Some(version)) != Some(version);
+        if newly {
+            tracing::info!(version, "sealed: waiting for log key v{version} (t+1 decryption shares from peers)");
+        }
+    }
+
+    /// Applies everything queued, waiting for log key versions as needed.
+    async fn settle(&self) -> Result<()> {
+        loop {
+            self.resume().await?;
+            match self.sealed() {
+                None => return Ok(()),
+                Some(version) => self.cipher.wait_for(version).await,
+            }
+        }
+    }
 }
 
-#[derive(Serialize, Deserialize)]
+/// The key store in `stored`'s body, or the log key version it needs.
+fn open_snapshot(cipher: &LogCipher, stored: &StoredSnapshot) -> Result<std::result::Result<KeyStore, u32>> {
+    let image: SnapshotImage = decode(&stored.data)?;
+    let store: KeyStore = match &image.body {
+        Body::Clear(bytes) => decode(bytes)?,
+        Body::Sealed(record) => match cipher.open(&snapshot_aad(&stored.meta), record) {
+            Ok(plaintext) => decode(plaintext.expose())?,
+            Err(OpenError::Missing(version)) => return Ok(Err(version)),
+            Err(OpenError::Rejected(why)) => {
+                return Err(rejected(format!("snapshot {}: {why}", stored.meta.snapshot_id)).into())
+            }
+        },
+    };
+    if store.keyring() != image.keyring {
+        return Err(rejected(format!(
+            "snapshot {}: its clear keyring differs from the sealed state's; refusing it",
+            stored.meta.snapshot_id
+        ))
+        .into());
+    }
+    Ok(Ok(store))
+}
+
+#[derive(Clone, Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta<NodeId, NodeInfo>,
+    /// A [`SnapshotImage`], as sent to peers.
     data: Vec<u8>,
 }
 
-/// Sees every entry just before it is applied (the simulator's Raft-safety checker).
+/// A snapshot's bytes: the keyring in the clear (a sealed node needs it to unseal) and the
+/// whole key store sealed under the log key, bound to the snapshot's last log id and
+/// membership. Before the first log key exists the body is clear; it holds no secret then.
+#[derive(Serialize, Deserialize)]
+struct SnapshotImage {
+    keyring: Keyring,
+    body: Body,
+}
+
+#[derive(Serialize, Deserialize)]
+enum Body {
+    Clear(Vec<u8>),
+    Sealed(SealedRecord),
+}
+
+fn snapshot_aad(meta: &SnapshotMeta<NodeId, NodeInfo>) -> Vec<u8> {
+    postcard::to_stdvec(&("keyquorum snapshot v1", &meta.last_log_id, &meta.last_membership)).unwrap_or_default()
+}
+
+fn rejected(why: String) -> StorageIOError<NodeId> {
+    StorageIOError::read(&std::io::Error::other(why))
+}
+
+/// Sees every entry just before it is applied, opened (the simulator's Raft-safety checker).
 pub type ApplyObserver = Arc<dyn Fn(&Entry<TypeConfig>) + Send + Sync>;
 
 /// The state-machine store.
@@ -99,7 +295,6 @@ pub struct StateMachineStore<P> {
     state: SharedState,
     persist: P,
     snapshot_seq: Arc<std::sync::atomic::AtomicU64>,
-    observer: Option<ApplyObserver>,
 }
 
 impl<P> std::fmt::Debug for StateMachineStore<P> {
@@ -109,37 +304,51 @@ impl<P> std::fmt::Debug for StateMachineStore<P> {
 }
 
 impl<P: SnapshotPersist + Clone> StateMachineStore<P> {
-    /// Opens the store, restoring the state from the persisted snapshot if there is one.
-    pub fn open(persist: P) -> Result<Self> {
-        let data = match persist.load()? {
-            Some(bytes) => {
-                let stored: StoredSnapshot = decode(&bytes)?;
-                let store: KeyStore = decode(&stored.data)?;
-                StateMachineData {
-                    last_applied: stored.meta.last_log_id,
-                    last_membership: stored.meta.last_membership,
-                    store,
-                }
-            }
-            None => StateMachineData::default(),
-        };
-        Ok(Self { state: SharedState::new(data), persist, snapshot_seq: Default::default(), observer: None })
+    /// Opens the store. The persisted snapshot's body opens once `cipher` holds its log key
+    /// version; until then the state holds only its keyring and the node is sealed.
+    pub fn open(persist: P, cipher: Arc<LogCipher>) -> Result<Self> {
+        let store = Self { state: SharedState::new(cipher), persist, snapshot_seq: Default::default() };
+        if let Some(bytes) = store.persist.load()? {
+            let stored: StoredSnapshot = decode(&bytes)?;
+            let mut backlog = store.state.backlog.try_lock().map_err(|e| rejected(e.to_string()))?;
+            store.stage(&mut backlog, stored)?;
+            store.state.drain(&mut backlog, &mut BTreeMap::new())?;
+        }
+        Ok(store)
     }
 
-    /// Calls `observer` with every entry before it is applied.
-    pub fn with_observer(mut self, observer: ApplyObserver) -> Self {
-        self.observer = Some(observer);
+    /// Calls `observer` with every entry before it is applied. Set it before the first apply.
+    pub fn with_observer(self, observer: ApplyObserver) -> Self {
+        let _already = self.state.observer.set(observer);
         self
     }
 
     pub fn state(&self) -> SharedState {
         self.state.clone()
     }
+
+    /// Makes `stored` the state: its metadata and keyring now, its body when it opens.
+    fn stage(&self, backlog: &mut Backlog, stored: StoredSnapshot) -> Result<()> {
+        let image: SnapshotImage = decode(&stored.data)?;
+        {
+            let mut s = self.state.write();
+            s.last_applied = stored.meta.last_log_id;
+            s.last_membership = stored.meta.last_membership.clone();
+            s.store = KeyStore::from_keyring(image.keyring);
+        }
+        let last = stored.meta.last_log_id.map_or(0, |l| l.index);
+        backlog.entries.retain(|e| e.log_id.index > last);
+        backlog.snapshot = Some(stored);
+        self.state.publish_applied();
+        Ok(())
+    }
 }
 
 impl<P: SnapshotPersist + Clone> RaftSnapshotBuilder<TypeConfig> for StateMachineStore<P> {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>> {
-        let (meta, data) = {
+        // A snapshot is of the whole applied state: apply what waits first.
+        self.state.settle().await?;
+        let (meta, keyring, store) = {
             let s = self.state.read();
             let seq = self.snapshot_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let snapshot_id = match s.last_applied {
@@ -148,8 +357,26 @@ impl<P: SnapshotPersist + Clone> RaftSnapshotBuilder<TypeConfig> for StateMachin
             };
             let meta =
                 SnapshotMeta { last_log_id: s.last_applied, last_membership: s.last_membership.clone(), snapshot_id };
-            (meta, encode(&s.store)?)
+            (meta, s.store.keyring(), encode(&s.store)?)
         };
+        let store = crypto::SecretBytes::new(store);
+        let body = loop {
+            match self.state.cipher.seal(&snapshot_aad(&meta), &store)? {
+                Some(record) => break Body::Sealed(record),
+                None => match keyring.log_keys.last_key_value() {
+                    // Before the first log key the state holds nothing secret.
+                    None => break Body::Clear(store.expose().to_vec()),
+                    // The cluster has a log key this node does not hold yet: never write the
+                    // state in the clear; wait for it.
+                    Some((v, _)) => {
+                        self.state.seal_on(*v);
+                        self.state.cipher.wait_for(*v).await;
+                        self.state.sealed_tx.send_replace(None);
+                    }
+                },
+            }
+        };
+        let data = encode(&SnapshotImage { keyring, body })?;
         let stored = encode(&StoredSnapshot { meta: meta.clone(), data: data.clone() })?;
         self.persist.save(&stored)?;
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
@@ -164,31 +391,31 @@ impl<P: SnapshotPersist + Clone> RaftStateMachine<TypeConfig> for StateMachineSt
         Ok((s.last_applied, s.last_membership.clone()))
     }
 
+    /// Applies `entries`. While sealed: inside `Raft::new`, queues them and answers at once
+    /// (placeholder results nobody reads); once started, waits for the log key.
     async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut results = Vec::new();
-        {
-            let mut s = self.state.write();
-            for entry in entries {
-                if let Some(observe) = &self.observer {
-                    observe(&entry);
-                }
-                s.last_applied = Some(entry.log_id);
-                match entry.payload {
-                    EntryPayload::Blank => results.push(Ok(Applied::Done)),
-                    EntryPayload::Normal(command) => results.push(s.store.apply(&command)),
-                    EntryPayload::Membership(m) => {
-                        s.last_membership = StoredMembership::new(Some(entry.log_id), m);
-                        results.push(Ok(Applied::Done));
-                    }
-                }
+        let mut backlog = self.state.backlog.lock().await;
+        let indexes: Vec<u64> = entries
+            .into_iter()
+            .map(|e| {
+                let index = e.log_id.index;
+                backlog.entries.push_back(e);
+                index
+            })
+            .collect();
+        let mut results = BTreeMap::new();
+        self.state.drain(&mut backlog, &mut results)?;
+        if self.state.started.load(std::sync::atomic::Ordering::SeqCst) {
+            while let Some(version) = self.state.sealed() {
+                self.state.cipher.wait_for(version).await;
+                self.state.drain(&mut backlog, &mut results)?;
             }
         }
-        self.state.publish_applied();
-        Ok(results)
+        Ok(indexes.into_iter().map(|i| results.remove(&i).unwrap_or(Ok(Applied::Done))).collect())
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -205,17 +432,12 @@ impl<P: SnapshotPersist + Clone> RaftStateMachine<TypeConfig> for StateMachineSt
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<()> {
         let data = snapshot.into_inner();
-        let store: KeyStore = decode(&data)?;
-        let stored = encode(&StoredSnapshot { meta: meta.clone(), data })?;
-        self.persist.save(&stored)?;
-        {
-            let mut s = self.state.write();
-            s.last_applied = meta.last_log_id;
-            s.last_membership = meta.last_membership.clone();
-            s.store = store;
-        }
-        self.state.publish_applied();
-        Ok(())
+        let _check: SnapshotImage = decode(&data)?;
+        let stored = StoredSnapshot { meta: meta.clone(), data };
+        self.persist.save(&encode(&stored)?)?;
+        let mut backlog = self.state.backlog.lock().await;
+        self.stage(&mut backlog, stored)?;
+        self.state.drain(&mut backlog, &mut BTreeMap::new())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>> {

@@ -5,13 +5,24 @@
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::StorageError;
 use raft::{NodeId, TypeConfig};
-use storage::{open_rocks, MemLogStore, MemSnapshots, RocksLogStore, RocksSnapshots, StateMachineStore};
+use std::sync::Arc;
+
+use crypto::{SecretBytes, SecureRng};
+use storage::{open_rocks, LogCipher, MemLogStore, MemSnapshots, RocksLogStore, RocksSnapshots, StateMachineStore};
+
+/// A cipher holding log key v1, as an unsealed node's does.
+fn unsealed() -> Arc<LogCipher> {
+    let cipher = LogCipher::new(SecureRng::from_seed_u64(7));
+    cipher.install(1, SecretBytes::new(vec![7; 32])).unwrap();
+    cipher
+}
 
 struct Mem;
 
 impl StoreBuilder<TypeConfig, MemLogStore, StateMachineStore<MemSnapshots>, ()> for Mem {
     async fn build(&self) -> Result<((), MemLogStore, StateMachineStore<MemSnapshots>), StorageError<NodeId>> {
-        Ok(((), MemLogStore::default(), StateMachineStore::open(MemSnapshots::default())?))
+        let cipher = unsealed();
+        Ok(((), MemLogStore::new(cipher.clone()), StateMachineStore::open(MemSnapshots::default(), cipher)?))
     }
 }
 
@@ -23,8 +34,9 @@ impl StoreBuilder<TypeConfig, RocksLogStore, StateMachineStore<RocksSnapshots>, 
     ) -> Result<(tempfile::TempDir, RocksLogStore, StateMachineStore<RocksSnapshots>), StorageError<NodeId>> {
         let dir = tempfile::tempdir().map_err(|e| openraft::StorageIOError::write(&e))?;
         let db = open_rocks(dir.path()).map_err(|e| openraft::StorageIOError::write(&e))?;
-        let log = RocksLogStore::new(db.clone());
-        let sm = StateMachineStore::open(RocksSnapshots::new(db))?;
+        let cipher = unsealed();
+        let log = RocksLogStore::new(db.clone(), cipher.clone());
+        let sm = StateMachineStore::open(RocksSnapshots::new(db), cipher)?;
         Ok((dir, log, sm))
     }
 }

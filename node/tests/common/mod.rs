@@ -166,6 +166,13 @@ impl Drop for Cluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // For debugging a failed test: keep the nodes' data and logs.
+        if std::env::var_os("KQ_KEEP_TEST_DIRS").is_some() {
+            if let Ok(placeholder) = tempfile::tempdir() {
+                let kept = std::mem::replace(&mut self.dir, placeholder).keep();
+                eprintln!("kept the cluster's directory: {}", kept.display());
+            }
+        }
     }
 }
 
