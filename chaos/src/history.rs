@@ -128,6 +128,8 @@ pub struct Inner {
     pub trace: Vec<String>,
     pub violations: Vec<Violation>,
     pub faults: BTreeMap<&'static str, u64>,
+    /// Faulty decryption shares the nodes received, by the holder that gave them.
+    pub faulty_shares: BTreeMap<u64, u64>,
     pub raft: crate::invariants::raft_safety::RaftRecord,
     pub echo: bool,
 }

@@ -29,6 +29,8 @@ pub struct SeedReport {
     pub faults: BTreeMap<&'static str, u64>,
     pub ops: BTreeMap<&'static str, u64>,
     pub violations: Vec<Violation>,
+    /// Faulty decryption shares the running nodes received, by the holder that gave them.
+    pub faulty_shares: BTreeMap<u64, u64>,
 }
 
 pub fn set_link(sim: &mut turmoil::Sim<'_>, plan: &Plan, a: &str, ra: &str, b: &str, rb: &str) {
@@ -346,13 +348,20 @@ async fn final_phase(world: &World) {
     for v in crate::invariants::rotation::compare_material(&states) {
         recorder.violation(v.invariant, v.detail);
     }
+    for id in world.running_ids() {
+        if let Some(node) = world.node(id) {
+            for (holder, n) in node.faulty_share_counts() {
+                *recorder.lock().faulty_shares.entry(holder).or_default() += n;
+            }
+        }
+    }
     recorder.event("final checks done");
 }
 
 fn finish(seed: u64, plan: &Plan, recorder: &Recorder, sim_ms: u64) -> SeedReport {
-    let (ops, mut violations, faults) = {
+    let (ops, mut violations, faults, faulty_shares) = {
         let inner = recorder.lock();
-        (inner.ops.clone(), inner.violations.clone(), inner.faults.clone())
+        (inner.ops.clone(), inner.violations.clone(), inner.faults.clone(), inner.faulty_shares.clone())
     };
     violations.extend(crate::invariants::linearizable::check(&ops));
     violations.extend(crate::invariants::no_lost_writes::check(&ops));
@@ -379,5 +388,6 @@ fn finish(seed: u64, plan: &Plan, recorder: &Recorder, sim_ms: u64) -> SeedRepor
         faults,
         ops: counts,
         violations,
+        faulty_shares,
     }
 }

@@ -64,3 +64,23 @@ fn encrypting_under_an_old_version_is_caught() {
     let r = caught("node::encrypt-with-previous-version", "rotation", |_| {});
     println!("seed {} caught: {:?}", r.seed, r.violations.first());
 }
+
+#[test]
+fn a_holder_giving_corrupt_shares_is_named_and_worked_around() {
+    // Node 2 corrupts every decryption share it gives (key material and log keys). The others
+    // must still unwrap everything (t + 1 honest holders remain) and name node 2, and only it.
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let failpoint = "node::corrupt-decryption-shares";
+    fail::cfg(failpoint, "return(2)").unwrap();
+    let _active = Active(failpoint);
+    let mut named = std::collections::BTreeMap::new();
+    for seed in 0..3 {
+        let r = run_seed_with(seed, false, |_| {});
+        assert!(r.violations.is_empty(), "seed {seed}: {:?}", r.violations);
+        for (holder, n) in r.faulty_shares {
+            *named.entry(holder).or_insert(0u64) += n;
+        }
+    }
+    assert!(named.get(&2).is_some_and(|n| *n > 0), "node 2 was never named: {named:?}");
+    assert_eq!(named.keys().copied().collect::<Vec<_>>(), vec![2], "honest nodes were named: {named:?}");
+}

@@ -134,6 +134,10 @@ pub fn unwrap(
         }
     }
     if parsed.len() < need {
+        // Malformed shares are faulty ones: name them, so the caller drops them and asks others.
+        if !faulty.is_empty() {
+            return Err(CryptoError::KeyCheckMismatch { faulty });
+        }
         return Err(CryptoError::NotEnoughShares { have: parsed.len(), need });
     }
     let combine = |shares: &BTreeMap<u64, DecryptionShare>| -> Result<SecretBytes, CryptoError> {
@@ -247,6 +251,21 @@ mod tests {
         assert_eq!(
             unwrap(&dealt.public_key_set, &wrapped, &only_three),
             Err(CryptoError::KeyCheckMismatch { faulty: vec![0] })
+        );
+        // Bytes that are no share at all are named the same way, at once: with too few
+        // well-formed shares left to combine, the caller drops them and waits for others.
+        let mut garbled = only_three.clone();
+        garbled.insert(1, vec![0xff; 7]);
+        assert_eq!(
+            unwrap(&dealt.public_key_set, &wrapped, &garbled),
+            Err(CryptoError::KeyCheckMismatch { faulty: vec![1] })
+        );
+        garbled.insert(3, shares[&3].clone());
+        garbled.insert(4, shares[&4].clone());
+        assert_eq!(
+            unwrap(&dealt.public_key_set, &wrapped, &garbled).unwrap(),
+            material,
+            "with t+1 good shares among them, both faulty ones are bypassed"
         );
     }
 }

@@ -742,6 +742,7 @@ async fn cluster_command(command: ClusterCommand, common: &Common) -> anyhow::Re
                             "error": n.error, "voter": n.voter, "holds_share": n.holds_share,
                             "sealed": n.sealed, "sealed_log_key_version": n.sealed_log_key_version,
                             "log_key_versions": n.log_key_versions,
+                            "faulty_shares": n.faulty_shares,
                             "cache": {"entries": n.cache_entries, "hits": n.cache_hits,
                                       "misses": n.cache_misses, "evictions": n.cache_evictions},
                         })

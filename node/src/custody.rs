@@ -121,7 +121,18 @@ impl<C: Connector> Node<C> {
                         return Ok(material);
                     }
                     Err(CryptoError::KeyCheckMismatch { faulty }) => {
-                        tracing::warn!(?faulty, what, "faulty decryption shares; asking more holders");
+                        let nodes: Vec<NodeId> = root
+                            .holders
+                            .iter()
+                            .filter(|(_, h)| faulty.contains(&h.share_index))
+                            .map(|(id, _)| *id)
+                            .collect();
+                        tracing::warn!(
+                            ?nodes,
+                            what,
+                            "faulty decryption shares from nodes {nodes:?}: dropped; asking the other holders"
+                        );
+                        self.count_faulty_shares(&nodes);
                         for f in &faulty {
                             shares.remove(f);
                         }
@@ -195,7 +206,7 @@ impl<C: Connector> Node<C> {
             self.mark_wrapped_verified(key_id, request.version);
         }
         tracing::info!(requester, %key_id, version = request.version, "audit: decryption share given");
-        Ok((holder.index(), holder.decryption_share_of_verified(&ciphertext)?))
+        Ok((holder.index(), self.maybe_corrupt(holder.decryption_share_of_verified(&ciphertext)?)))
     }
 
     fn check_member(&self, requester: NodeId) -> Result<()> {
@@ -235,6 +246,17 @@ impl<C: Connector> Node<C> {
             self.mark_wrapped_verified(Uuid::nil(), request.version);
         }
         tracing::info!(requester, version = request.version, "audit: log key decryption share given");
-        Ok((holder.index(), holder.decryption_share_of_verified(&wrapped.ciphertext)?))
+        Ok((holder.index(), self.maybe_corrupt(holder.decryption_share_of_verified(&wrapped.ciphertext)?)))
+    }
+
+    /// Failpoint (simulator self-test): `node::corrupt-decryption-shares` with `return(ID)`
+    /// makes node ID give corrupted shares, as a faulty or malicious holder would.
+    fn maybe_corrupt(&self, mut share: Vec<u8>) -> Vec<u8> {
+        if crate::failpoint_arg("node::corrupt-decryption-shares").is_some_and(|id| id == self.id.to_string()) {
+            if let Some(last) = share.last_mut() {
+                *last ^= 0x5a;
+            }
+        }
+        share
     }
 }

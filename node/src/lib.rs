@@ -33,3 +33,14 @@ pub(crate) fn failpoint(name: &str) -> bool {
 pub(crate) fn failpoint(_name: &str) -> bool {
     false
 }
+
+/// The named failpoint's argument (`return(ARG)`), if it is active.
+#[cfg(feature = "failpoints")]
+pub(crate) fn failpoint_arg(name: &str) -> Option<String> {
+    fail::eval(name, |arg| arg.unwrap_or_default())
+}
+
+#[cfg(not(feature = "failpoints"))]
+pub(crate) fn failpoint_arg(_name: &str) -> Option<String> {
+    None
+}

@@ -62,6 +62,8 @@ pub struct Node<C> {
     last_leader_contact: Mutex<Option<Instant>>,
     pub(crate) election_hold: crate::transfer::ElectionHold,
     pub(crate) election: crate::election::ElectionTimer,
+    /// Faulty decryption shares received, by the holder that gave them.
+    faulty_shares: Mutex<BTreeMap<NodeId, u64>>,
 }
 
 impl<C> std::fmt::Debug for Node<C> {
@@ -130,6 +132,19 @@ impl<C: Connector> Node<C> {
             last_leader_contact: Mutex::new(None),
             election_hold: Default::default(),
             election: Default::default(),
+            faulty_shares: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Decryption shares from each holder that failed verification, since this node started.
+    pub fn faulty_share_counts(&self) -> BTreeMap<NodeId, u64> {
+        lock(&self.faulty_shares).clone()
+    }
+
+    pub(crate) fn count_faulty_shares(&self, nodes: &[NodeId]) {
+        let mut counts = lock(&self.faulty_shares);
+        for id in nodes {
+            *counts.entry(*id).or_default() += 1;
         }
     }
 

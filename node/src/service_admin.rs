@@ -196,6 +196,7 @@ impl<C: Connector> AdminService<C> {
             sealed: n.state.sealed().is_some(),
             sealed_log_key_version: n.state.sealed().unwrap_or(0),
             log_key_versions: n.state.cipher().versions(),
+            faulty_shares: n.faulty_share_counts().into_iter().collect(),
         }
     }
 }
