@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crypto::threshold::{self, Wrapped};
+use crypto::threshold::{self, ShareHolder, Wrapped};
 use crypto::{CryptoError, SecretBytes};
 use proto::internal::DecryptionShareRequest;
 use raft::{KeyRef, NodeId, WrappedMaterial};
@@ -195,18 +195,32 @@ impl<C: Connector> Node<C> {
                 .ciphertext
                 .clone()
         };
-        // The ciphertext of a (key, version) never changes, so each is checked once per node.
-        if !self.wrapped_verified(key_id, request.version) {
-            if !threshold::verify_wrapped(&ciphertext)? {
+        let share = self.checked_share(&holder, (key_id, request.version), &ciphertext, || {
+            format!("key {key_id} version {}", request.version)
+        })?;
+        tracing::info!(requester, %key_id, version = request.version, "audit: decryption share given");
+        Ok((holder.index(), share))
+    }
+
+    /// Our share of `ciphertext`, after checking the ciphertext's validity once per `id`
+    /// (its wrapped form never changes): threshold_crypto's CCA check, two pairings.
+    fn checked_share(
+        &self,
+        holder: &ShareHolder,
+        id: (Uuid, u32),
+        ciphertext: &[u8],
+        what: impl FnOnce() -> String,
+    ) -> Result<Vec<u8>> {
+        if !self.wrapped_verified(id.0, id.1) {
+            if !threshold::verify_wrapped(ciphertext)? {
                 return Err(NodeError::Internal(format!(
-                    "key {key_id} version {} has a malformed wrapped ciphertext; refusing to give a share",
-                    request.version
+                    "{} has a malformed wrapped ciphertext; refusing to give a share",
+                    what()
                 )));
             }
-            self.mark_wrapped_verified(key_id, request.version);
+            self.mark_wrapped_verified(id.0, id.1);
         }
-        tracing::info!(requester, %key_id, version = request.version, "audit: decryption share given");
-        Ok((holder.index(), self.maybe_corrupt(holder.decryption_share_of_verified(&ciphertext)?)))
+        Ok(self.maybe_corrupt(holder.decryption_share_of_verified(ciphertext)?))
     }
 
     fn check_member(&self, requester: NodeId) -> Result<()> {
@@ -235,18 +249,12 @@ impl<C: Connector> Node<C> {
         };
         self.check_member(requester)?;
         let holder = self.share_holder()?.ok_or_else(|| NodeError::Unavailable("this node holds no share".into()))?;
-        // The log key's versions are checked once each too, under the nil key id.
-        if !self.wrapped_verified(Uuid::nil(), request.version) {
-            if !threshold::verify_wrapped(&wrapped.ciphertext)? {
-                return Err(NodeError::Internal(format!(
-                    "log key version {} has a malformed wrapped ciphertext; refusing to give a share",
-                    request.version
-                )));
-            }
-            self.mark_wrapped_verified(Uuid::nil(), request.version);
-        }
+        // The log key's versions are remembered as checked under the nil key id.
+        let share = self.checked_share(&holder, (Uuid::nil(), request.version), &wrapped.ciphertext, || {
+            format!("log key version {}", request.version)
+        })?;
         tracing::info!(requester, version = request.version, "audit: log key decryption share given");
-        Ok((holder.index(), self.maybe_corrupt(holder.decryption_share_of_verified(&wrapped.ciphertext)?)))
+        Ok((holder.index(), share))
     }
 
     /// Failpoint (simulator self-test): `node::corrupt-decryption-shares` with `return(ID)`

@@ -19,7 +19,7 @@ mod state_machine;
 
 pub use log_mem::MemLogStore;
 pub use log_rocks::{open_rocks, RocksLogStore, RocksSnapshots};
-pub use seal::{entry_aad, LogCipher, OpenError};
+pub use seal::LogCipher;
 pub use state_machine::{
     ApplyObserver, MemSnapshots, SharedState, SnapshotPersist, StateMachineData, StateMachineStore,
 };

@@ -38,7 +38,7 @@ impl std::fmt::Debug for LogCipher {
 
 /// Why a record did not open.
 #[derive(Debug)]
-pub enum OpenError {
+pub(crate) enum OpenError {
     /// This node does not hold that log key version (yet).
     Missing(u32),
     /// The record is not what was sealed at this place: moved, altered, or under another key.
@@ -103,7 +103,7 @@ impl LogCipher {
     }
 
     /// Opens a record sealed at the place `aad` names.
-    pub fn open(&self, aad: &[u8], record: &SealedRecord) -> Result<SecretBytes, OpenError> {
+    pub(crate) fn open(&self, aad: &[u8], record: &SealedRecord) -> Result<SecretBytes, OpenError> {
         let key = {
             let keys = self.lock();
             let key = keys.versions.get(&record.key_version).ok_or(OpenError::Missing(record.key_version))?;
@@ -138,7 +138,7 @@ impl LogCipher {
 }
 
 /// Associated data of a log entry: its log id (term, leader, index).
-pub fn entry_aad(log_id: &LogId<NodeId>) -> Vec<u8> {
+pub(crate) fn entry_aad(log_id: &LogId<NodeId>) -> Vec<u8> {
     postcard::to_stdvec(&("keyquorum log entry v1", log_id)).unwrap_or_default()
 }
 

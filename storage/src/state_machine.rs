@@ -141,10 +141,6 @@ impl SharedState {
         *self.sealed_tx.borrow()
     }
 
-    pub fn sealed_watch(&self) -> watch::Receiver<Option<u32>> {
-        self.sealed_tx.subscribe()
-    }
-
     /// The log key versions this node holds; the node installs the ones it unwraps here.
     pub fn cipher(&self) -> &Arc<LogCipher> {
         &self.cipher
