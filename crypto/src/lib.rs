@@ -12,6 +12,7 @@ pub mod dkg;
 pub mod ecdsa;
 mod error;
 pub mod identity;
+pub mod passphrase;
 pub mod rng;
 pub mod secret;
 pub mod threshold;
