@@ -7,9 +7,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crypto::identity::IdentityKey;
 use crypto::SecureRng;
 use node::config::{Limits, NodeConfig, RaftTimings};
+use node::identity::Identities;
 use node::network::{NetworkFactory, Peers};
 use node::node::{Clock, Node};
 use openraft::{Raft, ServerState};
@@ -23,11 +23,13 @@ use crate::plan::{NodePlan, Plan, STREAM_NODES};
 /// The wall clock every simulated node starts from: 2026-01-01T00:00:00Z.
 pub const EPOCH_MS: u64 = 1_767_225_600_000;
 
-/// What survives a node's crash: its log store (synced part) and snapshots.
+/// What survives a node's crash: its log store (synced part), snapshots and identity keys
+/// (written through at once, as the real node fsyncs them before using one).
 #[derive(Debug, Clone, Default)]
 pub struct Disk {
     pub log: MemLogStore,
     pub snapshots: MemSnapshots,
+    pub identities: node::identity::MemoryDisk,
 }
 
 /// State shared between the driver and every simulated host.
@@ -131,6 +133,7 @@ impl World {
             limits: Limits::default(),
             material_cache_ttl_ms: 60_000,
             tls: Default::default(),
+            identity_passphrase_file: None,
         };
         let credentials = self.pki.node(id)?;
         let disk = self.disk(id);
@@ -163,11 +166,11 @@ impl World {
         let peers = Peers::new(connector, config.limits.max_message_bytes);
         let network = NetworkFactory { id, peers: peers.clone() };
         let raft = Raft::new(id, Arc::new(config.openraft_config()?), network, log, sm).await?;
-        // The identity key is the same on every boot (as if read from disk); the node's
-        // randomness differs per boot, as it would after a real restart.
-        let identity = IdentityKey::generate(&mut SecureRng::from_seed_u64(mix(seed, STREAM_NODES + id)));
+        // Identity keys persist on the node's disk; the node's randomness differs per boot, as
+        // it would after a real restart.
+        let identities = Identities::in_memory(disk.identities.clone())?;
         let rng = SecureRng::from_seed_u64(mix(seed, (STREAM_NODES + id) << 16 | boot));
-        let node = Arc::new(Node::new(config, raft, state, peers, self.clock(id), identity, rng));
+        let node = Arc::new(Node::new(config, raft, state, peers, self.clock(id), identities, rng));
         lock(&self.running).insert(id, node.clone());
         self.recorder.event(format!("n{id} boots ({boot})"));
         tokio::spawn(watch_leadership(node.clone(), self.recorder.clone()));

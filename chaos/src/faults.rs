@@ -334,12 +334,14 @@ impl Faults {
         self.world.recorder.fault("clock-skew", format!("n{} by {skew} ms for {lasts} ms", a.id));
     }
 
-    /// Adds the spare node as a voter, or removes it again, through the admin API (run by a
-    /// one-shot client host, like an operator would).
+    /// Adds the spare node as a voter, removes it again, or rotates the root key, through the
+    /// admin API (run by a one-shot client host, like an operator would). Each of them
+    /// reshares the root key among the voters.
     fn membership(&mut self, sim: &mut turmoil::Sim<'_>) {
         if self.admin_busy.load(Ordering::Relaxed) {
             return;
         }
+        let rotate = self.rng.gen_bool(0.3);
         let spare = self.world.plan.spare.clone();
         let add = !self.spare_member.load(Ordering::Relaxed);
         self.admin_busy.store(true, Ordering::Relaxed);
@@ -350,12 +352,18 @@ impl Faults {
         let busy = self.admin_busy.clone();
         let member = self.spare_member.clone();
         let admin = self.world.pki.admin.clone();
-        let kind = if add { "member-add" } else { "member-remove" };
-        recorder.fault(kind, format!("{} via {name}", spare.host));
+        let kind = match (rotate, add) {
+            (true, _) => "rotate-root",
+            (false, true) => "member-add",
+            (false, false) => "member-remove",
+        };
+        recorder.fault(kind, format!("{} via {name}", if rotate { "the voters" } else { spare.host.as_str() }));
         sim.client(name.as_str(), async move {
             let client = crate::workload::client_for(&admin, &addrs).map_err(|e| e.to_string())?;
             let call = async {
-                if add {
+                if rotate {
+                    client.admin(|mut c| async move { c.rotate_root(pb::RotateRootRequest {}).await }).await.map(drop)
+                } else if add {
                     let m = pb::Member {
                         id: spare.id,
                         addr: spare.addr(),
@@ -369,15 +377,18 @@ impl Faults {
                             async move { c.add_node(req).await }
                         })
                         .await
+                        .map(drop)
                 } else {
                     let req = pb::RemoveNodeRequest { id: spare.id };
-                    client.admin(|mut c| async move { c.remove_node(req).await }).await
+                    client.admin(|mut c| async move { c.remove_node(req).await }).await.map(drop)
                 }
             };
             let result = tokio::time::timeout(Duration::from_secs(20), call).await;
             match result {
-                Ok(Ok(_)) => {
-                    member.store(add, Ordering::Relaxed);
+                Ok(Ok(())) => {
+                    if !rotate {
+                        member.store(add, Ordering::Relaxed);
+                    }
                     recorder.event(format!("{kind} {} done", spare.host));
                 }
                 Ok(Err(s)) => recorder.event(format!("{kind} {} failed: {:?}", spare.host, s.code())),

@@ -348,6 +348,7 @@ async fn final_phase(world: &World) {
     for v in crate::invariants::rotation::compare_material(&states) {
         recorder.violation(v.invariant, v.detail);
     }
+    check_custody(world, &members, &states);
     for id in world.running_ids() {
         if let Some(node) = world.node(id) {
             for (holder, n) in node.faulty_share_counts() {
@@ -356,6 +357,66 @@ async fn final_phase(world: &World) {
         }
     }
     recorder.event("final checks done");
+}
+
+/// The custody invariants on the converged members, and, if the spare node was removed and the
+/// root key reshared since, whether its old share helps unwrap anything now.
+fn check_custody(world: &World, members: &[u64], states: &[(u64, raft::KeyStore)]) {
+    use crate::invariants::custody::{self, Custody};
+    let recorder = &world.recorder;
+    let custody: Vec<Custody> = states
+        .iter()
+        .filter_map(|(id, store)| {
+            let node = world.node(*id)?;
+            let newest = store.root().map_or(0, |r| r.epoch);
+            let wrapped_epochs = (1..=newest).filter(|e| !store.wrapped_under(*e).is_empty()).collect();
+            Some(Custody {
+                id: *id,
+                keyring: store.keyring(),
+                wrapped_epochs,
+                identity_rounds: node.identities.rounds(),
+            })
+        })
+        .collect();
+    for v in custody::check(&custody) {
+        recorder.violation(v.invariant, v.detail);
+    }
+    let spare = world.plan.spare.id;
+    let Some((_, store)) = states.first() else { return };
+    let (Some(current), Some(spare_node)) = (store.root(), world.node(spare)) else { return };
+    if members.contains(&spare) || current.holders.contains_key(&spare) {
+        return;
+    }
+    let Some(old_epoch) = spare_node.state.read().store.root().map(|r| r.epoch) else { return };
+    let Ok(Some(old_share)) = spare_node.share_holder(old_epoch) else { return };
+    let Some(log_key) = store.log_keys().values().next_back().filter(|w| w.root_epoch == current.epoch) else {
+        return;
+    };
+    let Ok(need) = crypto::threshold::shares_needed(&current.public_key_set) else { return };
+    let mut shares = BTreeMap::new();
+    let Ok(bogus) = old_share.decryption_share(&log_key.ciphertext) else { return };
+    shares.insert(old_share.index(), bogus);
+    for id in members {
+        if shares.len() >= need {
+            break;
+        }
+        let Some(Ok(Some(h))) = world.node(*id).map(|n| n.share_holder(current.epoch)) else { continue };
+        if let (false, Ok(share)) = (shares.contains_key(&h.index()), h.decryption_share(&log_key.ciphertext)) {
+            shares.insert(h.index(), share);
+        }
+    }
+    if shares.len() < need {
+        return;
+    }
+    let wrapped = crypto::threshold::Wrapped { ciphertext: log_key.ciphertext.clone(), kcv: log_key.kcv };
+    let unwrapped = crypto::threshold::unwrap(&current.public_key_set, &wrapped, &shares).is_ok();
+    recorder.event(format!(
+        "custody: removed n{spare}'s root epoch {old_epoch} share checked against epoch {}",
+        current.epoch
+    ));
+    if let Some(v) = custody::removed_share(spare, unwrapped) {
+        recorder.violation(v.invariant, v.detail);
+    }
 }
 
 fn finish(seed: u64, plan: &Plan, recorder: &Recorder, sim_ms: u64) -> SeedReport {

@@ -74,6 +74,7 @@ fn ci_range_of_seeds_keeps_every_invariant() {
         "power-loss",
         "member-add",
         "member-remove",
+        "rotate-root",
         "clock-skew",
     ] {
         assert!(faults.get(kind).copied().unwrap_or(0) > 0, "no {kind} fault in {n} seeds: {faults:?}");

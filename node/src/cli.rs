@@ -321,6 +321,9 @@ pub enum ClusterCommand {
         id: u64,
     },
     Snapshot,
+    /// Generate a new root key among the current voters, re-wrap every key version and log key
+    /// under it, and erase the old shares. Old ciphertexts keep decrypting.
+    RotateRoot,
 }
 
 fn parse_pair(s: &str) -> Result<(String, String), String> {
@@ -743,6 +746,8 @@ async fn cluster_command(command: ClusterCommand, common: &Common) -> anyhow::Re
                             "sealed": n.sealed, "sealed_log_key_version": n.sealed_log_key_version,
                             "log_key_versions": n.log_key_versions,
                             "faulty_shares": n.faulty_shares,
+                            "root_epoch": n.root_epoch, "next_root_epoch": n.next_root_epoch,
+                            "identity_rounds": n.identity_rounds,
                             "cache": {"entries": n.cache_entries, "hits": n.cache_hits,
                                       "misses": n.cache_misses, "evictions": n.cache_evictions},
                         })
@@ -799,6 +804,23 @@ async fn cluster_command(command: ClusterCommand, common: &Common) -> anyhow::Re
             let r =
                 c.admin(|mut a| async move { a.snapshot(pb::SnapshotRequest {}).await }).await.map_err(status_error)?;
             println!("snapshot at log index {}", r.last_log_index);
+        }
+        ClusterCommand::RotateRoot => {
+            let r = c
+                .admin(|mut a| async move { a.rotate_root(pb::RotateRootRequest {}).await })
+                .await
+                .map_err(status_error)?;
+            if common.output == Output::Json {
+                println!(
+                    "{}",
+                    serde_json::json!({"root_epoch": r.root_epoch, "holders": r.holders, "shares_needed": r.shares_needed})
+                );
+            } else {
+                println!(
+                    "root key epoch {} in force: holders {:?}, any {} can unwrap; old shares erased",
+                    r.root_epoch, r.holders, r.shares_needed
+                );
+            }
         }
     }
     Ok(())

@@ -32,6 +32,11 @@ pub struct NodeConfig {
     /// mTLS: the CA and this node's certificate and key (or an explicit plaintext opt-out).
     #[serde(default)]
     pub tls: crate::tls::TlsConfig,
+    /// A file holding an operator passphrase (or key) that seals `data_dir/identity.key`, the
+    /// node's identity keys, from which its root-key share is derived. Absent: the file is
+    /// protected by its mode (0600) only.
+    #[serde(default)]
+    pub identity_passphrase_file: Option<PathBuf>,
 }
 
 fn default_cache_ttl_ms() -> u64 {

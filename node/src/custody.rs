@@ -8,9 +8,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crypto::threshold::{self, ShareHolder, Wrapped};
+use crypto::threshold::{self, Wrapped};
 use crypto::{CryptoError, SecretBytes};
-use proto::internal::DecryptionShareRequest;
+use proto::internal::{DecryptionShareReply, DecryptionShareRequest};
 use raft::{KeyRef, NodeId, WrappedMaterial};
 use tokio::task::JoinSet;
 use uuid::Uuid;
@@ -39,17 +39,43 @@ impl<C: Connector> Node<C> {
         result
     }
 
-    async fn unwrap_material(&self, key_id: Uuid, version: u32, wrapped: &WrappedMaterial) -> Result<SecretBytes> {
-        let request = DecryptionShareRequest {
+    /// A request for shares of a key version's material (`rewrap`: to move it to a new root).
+    fn material_request(
+        &self,
+        key_id: Uuid,
+        version: u32,
+        wrapped: &WrappedMaterial,
+        rewrap: bool,
+    ) -> DecryptionShareRequest {
+        DecryptionShareRequest {
             key_id: key_id.as_bytes().to_vec(),
             version,
             min_applied_index: *self.state.applied_index().borrow(),
             requester: self.id,
             log_key: false,
-        };
+            root_epoch: wrapped.root_epoch,
+            rewrap,
+        }
+    }
+
+    async fn unwrap_material(&self, key_id: Uuid, version: u32, wrapped: &WrappedMaterial) -> Result<SecretBytes> {
+        let request = self.material_request(key_id, version, wrapped, false);
         let material = self.combine_shares(wrapped, request, &format!("key {key_id} version {version}")).await?;
-        self.cache_put(key_id, version, material.clone());
+        self.cache_put(key_id, version, wrapped.root_epoch, material.clone());
         Ok(material)
+    }
+
+    /// The material of `(key_id, version)` to re-wrap under a new root, whatever the key's
+    /// state (disabled keys move too). Holders give these shares only to their leader while
+    /// a new root waits (`rewrap`). Not cached.
+    pub(crate) async fn material_for_rewrap(
+        &self,
+        key_id: Uuid,
+        version: u32,
+        wrapped: &WrappedMaterial,
+    ) -> Result<SecretBytes> {
+        let request = self.material_request(key_id, version, wrapped, true);
+        self.combine_shares(wrapped, request, &format!("key {key_id} version {version} (re-wrap)")).await
     }
 
     /// The log key's `version`, unwrapped with t+1 shares (this node's own and its peers').
@@ -64,86 +90,113 @@ impl<C: Connector> Node<C> {
             min_applied_index: *self.state.applied_index().borrow(),
             requester: self.id,
             log_key: true,
+            root_epoch: wrapped.root_epoch,
+            rewrap: false,
         };
         self.combine_shares(&wrapped, request, &format!("log key version {version}")).await
     }
 
-    /// Asks every holder for its share of `wrapped` with `request`, combines the first t+1
-    /// with ours and checks the key-check value; on a mismatch drops the faulty shares named
-    /// and waits for more.
+    /// Asks every other member for its share of `wrapped` with `request` and combines t+1
+    /// shares of one wrapping, ours included, checking the result against our key-check
+    /// value. Holders answer for their own copy, which during a root rotation may be under
+    /// another root than ours: shares are grouped by (epoch, ciphertext, public key set) and
+    /// whichever group reaches its threshold first and passes the check wins. On a mismatch
+    /// the group's faulty shares are dropped, their holders named, and more awaited.
     async fn combine_shares(
         &self,
         wrapped: &WrappedMaterial,
         request: DecryptionShareRequest,
         what: &str,
     ) -> Result<SecretBytes> {
-        let root = self.state.read().store.root().cloned().ok_or(NodeError::NotInitialized)?;
-        if wrapped.root_epoch != root.epoch {
-            return Err(NodeError::Internal(format!(
-                "{what} is wrapped under root epoch {} but the root is at {}",
-                wrapped.root_epoch, root.epoch
-            )));
+        let root = self.state.read().store.root_of_epoch(wrapped.root_epoch).cloned().ok_or_else(|| {
+            NodeError::Unavailable(format!(
+                "{what} is wrapped under root epoch {}, which this node no longer holds; retry",
+                wrapped.root_epoch
+            ))
+        })?;
+        let mut groups: BTreeMap<(u64, Vec<u8>, Vec<u8>), ShareGroup> = BTreeMap::new();
+        let ours = (wrapped.root_epoch, wrapped.ciphertext.clone(), root.public_key_set.clone());
+        let mut own = ShareGroup::default();
+        if let Some(holder) = self.share_holder(wrapped.root_epoch)? {
+            own.shares.insert(holder.index(), holder.decryption_share(&wrapped.ciphertext)?);
+            own.holders.insert(holder.index(), self.id);
         }
-        let need = threshold::shares_needed(&root.public_key_set)?;
-        let target = Wrapped { ciphertext: wrapped.ciphertext.clone(), kcv: wrapped.kcv };
-        let mut shares = BTreeMap::new();
-        if let Some(holder) = self.share_holder()? {
-            shares.insert(holder.index(), holder.decryption_share(&wrapped.ciphertext)?);
-        }
-        let addrs: BTreeMap<NodeId, String> = self.members().into_iter().map(|(id, n)| (id, n.addr)).collect();
+        groups.insert(ours.clone(), own);
         let mut asks = JoinSet::new();
-        for (peer, holder) in &root.holders {
-            if *peer == self.id {
+        for (peer, info) in self.members() {
+            if peer == self.id {
                 continue;
             }
-            let Some(addr) = addrs.get(peer) else { continue };
-            let Ok(mut client) = self.peers.client(addr) else { continue };
+            let Ok(mut client) = self.peers.client(&info.addr) else { continue };
             let request = request.clone();
-            let (peer, index) = (*peer, holder.share_index);
             let timeout = Duration::from_millis(self.config.raft.rpc_timeout_ms);
             asks.spawn(async move {
-                let reply = tokio::time::timeout(timeout, client.decryption_share(request)).await;
-                match reply {
-                    Ok(Ok(r)) if r.get_ref().share_index == index => Ok((index, r.into_inner().share)),
-                    Ok(Ok(_)) => Err(format!("node {peer} answered with the wrong share index")),
+                match tokio::time::timeout(timeout, client.decryption_share(request)).await {
+                    Ok(Ok(r)) => Ok((peer, r.into_inner())),
                     Ok(Err(s)) => Err(format!("node {peer}: {}", s.message())),
                     Err(_) => Err(format!("node {peer}: timed out")),
                 }
             });
         }
+        let target = |ciphertext: &[u8]| Wrapped { ciphertext: ciphertext.to_vec(), kcv: wrapped.kcv };
         let mut refusals = Vec::new();
         let mut last_error = None;
+        let mut changed = Some(ours);
         loop {
-            if shares.len() >= need {
-                match threshold::unwrap(&root.public_key_set, &target, &shares) {
-                    Ok(material) => {
-                        asks.abort_all();
-                        return Ok(material);
-                    }
-                    Err(CryptoError::KeyCheckMismatch { faulty }) => {
-                        let nodes: Vec<NodeId> = root
-                            .holders
-                            .iter()
-                            .filter(|(_, h)| faulty.contains(&h.share_index))
-                            .map(|(id, _)| *id)
-                            .collect();
-                        tracing::warn!(
-                            ?nodes,
-                            what,
-                            "faulty decryption shares from nodes {nodes:?}: dropped; asking the other holders"
-                        );
-                        self.count_faulty_shares(&nodes);
-                        for f in &faulty {
-                            shares.remove(f);
+            if let Some(id) = changed.take() {
+                let (_, ciphertext, pks) = &id;
+                let Some(group) = groups.get_mut(&id) else { continue };
+                // A key set that does not parse came from a faulty holder: its group never
+                // completes.
+                let need = threshold::shares_needed(pks).unwrap_or(usize::MAX);
+                if group.shares.len() >= need {
+                    match threshold::unwrap(pks, &target(ciphertext), &group.shares) {
+                        Ok(material) => {
+                            asks.abort_all();
+                            return Ok(material);
                         }
-                        last_error = Some(CryptoError::KeyCheckMismatch { faulty });
+                        Err(CryptoError::KeyCheckMismatch { faulty }) => {
+                            let nodes: Vec<NodeId> =
+                                faulty.iter().filter_map(|index| group.holders.get(index).copied()).collect();
+                            tracing::warn!(
+                                ?nodes,
+                                what,
+                                "faulty decryption shares from nodes {nodes:?}: dropped; asking the other holders"
+                            );
+                            self.count_faulty_shares(&nodes);
+                            for f in &faulty {
+                                group.shares.remove(f);
+                            }
+                            last_error = Some(CryptoError::KeyCheckMismatch { faulty });
+                        }
+                        // A group whose public key set or ciphertext does not even parse came
+                        // from a faulty holder: set it aside.
+                        Err(e) => refusals.push(format!("{e}")),
                     }
-                    Err(e) => return Err(e.into()),
                 }
             }
             match asks.join_next().await {
-                Some(Ok(Ok((index, share)))) => {
-                    shares.insert(index, share);
+                Some(Ok(Ok((peer, reply)))) => {
+                    let id = if reply.root_epoch == wrapped.root_epoch {
+                        // Under our root we know each holder's index.
+                        if root.holders.get(&peer).map(|h| h.share_index) != Some(reply.share_index) {
+                            refusals.push(format!("node {peer} answered with the wrong share index"));
+                            continue;
+                        }
+                        (wrapped.root_epoch, wrapped.ciphertext.clone(), root.public_key_set.clone())
+                    } else {
+                        (reply.root_epoch, reply.ciphertext, reply.public_key_set)
+                    };
+                    let group = groups.entry(id.clone()).or_default();
+                    // The first claim to an index stands: a faulty holder cannot push out
+                    // another's share by claiming its index.
+                    if group.holders.contains_key(&reply.share_index) {
+                        refusals.push(format!("node {peer} claimed share index {}, already given", reply.share_index));
+                        continue;
+                    }
+                    group.shares.insert(reply.share_index, reply.share);
+                    group.holders.insert(reply.share_index, peer);
+                    changed = Some(id);
                 }
                 Some(Ok(Err(why))) => refusals.push(why),
                 Some(Err(e)) => refusals.push(e.to_string()),
@@ -153,9 +206,10 @@ impl<C: Connector> Node<C> {
         if let Some(e) = last_error {
             return Err(e.into());
         }
+        let have = groups.values().map(|g| g.shares.len()).max().unwrap_or(0);
+        let need = threshold::shares_needed(&root.public_key_set)?;
         Err(NodeError::Unavailable(format!(
-            "cannot unwrap {what}: have {} of {need} decryption shares ({})",
-            shares.len(),
+            "cannot unwrap {what}: have {have} of {need} decryption shares ({})",
             refusals.join("; ")
         )))
     }
@@ -166,7 +220,7 @@ impl<C: Connector> Node<C> {
         &self,
         requester: NodeId,
         request: &DecryptionShareRequest,
-    ) -> Result<(u64, Vec<u8>)> {
+    ) -> Result<DecryptionShareReply> {
         if request.log_key {
             return self.log_key_share_for(requester, request).await;
         }
@@ -181,46 +235,69 @@ impl<C: Connector> Node<C> {
         // Learn the version first if the requester is ahead of us.
         self.wait_applied(request.min_applied_index).await?;
         self.check_member(requester)?;
-        let holder = self.share_holder()?.ok_or_else(|| NodeError::Unavailable("this node holds no share".into()))?;
-        let ciphertext = {
+        if request.rewrap {
+            self.check_rewrap(requester)?;
+        }
+        let wrapped = {
             let state = self.state.read();
             let key = state.store.resolve(&KeyRef::Id(key_id))?;
-            let usage = key.spec.usage();
-            let v = key
-                .version_for(usage, request.version)
-                .map_err(|e| NodeError::Kms(raft::KmsError::InvalidState(format!("share refused: {e}"))))?;
+            let v = if request.rewrap {
+                key.version(request.version)?
+            } else {
+                key.version_for(key.spec.usage(), request.version)
+                    .map_err(|e| NodeError::Kms(raft::KmsError::InvalidState(format!("share refused: {e}"))))?
+            };
             v.material
-                .as_ref()
-                .ok_or_else(|| NodeError::Kms(raft::KmsError::InvalidState("version is destroyed".into())))?
-                .ciphertext
                 .clone()
+                .ok_or_else(|| NodeError::Kms(raft::KmsError::InvalidState("version is destroyed".into())))?
         };
-        let share = self.checked_share(&holder, (key_id, request.version), &ciphertext, || {
+        let reply = self.share_of(request, (key_id, request.version), &wrapped, || {
             format!("key {key_id} version {}", request.version)
         })?;
-        tracing::info!(requester, %key_id, version = request.version, "audit: decryption share given");
-        Ok((holder.index(), share))
+        let purpose = if request.rewrap { "re-wrap under the next root key" } else { "use" };
+        tracing::info!(requester, %key_id, version = request.version, purpose, "audit: decryption share given");
+        Ok(reply)
     }
 
-    /// Our share of `ciphertext`, after checking the ciphertext's validity once per `id`
-    /// (its wrapped form never changes): threshold_crypto's CCA check, two pairings.
-    fn checked_share(
+    /// Our share of our own copy of a wrapped entry, with that copy and its root's public key
+    /// set when it is under another root epoch than the requester's copy. The ciphertext's
+    /// validity (threshold_crypto's CCA check, two pairings) is checked once per
+    /// (entry, epoch): a wrapped form never changes within an epoch.
+    fn share_of(
         &self,
-        holder: &ShareHolder,
+        request: &DecryptionShareRequest,
         id: (Uuid, u32),
-        ciphertext: &[u8],
+        wrapped: &WrappedMaterial,
         what: impl FnOnce() -> String,
-    ) -> Result<Vec<u8>> {
-        if !self.wrapped_verified(id.0, id.1) {
-            if !threshold::verify_wrapped(ciphertext)? {
+    ) -> Result<DecryptionShareReply> {
+        let epoch = wrapped.root_epoch;
+        let holder = self
+            .share_holder(epoch)?
+            .ok_or_else(|| NodeError::Unavailable(format!("this node holds no share of root epoch {epoch}")))?;
+        let checked = (id.0, id.1, epoch);
+        if !self.wrapped_verified(checked) {
+            if !threshold::verify_wrapped(&wrapped.ciphertext)? {
                 return Err(NodeError::Internal(format!(
                     "{} has a malformed wrapped ciphertext; refusing to give a share",
                     what()
                 )));
             }
-            self.mark_wrapped_verified(id.0, id.1);
+            self.mark_wrapped_verified(checked);
         }
-        Ok(self.maybe_corrupt(holder.decryption_share_of_verified(ciphertext)?))
+        let share = self.maybe_corrupt(holder.decryption_share_of_verified(&wrapped.ciphertext)?);
+        let mut reply =
+            DecryptionShareReply { share_index: holder.index(), share, root_epoch: epoch, ..Default::default() };
+        if epoch != request.root_epoch {
+            reply.ciphertext = wrapped.ciphertext.clone();
+            reply.public_key_set = self
+                .state
+                .read()
+                .store
+                .root_of_epoch(epoch)
+                .map(|r| r.public_key_set.clone())
+                .ok_or_else(|| NodeError::Unavailable(format!("root epoch {epoch} was just replaced; retry")))?;
+        }
+        Ok(reply)
     }
 
     fn check_member(&self, requester: NodeId) -> Result<()> {
@@ -230,9 +307,27 @@ impl<C: Connector> Node<C> {
         Ok(())
     }
 
+    /// Shares for re-wrapping (of any non-destroyed version, whatever its key's state) go only
+    /// to this node's current leader, only while a new root key waits to replace the root.
+    fn check_rewrap(&self, requester: NodeId) -> Result<()> {
+        if self.state.read().store.next_root().is_none() {
+            return Err(NodeError::PermissionDenied("no root rotation is under way: no re-wrap shares".into()));
+        }
+        if self.leader().map(|(id, _)| id) != Some(requester) {
+            return Err(NodeError::PermissionDenied(format!(
+                "node {requester} asked for re-wrap shares but is not this node's leader"
+            )));
+        }
+        Ok(())
+    }
+
     /// A share of a log key version, for a member unsealing. Answered from the keyring, which
     /// a sealed node has too: a cluster whose every node restarted unseals once t+1 are up.
-    async fn log_key_share_for(&self, requester: NodeId, request: &DecryptionShareRequest) -> Result<(u64, Vec<u8>)> {
+    async fn log_key_share_for(
+        &self,
+        requester: NodeId,
+        request: &DecryptionShareRequest,
+    ) -> Result<DecryptionShareReply> {
         let lookup = || self.state.read().store.log_keys().get(&request.version).cloned();
         let wrapped = match lookup() {
             Some(w) => w,
@@ -248,13 +343,12 @@ impl<C: Connector> Node<C> {
             }
         };
         self.check_member(requester)?;
-        let holder = self.share_holder()?.ok_or_else(|| NodeError::Unavailable("this node holds no share".into()))?;
         // The log key's versions are remembered as checked under the nil key id.
-        let share = self.checked_share(&holder, (Uuid::nil(), request.version), &wrapped.ciphertext, || {
+        let reply = self.share_of(request, (Uuid::nil(), request.version), &wrapped, || {
             format!("log key version {}", request.version)
         })?;
         tracing::info!(requester, version = request.version, "audit: log key decryption share given");
-        Ok((holder.index(), share))
+        Ok(reply)
     }
 
     /// Failpoint (simulator self-test): `node::corrupt-decryption-shares` with `return(ID)`
@@ -267,4 +361,11 @@ impl<C: Connector> Node<C> {
         }
         share
     }
+}
+
+/// Shares of one wrapping, by share index, and who gave each.
+#[derive(Default)]
+struct ShareGroup {
+    shares: BTreeMap<u64, Vec<u8>>,
+    holders: BTreeMap<u64, NodeId>,
 }

@@ -40,6 +40,7 @@ impl From<NodeError> for Status {
                 KmsError::NotFound(_) => Code::NotFound,
                 KmsError::AlreadyExists(_) => Code::AlreadyExists,
                 KmsError::InvalidState(_) => Code::FailedPrecondition,
+                KmsError::StaleRoot(_) => Code::Unavailable,
                 _ => Code::InvalidArgument,
             },
             NodeError::Invalid(_) => Code::InvalidArgument,

@@ -14,7 +14,7 @@ use std::time::Duration;
 use raft::keygen::KeyGenRound;
 use raft::{Command, NodeId};
 
-use crate::error::Result;
+use crate::error::{NodeError, Result};
 use crate::network::Connector;
 use crate::node::Node;
 
@@ -51,21 +51,31 @@ async fn take_part<C: Connector>(
         node.propose(Command::KeyGenPart { epoch, dealer: node.id, part, now_ms: node.now_ms() }).await?;
         tracing::info!(epoch, "key generation: part committed");
     }
-    for (dealer, part) in &round.parts {
-        if part.acks.contains_key(&node.id) || handled.contains(&(epoch, *dealer)) {
-            continue;
-        }
-        let ack =
-            node.with_rng(|rng| crypto::dkg::acknowledge_part(t, me, node.identity(), &identities, &part.part, rng));
+    let pending: Vec<(NodeId, &raft::keygen::KeyGenPart)> = round
+        .parts
+        .iter()
+        .filter(|(d, p)| !p.acks.contains_key(&node.id) && !handled.contains(&(epoch, **d)))
+        .map(|(d, p)| (*d, p))
+        .collect();
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let Some(identity) = node.identities.get(epoch) else {
+        return Err(NodeError::Internal(format!(
+            "this node holds no identity key for round {epoch}, so it cannot read its rows: the round will finish without it"
+        )));
+    };
+    for (dealer, part) in pending {
+        let ack = node.with_rng(|rng| crypto::dkg::acknowledge_part(t, me, &identity, &identities, &part.part, rng));
         match ack {
             Ok(ack) => {
-                let command = Command::KeyGenAck { epoch, dealer: *dealer, acker: node.id, ack, now_ms: node.now_ms() };
+                let command = Command::KeyGenAck { epoch, dealer, acker: node.id, ack, now_ms: node.now_ms() };
                 node.propose(command).await?;
-                handled.insert((epoch, *dealer));
+                handled.insert((epoch, dealer));
             }
             Err(e) => {
                 tracing::warn!(epoch, dealer, error = %e, "key generation: refusing node {dealer}'s part");
-                handled.insert((epoch, *dealer));
+                handled.insert((epoch, dealer));
             }
         }
     }

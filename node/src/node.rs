@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crypto::identity::IdentityKey;
 use crypto::threshold::ShareHolder;
 use crypto::{SecretBytes, SecureRng};
 use openraft::error::{ClientWriteError, RaftError};
@@ -20,6 +19,7 @@ use uuid::Uuid;
 
 use crate::config::NodeConfig;
 use crate::error::{NodeError, Result};
+use crate::identity::Identities;
 use crate::network::{decode, encode, Connector, Peers};
 
 /// Wall-clock milliseconds since the Unix epoch. Injected so the simulator controls it.
@@ -49,15 +49,21 @@ pub struct Node<C> {
     pub state: SharedState,
     pub peers: Peers<C>,
     pub clock: Clock,
-    identity: IdentityKey,
-    share: Mutex<Option<Arc<ShareHolder>>>,
+    pub identities: Identities,
+    /// This node's shares, by root epoch (the root's and, during a rotation, the next root's).
+    shares: Mutex<BTreeMap<u64, Arc<ShareHolder>>>,
+    /// (root round, applied index): old identity keys are erased once a snapshot reaches it.
+    erase_after_snapshot: Mutex<Option<(u64, u64)>>,
     rng: Mutex<SecureRng>,
-    cache: Mutex<BTreeMap<(Uuid, u32), (SecretBytes, Instant)>>,
+    /// Unwrapped material by (key, version): the material, its expiry, and the root epoch its
+    /// wrapping was under (a root rotation re-wraps, and so evicts).
+    cache: Mutex<BTreeMap<(Uuid, u32), CachedMaterial>>,
     cache_stats: CacheStats,
     /// One lock per version being unwrapped right now (single-flight unwraps).
     unwrapping: Mutex<BTreeMap<(Uuid, u32), UnwrapSlot>>,
     /// Wrapped ciphertexts this node has checked before giving shares for them.
-    verified: Mutex<std::collections::BTreeSet<(Uuid, u32)>>,
+    /// By (key, version, root epoch): a re-wrap under a new root is a new ciphertext.
+    verified: Mutex<std::collections::BTreeSet<(Uuid, u32, u64)>>,
     reads: Mutex<ReadBatch>,
     last_leader_contact: Mutex<Option<Instant>>,
     pub(crate) election_hold: crate::transfer::ElectionHold,
@@ -71,6 +77,9 @@ impl<C> std::fmt::Debug for Node<C> {
         write!(f, "Node {{ id: {} }}", self.id)
     }
 }
+
+/// Cached material, its expiry, and the root epoch of the wrapping it came from.
+type CachedMaterial = (SecretBytes, Instant, u64);
 
 /// Counters of the unwrapped-material cache, for status.
 #[derive(Debug, Default)]
@@ -109,7 +118,7 @@ impl<C: Connector> Node<C> {
         state: SharedState,
         peers: Peers<C>,
         clock: Clock,
-        identity: IdentityKey,
+        identities: Identities,
         rng: SecureRng,
     ) -> Self {
         // Raft::new has returned: from now on the state machine waits for log keys.
@@ -121,8 +130,9 @@ impl<C: Connector> Node<C> {
             state,
             peers,
             clock,
-            identity,
-            share: Mutex::new(None),
+            identities,
+            shares: Mutex::new(BTreeMap::new()),
+            erase_after_snapshot: Mutex::new(None),
             rng: Mutex::new(rng),
             cache: Mutex::new(BTreeMap::new()),
             cache_stats: CacheStats::default(),
@@ -152,12 +162,10 @@ impl<C: Connector> Node<C> {
         (self.clock)()
     }
 
-    pub(crate) fn identity(&self) -> &IdentityKey {
-        &self.identity
-    }
-
-    pub fn identity_public(&self) -> Vec<u8> {
-        self.identity.public()
+    /// The identity public key this node uses in key generation round `round` (made on first
+    /// use, durably).
+    pub fn identity_public(&self, round: u64) -> Result<Vec<u8>> {
+        self.with_rng(|rng| self.identities.public_for_round(round, rng))
     }
 
     pub fn with_rng<T>(&self, f: impl FnOnce(&mut SecureRng) -> T) -> T {
@@ -261,6 +269,42 @@ impl<C: Connector> Node<C> {
         }
     }
 
+    /// Proposes a command carrying fresh material of `spec`, made by `command` from its
+    /// wrapping. If a root rotation replaced the root it was wrapped under before it applied
+    /// (`StaleRoot`, never recorded under the command's token), waits until this node's state
+    /// knows the newer root, wraps new material under it and proposes again: clients never
+    /// see a rotation. Returns the outcome, the plaintext and the wrapping proposed last.
+    pub async fn propose_with_material(
+        &self,
+        spec: KeySpec,
+        command: impl Fn(WrappedMaterial) -> Command,
+    ) -> Result<(Applied, SecretBytes, WrappedMaterial)> {
+        let mut attempts = 0;
+        loop {
+            let (material, wrapped) = self.new_material(spec)?;
+            match self.propose(command(wrapped.clone())).await {
+                Err(NodeError::Kms(raft::KmsError::StaleRoot(why))) if attempts < 3 => {
+                    attempts += 1;
+                    tracing::debug!(%why, "root rotated under a proposal: wrapping again");
+                    let stale = wrapped.root_epoch;
+                    let mut applied = self.state.applied_index();
+                    let newer = async {
+                        while self.state.read().store.newest_root().is_none_or(|r| r.epoch <= stale) {
+                            if applied.changed().await.is_err() {
+                                return Err(NodeError::Unavailable("state machine stopped".into()));
+                            }
+                        }
+                        Ok(())
+                    };
+                    tokio::time::timeout(self.request_timeout(), newer)
+                        .await
+                        .map_err(|_| no_quorum(self.config.raft.request_timeout_ms))??;
+                }
+                other => return other.map(|applied| (applied, material, wrapped)),
+            }
+        }
+    }
+
     /// Replicates a command and returns its outcome. Followers forward it to the leader.
     pub async fn propose(&self, command: Command) -> Result<Applied> {
         let deadline = Instant::now() + self.request_timeout();
@@ -294,9 +338,19 @@ impl<C: Connector> Node<C> {
                 self.id
             )));
         }
-        if !command.may_be_clear() && self.state.cipher().current().is_none() {
-            // The log store would refuse to write it in the clear.
-            return Err(NodeError::Unavailable(format!("node {} holds no log key yet; retry in a moment", self.id)));
+        if !command.may_be_clear() {
+            // The log store would refuse to write it in the clear, and after a root rotation
+            // it must be sealed under the newest log key version, which a removed node never
+            // learns: wait until this node holds that version (`keep_log_keys`).
+            let newest = self.state.read().store.log_keys().keys().next_back().copied();
+            let current = self.state.cipher().current();
+            if current.is_none() || newest.is_some_and(|v| current < Some(v)) {
+                return Err(NodeError::Unavailable(format!(
+                    "node {} does not hold log key v{} yet; retry in a moment",
+                    self.id,
+                    newest.unwrap_or(1)
+                )));
+            }
         }
         match self.raft.client_write(raft::Payload::Clear(command)).await {
             Ok(resp) => Ok(resp.data),
@@ -421,10 +475,11 @@ impl<C: Connector> Node<C> {
         Ok(())
     }
 
-    /// Fresh key material of `spec`, wrapped under the current root key. Returns the plaintext
-    /// too, so the proposer can cache it once the command commits.
+    /// Fresh key material of `spec`, wrapped under the newest root key (the next root while a
+    /// rotation is under way). Returns the plaintext too, so the proposer can cache it once
+    /// the command commits.
     pub fn new_material(&self, spec: KeySpec) -> Result<(SecretBytes, WrappedMaterial)> {
-        let root = self.state.read().store.root().cloned().ok_or(NodeError::NotInitialized)?;
+        let root = self.state.read().store.newest_root().cloned().ok_or(NodeError::NotInitialized)?;
         self.with_rng(|rng| {
             let material = match spec {
                 KeySpec::Aes256GcmSiv => SecretBytes::new(rng.bytes::<32>().to_vec()),
@@ -450,7 +505,7 @@ impl<C: Connector> Node<C> {
     pub fn cache_get(&self, key_id: Uuid, version: u32) -> Option<SecretBytes> {
         let mut cache = lock(&self.cache);
         let found = match cache.get(&(key_id, version)) {
-            Some((m, expires)) if *expires > Instant::now() => Some(m.clone()),
+            Some((m, expires, _)) if *expires > Instant::now() => Some(m.clone()),
             Some(_) => {
                 cache.remove(&(key_id, version));
                 None
@@ -477,38 +532,39 @@ impl<C: Connector> Node<C> {
     /// a disable evicts at once everywhere, not only where it was requested.
     pub(crate) fn sweep_cache(&self) {
         // One lock at a time: the cache's, then the state's, then the cache's again.
-        let cached: Vec<(Uuid, u32)> = lock(&self.cache).keys().copied().collect();
+        let cached: Vec<((Uuid, u32), u64)> = lock(&self.cache).iter().map(|(k, (_, _, e))| (*k, *e)).collect();
         if cached.is_empty() {
             return;
         }
         let stale: Vec<(Uuid, u32)> = {
             let state = self.state.read();
-            let root_epoch = state.store.root().map(|r| r.epoch);
-            let usable = |id: Uuid, version: u32| {
+            let usable = |id: Uuid, version: u32, epoch: u64| {
                 let Ok(key) = state.store.resolve(&KeyRef::Id(id)) else { return false };
                 let Ok(v) = key.version(version) else { return false };
                 key.state == KeyState::Enabled
                     && v.state == VersionState::Enabled
-                    && v.material.as_ref().is_some_and(|m| Some(m.root_epoch) == root_epoch)
+                    && v.material.as_ref().is_some_and(|m| m.root_epoch == epoch)
             };
-            cached.into_iter().filter(|(id, v)| !usable(*id, *v)).collect()
+            cached.into_iter().filter(|((id, v), e)| !usable(*id, *v, *e)).map(|(k, _)| k).collect()
         };
         let mut cache = lock(&self.cache);
         let evicted = stale.iter().filter(|k| cache.remove(k).is_some()).count() as u64;
         self.cache_stats.evictions.fetch_add(evicted, Ordering::Relaxed);
     }
 
-    pub fn cache_put(&self, key_id: Uuid, version: u32, material: SecretBytes) {
+    /// Caches `(key_id, version)`'s material, unwrapped from (or made for) a wrapping under
+    /// root epoch `epoch`.
+    pub fn cache_put(&self, key_id: Uuid, version: u32, epoch: u64, material: SecretBytes) {
         let ttl = Duration::from_millis(self.config.material_cache_ttl_ms);
-        lock(&self.cache).insert((key_id, version), (material, Instant::now() + ttl));
+        lock(&self.cache).insert((key_id, version), (material, Instant::now() + ttl, epoch));
     }
 
-    pub(crate) fn wrapped_verified(&self, key_id: Uuid, version: u32) -> bool {
-        lock(&self.verified).contains(&(key_id, version))
+    pub(crate) fn wrapped_verified(&self, id: (Uuid, u32, u64)) -> bool {
+        lock(&self.verified).contains(&id)
     }
 
-    pub(crate) fn mark_wrapped_verified(&self, key_id: Uuid, version: u32) {
-        lock(&self.verified).insert((key_id, version));
+    pub(crate) fn mark_wrapped_verified(&self, id: (Uuid, u32, u64)) {
+        lock(&self.verified).insert(id);
     }
 
     /// The lock that serialises unwrapping `(key_id, version)`.
@@ -533,14 +589,16 @@ impl<C: Connector> Node<C> {
         self.cache_stats.evictions.fetch_add((before - cache.len()) as u64, Ordering::Relaxed);
     }
 
-    /// This node's root-key share, opened from the replicated state with its identity key.
-    pub fn share_holder(&self) -> Result<Option<Arc<ShareHolder>>> {
-        if let Some(h) = lock(&self.share).as_ref() {
+    /// This node's share of the root key of `epoch` (the root or, during a rotation, the next
+    /// root), opened from the replicated transcript with its identity key for that round.
+    /// `None` if this node is not one of that root's holders.
+    pub fn share_holder(&self, epoch: u64) -> Result<Option<Arc<ShareHolder>>> {
+        if let Some(h) = lock(&self.shares).get(&epoch) {
             return Ok(Some(h.clone()));
         }
         let (index, pks, transcript) = {
             let state = self.state.read();
-            let Some(root) = state.store.root() else { return Ok(None) };
+            let Some(root) = state.store.root_of_epoch(epoch) else { return Ok(None) };
             let Some(holder) = root.holders.get(&self.id) else { return Ok(None) };
             (holder.share_index as usize, root.public_key_set.clone(), root.transcript.clone())
         };
@@ -548,7 +606,13 @@ impl<C: Connector> Node<C> {
         let complete = transcript.complete_parts();
         let parts: Vec<_> = complete.iter().map(|(part, acks)| crypto::dkg::CompletePart { part, acks }).collect();
         let n = transcript.participants.len();
-        let share = crypto::dkg::derive_share(transcript.threshold, n, index, &self.identity, &parts)
+        let identity = self.identities.get(transcript.epoch).ok_or_else(|| {
+            NodeError::Internal(format!(
+                "my identity key for key generation round {} is gone: this node cannot derive its root-key share",
+                transcript.epoch
+            ))
+        })?;
+        let share = crypto::dkg::derive_share(transcript.threshold, n, index, &identity, &parts)
             .map_err(|e| NodeError::Internal(format!("my root-key share cannot be derived: {e}")))?;
         if !share.matches(&pks)? {
             return Err(NodeError::Internal(
@@ -556,8 +620,60 @@ impl<C: Connector> Node<C> {
             ));
         }
         let share = Arc::new(share);
-        *lock(&self.share) = Some(share.clone());
+        lock(&self.shares).insert(epoch, share.clone());
         Ok(Some(share))
+    }
+
+    /// Erases the identity keys of rounds that can no longer matter: every round older than the
+    /// one that made the current root key, except a round still running. With them go this
+    /// node's shares of any root key those rounds made. Rounds newer than the root's are kept:
+    /// a leader may have asked for a key for a round it is about to start.
+    ///
+    /// Only once a snapshot holding the new keyring is durable (one is triggered): a node that
+    /// restarts is sealed and reads its keyring from its snapshot alone, so that keyring must
+    /// name a root whose shares still exist, or a cluster-wide restart could never unseal.
+    pub(crate) async fn erase_stale_identities(&self) {
+        if self.state.sealed().is_some() {
+            return;
+        }
+        let (root_round, running, epochs) = {
+            let s = self.state.read();
+            let epochs: Vec<u64> =
+                [s.store.root(), s.store.next_root()].into_iter().flatten().map(|r| r.epoch).collect();
+            (s.store.root().map(|r| r.transcript.epoch), s.store.keygen().map(|r| r.epoch), epochs)
+        };
+        let Some(root_round) = root_round else { return };
+        // Shares of replaced roots go from memory at once (zeroized on drop).
+        lock(&self.shares).retain(|epoch, _| epochs.contains(epoch));
+        let keep = |round: u64| round >= root_round || Some(round) == running;
+        if self.identities.rounds().into_iter().all(keep) {
+            return;
+        }
+        let applied = *self.state.applied_index().borrow();
+        let snapshot = self.raft.metrics().borrow().snapshot.map_or(0, |l| l.index);
+        let wait_for = {
+            let mut pending = lock(&self.erase_after_snapshot);
+            match *pending {
+                Some((round, index)) if round == root_round => index,
+                _ => {
+                    *pending = Some((root_round, applied));
+                    applied
+                }
+            }
+        };
+        if snapshot < wait_for {
+            if let Err(e) = self.raft.trigger().snapshot().await {
+                tracing::warn!(error = %e, "cannot trigger the snapshot old identity keys wait for");
+            }
+            return;
+        }
+        match self.with_rng(|rng| self.identities.retain(keep, rng)) {
+            Ok(erased) if !erased.is_empty() => {
+                tracing::info!(?erased, "identity keys of finished key generation rounds erased");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot erase old identity keys; will retry"),
+        }
     }
 
     /// Members of the current membership config: `(id, info)`.

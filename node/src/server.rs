@@ -1,12 +1,10 @@
 //! Starting a node: storage, identity, raft, background duties and the gRPC server.
 
 use std::future::Future;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crypto::identity::IdentityKey;
-use crypto::{SecretBytes, SecureRng};
+use crypto::SecureRng;
 use openraft::Raft;
 use proto::internal::internal_server::InternalServer;
 use proto::v1::admin_server::AdminServer;
@@ -19,35 +17,13 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::Connected;
 
 use crate::config::NodeConfig;
+use crate::identity::Identities;
 use crate::network::{Connector, NetworkFactory, Peers, TcpConnector};
 use crate::node::{system_clock, Node};
 use crate::service_admin::AdminService;
 use crate::service_internal::InternalService;
 use crate::service_kms::KmsService;
 use crate::tls::{Credentials, Policy, Role};
-
-const IDENTITY_FILE: &str = "identity.key";
-
-/// Loads this node's identity key, creating it (mode 0600) on first start.
-pub fn load_or_create_identity(data_dir: &Path, rng: &mut SecureRng) -> anyhow::Result<IdentityKey> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = data_dir.join(IDENTITY_FILE);
-    if path.exists() {
-        let bytes = SecretBytes::new(std::fs::read(&path)?);
-        return IdentityKey::from_bytes(&bytes)
-            .map_err(|e| anyhow::anyhow!("identity key {} is unreadable: {e}", path.display()));
-    }
-    let key = IdentityKey::generate(rng);
-    let bytes = key.to_bytes()?;
-    let tmp = data_dir.join(format!("{IDENTITY_FILE}.tmp"));
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-    f.write_all(bytes.expose())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
-    std::fs::File::open(data_dir)?.sync_all()?;
-    Ok(key)
-}
 
 /// Opens storage and starts raft for a real (RocksDB, TCP) node. `credentials`: this node's
 /// mTLS credentials, `None` in plaintext mode.
@@ -64,7 +40,9 @@ pub async fn open_node(
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create data_dir {}: {e}", config.data_dir.display()))?;
     let mut rng = SecureRng::from_os();
-    let identity = load_or_create_identity(&config.data_dir, &mut rng)?;
+    let passphrase =
+        config.identity_passphrase_file.as_deref().map(crate::identity::read_passphrase_file).transpose()?;
+    let identities = Identities::open_file(&config.data_dir, passphrase, &mut rng)?;
     let db = storage::open_rocks(&config.data_dir.join("db"))
         .map_err(|e| anyhow::anyhow!("cannot open RocksDB in {}: {e}", config.data_dir.display()))?;
     // The log key's versions live only in this process's memory: a restarted node is sealed
@@ -78,7 +56,7 @@ pub async fn open_node(
     let peers = Peers::new(connector, config.limits.max_message_bytes);
     let network = NetworkFactory { id: config.id, peers: peers.clone() };
     let raft = Raft::new(config.id, Arc::new(config.openraft_config()?), network, log, sm).await?;
-    Ok(Arc::new(Node::new(config, raft, state, peers, system_clock(), identity, rng)))
+    Ok(Arc::new(Node::new(config, raft, state, peers, system_clock(), identities, rng)))
 }
 
 /// Serves all gRPC services on `incoming` until `shutdown` resolves, with mTLS when
@@ -112,6 +90,7 @@ where
     let keygen = tokio::spawn(crate::keygen::run(node.clone()));
     let sweeper = tokio::spawn(sweep_cache_on_apply(node.clone()));
     let log_keys = tokio::spawn(keep_log_keys(node.clone()));
+    let reshare = tokio::spawn(crate::reshare::run(node.clone()));
     let result = server
         .add_service(InterceptedService::new(kms, Policy::AnyRole.interceptor::<IO::ConnectInfo>(tls)))
         .add_service(InterceptedService::new(admin, Policy::AdminOrNode.interceptor::<IO::ConnectInfo>(tls)))
@@ -123,6 +102,7 @@ where
     keygen.abort();
     sweeper.abort();
     log_keys.abort();
+    reshare.abort();
     node.raft.shutdown().await.map_err(|e| anyhow::anyhow!("raft shutdown: {e}"))?;
     Ok(result?)
 }
@@ -130,8 +110,14 @@ where
 /// Evicts cached material the replicated state no longer allows, after every applied entry.
 async fn sweep_cache_on_apply<C: Connector>(node: Arc<Node<C>>) {
     let mut applied = node.state.applied_index();
-    while applied.changed().await.is_ok() {
+    loop {
+        // After every applied entry, and every second (old identity keys wait for a snapshot).
+        tokio::select! {
+            changed = applied.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
         node.sweep_cache();
+        node.erase_stale_identities().await;
     }
 }
 
@@ -140,6 +126,9 @@ async fn sweep_cache_on_apply<C: Connector>(node: Arc<Node<C>>) {
 /// whenever a new version is applied. Retries with backoff while fewer than t+1 holders answer.
 async fn keep_log_keys<C: Connector>(node: Arc<Node<C>>) {
     let mut applied = node.state.applied_index();
+    // An apply batch that meets a version it lacks waits inside openraft's apply, before it
+    // publishes its applied index: being sealed on a version wakes us too.
+    let mut sealed = node.state.sealed_watch();
     let mut backoff = Duration::from_millis(100);
     loop {
         let missing: Vec<u32> = {
@@ -147,10 +136,12 @@ async fn keep_log_keys<C: Connector>(node: Arc<Node<C>>) {
             node.state.read().store.log_keys().keys().copied().filter(|v| !cipher.has(*v)).collect()
         };
         let mut failed = false;
+        let mut installed = false;
         for version in missing {
             match node.unwrap_log_key(version).await {
                 Ok(key) => match node.state.cipher().install(version, key) {
                     Ok(()) => {
+                        installed = true;
                         tracing::info!(version, "log key v{version} unwrapped with peers' shares");
                         if let Err(e) = node.state.resume().await {
                             tracing::error!(error = %e, "applying what waited for log key v{version} failed");
@@ -174,8 +165,13 @@ async fn keep_log_keys<C: Connector>(node: Arc<Node<C>>) {
             continue;
         }
         backoff = Duration::from_millis(100);
-        if applied.changed().await.is_err() {
-            return;
+        // What a resumed backlog applied may name newer versions (a root rotation adds one):
+        // look again at once rather than wait for the next applied entry.
+        if !installed {
+            tokio::select! {
+                changed = applied.changed() => if changed.is_err() { return },
+                changed = sealed.changed() => if changed.is_err() { return },
+            }
         }
     }
 }

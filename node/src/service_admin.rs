@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::ServerState;
-use proto::internal::IdentityRequest;
 use proto::v1 as pb;
 use proto::v1::admin_client::AdminClient;
 use proto::v1::admin_server::Admin;
@@ -55,30 +54,44 @@ impl<C: Connector> AdminService<C> {
         Ok(())
     }
 
-    async fn identity_of(&self, id: NodeId, addr: &str) -> Result<Vec<u8>> {
-        if id == self.0.id {
-            return Ok(self.0.identity_public());
+    /// `cluster rotate-root`: a new root key among the current voters (or joins a rotation
+    /// already under way), then waits until it is in force.
+    async fn rotate_root(&self) -> Result<pb::RotateRootResponse> {
+        self.0.ensure_initialized().await?;
+        let (before, under_way) = {
+            let s = self.0.state.read();
+            let before = s.store.root().map_or(0, |r| r.epoch);
+            (before, s.store.next_root().is_some() || (s.store.keygen().is_some() && before > 0))
+        };
+        if !under_way {
+            let voters: Vec<NodeId> =
+                self.0.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+            crate::reshare::start_round(&self.0, &voters).await?;
         }
-        // Peers may still be starting: retry for a while.
-        let mut last = String::new();
-        for _ in 0..60 {
-            let reply = match self.0.peers.client(addr) {
-                Ok(mut c) => c.identity(IdentityRequest {}).await.map_err(|s| s.message().to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            match reply {
-                Ok(r) if r.get_ref().node_id == id => return Ok(r.into_inner().identity_public),
-                Ok(r) => {
-                    return Err(NodeError::Invalid(format!(
-                        "the node at {addr} says it is node {}, not node {id}",
-                        r.get_ref().node_id
-                    )))
+        let mut applied = self.0.state.applied_index();
+        let rotated = async {
+            loop {
+                if let Some(root) = self.0.state.read().store.root().filter(|r| r.epoch > before) {
+                    return Ok(root.clone());
                 }
-                Err(e) => last = e,
+                if applied.changed().await.is_err() {
+                    return Err(NodeError::Unavailable("the state machine stopped".into()));
+                }
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        Err(NodeError::Unavailable(format!("node {id} at {addr} is unreachable: {last}")))
+        };
+        let root = tokio::time::timeout(KEYGEN_WAIT * 2, rotated).await.map_err(|_| {
+            NodeError::Unavailable(format!(
+                "the new root key is not in force after {} s: are a majority of the voters up? \
+                 It keeps going in the background; `cluster status` shows the root epoch",
+                (KEYGEN_WAIT * 2).as_secs()
+            ))
+        })??;
+        let shares_needed = crypto::threshold::shares_needed(&root.public_key_set)? as u32;
+        Ok(pb::RotateRootResponse {
+            root_epoch: root.epoch,
+            holders: root.holders.keys().copied().collect(),
+            shares_needed,
+        })
     }
 
     async fn init(&self, r: pb::InitRequest) -> Result<pb::InitResponse> {
@@ -95,10 +108,6 @@ impl<C: Connector> AdminService<C> {
         if self.0.state.read().store.root().is_some() {
             return Err(NodeError::Kms(raft::KmsError::AlreadyExists("the cluster is already initialised".into())));
         }
-        let mut identities = BTreeMap::new();
-        for (id, info) in &members {
-            identities.insert(*id, self.identity_of(*id, &info.addr).await?);
-        }
         let initialized = self.0.raft.is_initialized().await.map_err(|e| NodeError::Internal(e.to_string()))?;
         if !initialized {
             self.0
@@ -109,15 +118,27 @@ impl<C: Connector> AdminService<C> {
         }
         // The members generate the root key together (`keygen.rs` on every node); nobody
         // deals it. A round for the same members that is already running is joined, not
-        // restarted; one for other members is replaced.
-        let participants: Vec<(NodeId, Vec<u8>)> = identities.into_iter().collect();
-        let running = self.0.state.read().store.keygen().map(|r| (r.epoch, r.participants == participants));
+        // restarted; one for other members is replaced. Each member names itself with a fresh
+        // identity key for the round (`identity.rs`).
+        let ids: Vec<NodeId> = members.keys().copied().collect();
+        let running = self.0.state.read().store.keygen().map(|r| (r.epoch, r.participant_ids() == ids));
         match running {
             Some((_, true)) => {}
             other => {
                 let epoch = other.map_or(1, |(e, _)| e + 1);
+                let mut participants = Vec::with_capacity(members.len());
+                for (id, info) in &members {
+                    participants.push((*id, crate::reshare::identity_of(&self.0, *id, &info.addr, epoch).await?));
+                }
                 let now_ms = self.0.now_ms();
-                self.0.propose(Command::StartKeyGen { epoch, participants: participants.clone(), now_ms }).await?;
+                match self.0.propose(Command::StartKeyGen { epoch, participants, now_ms }).await {
+                    // Another Init finished the round meanwhile: wait for it below.
+                    Err(NodeError::Kms(raft::KmsError::AlreadyExists(_)))
+                        if self.0.state.read().store.root().is_some() => {}
+                    other => {
+                        other?;
+                    }
+                }
             }
         }
         let mut applied = self.0.state.applied_index();
@@ -167,9 +188,14 @@ impl<C: Connector> AdminService<C> {
             ServerState::Shutdown => "shutdown",
         };
         let cache = n.cache_counts();
-        let (root, holds_share) = {
+        let (root, holds_share, root_epoch, next_root_epoch) = {
             let s = n.state.read();
-            (s.store.root().is_some(), s.store.root().is_some_and(|r| r.holders.contains_key(&n.id)))
+            (
+                s.store.root().is_some(),
+                s.store.root().is_some_and(|r| r.holders.contains_key(&n.id)),
+                s.store.root().map_or(0, |r| r.epoch),
+                s.store.next_root().map_or(0, |r| r.epoch),
+            )
         };
         pb::NodeStatus {
             id: n.id,
@@ -197,6 +223,9 @@ impl<C: Connector> AdminService<C> {
             sealed_log_key_version: n.state.sealed().unwrap_or(0),
             log_key_versions: n.state.cipher().versions(),
             faulty_shares: n.faulty_share_counts().into_iter().collect(),
+            root_epoch,
+            next_root_epoch,
+            identity_rounds: n.identities.rounds(),
         }
     }
 }
@@ -205,6 +234,13 @@ impl<C: Connector> AdminService<C> {
 impl<C: Connector> Admin for AdminService<C> {
     async fn init(&self, request: Request<pb::InitRequest>) -> std::result::Result<Response<pb::InitResponse>, Status> {
         ok(self.init(request.into_inner()).await)
+    }
+
+    async fn rotate_root(
+        &self,
+        _request: Request<pb::RotateRootRequest>,
+    ) -> std::result::Result<Response<pb::RotateRootResponse>, Status> {
+        ok(self.rotate_root().await)
     }
 
     async fn status(

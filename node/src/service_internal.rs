@@ -108,13 +108,14 @@ impl<C: Connector> Internal for InternalService<C> {
             // Plaintext mode: the requester names itself, unauthenticated.
             None => request.get_ref().requester,
         };
-        let (share_index, share) =
-            self.0.decryption_share_for(requester, request.get_ref()).await.map_err(Status::from)?;
-        Ok(Response::new(DecryptionShareReply { share_index, share }))
+        let reply = self.0.decryption_share_for(requester, request.get_ref()).await.map_err(Status::from)?;
+        Ok(Response::new(reply))
     }
 
-    async fn identity(&self, _request: Request<IdentityRequest>) -> Result<Response<IdentityReply>, Status> {
-        Ok(Response::new(IdentityReply { node_id: self.0.id, identity_public: self.0.identity_public() }))
+    async fn identity(&self, request: Request<IdentityRequest>) -> Result<Response<IdentityReply>, Status> {
+        let round = request.get_ref().round;
+        let identity_public = self.0.identity_public(round).map_err(Status::from)?;
+        Ok(Response::new(IdentityReply { node_id: self.0.id, identity_public }))
     }
 
     async fn timeout_now(&self, request: Request<TimeoutNowRequest>) -> Result<Response<InternalEmpty>, Status> {

@@ -190,24 +190,28 @@ impl<C: Connector> Kms for KmsService<C> {
             self.0.ensure_initialized().await?;
             let spec = convert::spec(r.spec, r.usage)?;
             let alias = if r.alias.is_empty() { None } else { Some(alias_name(&r.alias)?) };
-            let (material, wrapped) = self.0.new_material(spec)?;
             let key_id = uuid::Builder::from_random_bytes(self.0.with_rng(|rng| rng.bytes::<16>())).into_uuid();
-            let command = Command::CreateKey {
-                token: token(&r.idempotency_token)?,
-                key_id,
-                spec,
-                description: r.description,
-                tags: r.tags.into_iter().collect(),
-                alias,
-                rotation_period_days: (r.rotation_period_days > 0).then_some(r.rotation_period_days),
-                material: wrapped,
-                now_ms: self.0.now_ms(),
-            };
-            let applied = self.0.propose(command).await?;
+            let token = token(&r.idempotency_token)?;
+            let tags: std::collections::BTreeMap<_, _> = r.tags.into_iter().collect();
+            let rotation_period_days = (r.rotation_period_days > 0).then_some(r.rotation_period_days);
+            let (applied, material, wrapped) = self
+                .0
+                .propose_with_material(spec, |material| Command::CreateKey {
+                    token: token.clone(),
+                    key_id,
+                    spec,
+                    description: r.description.clone(),
+                    tags: tags.clone(),
+                    alias: alias.clone(),
+                    rotation_period_days,
+                    material,
+                    now_ms: self.0.now_ms(),
+                })
+                .await?;
             if let Applied::Key(k) = &applied {
                 if k.id == key_id {
                     // We made this material: no need to unwrap it again.
-                    self.0.cache_put(key_id, 1, material);
+                    self.0.cache_put(key_id, 1, wrapped.root_epoch, material);
                 }
             }
             self.key_response(applied)
@@ -359,19 +363,21 @@ impl<C: Connector> Kms for KmsService<C> {
             self.0.ensure_initialized().await?;
             let key = key_ref(&r.key)?;
             let spec = self.key_spec(&key).await?;
-            let (material, wrapped) = self.0.new_material(spec)?;
-            let command = Command::RotateKey {
-                key,
-                token: token(&r.idempotency_token)?,
-                material: wrapped.clone(),
-                if_primary_is: None,
-                now_ms: self.0.now_ms(),
-            };
-            let applied = self.0.propose(command).await?;
+            let token = token(&r.idempotency_token)?;
+            let (applied, material, wrapped) = self
+                .0
+                .propose_with_material(spec, |material| Command::RotateKey {
+                    key: key.clone(),
+                    token: token.clone(),
+                    material,
+                    if_primary_is: None,
+                    now_ms: self.0.now_ms(),
+                })
+                .await?;
             if let Applied::Key(k) = &applied {
                 let primary = k.version(k.primary_version).ok().and_then(|v| v.material.as_ref());
                 if primary == Some(&wrapped) {
-                    self.0.cache_put(k.id, k.primary_version, material);
+                    self.0.cache_put(k.id, k.primary_version, wrapped.root_epoch, material);
                 }
             }
             self.key_response(applied)

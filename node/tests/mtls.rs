@@ -52,6 +52,8 @@ async fn every_call_needs_a_certificate_from_the_cluster_ca_with_the_right_role(
             min_applied_index: 0,
             requester,
             log_key: false,
+            root_epoch: 1,
+            rewrap: false,
         };
 
         // An application certificate: KMS yes, admin and node-to-node no.

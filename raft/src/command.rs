@@ -42,6 +42,18 @@ pub enum Command {
         key: WrappedMaterial,
         now_ms: u64,
     },
+    /// Makes the root key a resharing round made (`next_root`, of this epoch) the root: every
+    /// log key version and every key version's material under the old root, re-wrapped under
+    /// the new one by the proposer (ciphertexts only: key-check values and public points
+    /// stay), and a fresh log key version under the new root. One replicated step: all of it
+    /// or, if anything under the old root is missing, none of it.
+    ReplaceRoot {
+        epoch: u64,
+        log_keys: BTreeMap<u32, Vec<u8>>,
+        materials: BTreeMap<Uuid, BTreeMap<u32, Vec<u8>>>,
+        log_key: WrappedMaterial,
+        now_ms: u64,
+    },
     CreateKey {
         /// Idempotency token: a retried create with the same token returns the first result.
         token: Option<String>,
@@ -120,6 +132,7 @@ impl Command {
             | Command::KeyGenPart { now_ms, .. }
             | Command::KeyGenAck { now_ms, .. }
             | Command::AddLogKey { now_ms, .. }
+            | Command::ReplaceRoot { now_ms, .. }
             | Command::CreateKey { now_ms, .. }
             | Command::RotateKey { now_ms, .. }
             | Command::Update { now_ms, .. }

@@ -18,6 +18,11 @@ pub enum KmsError {
     /// INVALID_ARGUMENT.
     #[error("{0}")]
     Invalid(String),
+    /// The command's material is wrapped under a root key that was replaced meanwhile. Never
+    /// recorded under an idempotency token: the proposer wraps again and retries (UNAVAILABLE
+    /// if it ever reaches a client).
+    #[error("{0}")]
+    StaleRoot(String),
 }
 
 impl KmsError {
@@ -28,6 +33,7 @@ impl KmsError {
             KmsError::AlreadyExists(_) => "AlreadyExists",
             KmsError::InvalidState(_) => "InvalidState",
             KmsError::Invalid(_) => "Invalid",
+            KmsError::StaleRoot(_) => "StaleRoot",
         }
     }
 }

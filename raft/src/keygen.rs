@@ -73,6 +73,11 @@ impl KeyGenRound {
         self.participants.iter().position(|(id, _)| *id == node)
     }
 
+    /// The participants' node ids, in share-index order.
+    pub fn participant_ids(&self) -> Vec<NodeId> {
+        self.participants.iter().map(|(id, _)| *id).collect()
+    }
+
     pub fn identities(&self) -> Vec<Vec<u8>> {
         self.participants.iter().map(|(_, identity)| identity.clone()).collect()
     }

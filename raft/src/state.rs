@@ -53,6 +53,9 @@ pub struct KeyStore {
     root: Option<RootKey>,
     /// The root key generation in progress, if any.
     keygen: Option<KeyGenRound>,
+    /// A root key a resharing round made, waiting for `ReplaceRoot` to re-wrap everything
+    /// under it. New material may already be wrapped under it.
+    next_root: Option<RootKey>,
     /// The log key's versions, wrapped under the root key.
     log_keys: BTreeMap<u32, WrappedMaterial>,
     last_token_prune_ms: u64,
@@ -65,6 +68,7 @@ pub struct KeyStore {
 pub struct Keyring {
     pub root: Option<RootKey>,
     pub keygen: Option<KeyGenRound>,
+    pub next_root: Option<RootKey>,
     pub log_keys: BTreeMap<u32, WrappedMaterial>,
 }
 
@@ -77,18 +81,56 @@ impl KeyStore {
         self.keygen.as_ref()
     }
 
+    /// The root key a resharing round made, before `ReplaceRoot` makes it the root.
+    pub fn next_root(&self) -> Option<&RootKey> {
+        self.next_root.as_ref()
+    }
+
+    /// The root key new material is wrapped under: the next root while one waits, else the root.
+    pub fn newest_root(&self) -> Option<&RootKey> {
+        self.next_root.as_ref().or(self.root.as_ref())
+    }
+
+    /// The root key of `epoch`, if it is the root or the next root.
+    pub fn root_of_epoch(&self, epoch: u64) -> Option<&RootKey> {
+        [self.root.as_ref(), self.next_root.as_ref()].into_iter().flatten().find(|r| r.epoch == epoch)
+    }
+
+    /// Every wrapped entry under root epoch `epoch`: log key versions (`None`, version) and
+    /// key versions (`Some(key)`, version). What `ReplaceRoot` must re-wrap.
+    pub fn wrapped_under(&self, epoch: u64) -> Vec<(Option<Uuid>, u32, &WrappedMaterial)> {
+        let log = self.log_keys.iter().filter(|(_, w)| w.root_epoch == epoch).map(|(v, w)| (None, *v, w));
+        let keys = self.keys.values().flat_map(|k| {
+            k.versions.iter().filter_map(move |v| {
+                v.material.as_ref().filter(|m| m.root_epoch == epoch).map(|m| (Some(k.id), v.version, m))
+            })
+        });
+        log.chain(keys).collect()
+    }
+
     /// The wrapped versions of the log key.
     pub fn log_keys(&self) -> &BTreeMap<u32, WrappedMaterial> {
         &self.log_keys
     }
 
     pub fn keyring(&self) -> Keyring {
-        Keyring { root: self.root.clone(), keygen: self.keygen.clone(), log_keys: self.log_keys.clone() }
+        Keyring {
+            root: self.root.clone(),
+            keygen: self.keygen.clone(),
+            next_root: self.next_root.clone(),
+            log_keys: self.log_keys.clone(),
+        }
     }
 
     /// A store holding only `keyring`: what a sealed node knows before it can open its snapshot.
     pub fn from_keyring(keyring: Keyring) -> Self {
-        Self { root: keyring.root, keygen: keyring.keygen, log_keys: keyring.log_keys, ..Self::default() }
+        Self {
+            root: keyring.root,
+            keygen: keyring.keygen,
+            next_root: keyring.next_root,
+            log_keys: keyring.log_keys,
+            ..Self::default()
+        }
     }
 
     pub fn key_count(&self) -> usize {
@@ -153,12 +195,39 @@ impl KeyStore {
                 }
                 return record.outcome.clone();
             }
+            // Material wrapped under a replaced root is refused before the token records
+            // anything: the proposer re-wraps and proposes again under the same token.
+            self.check_wrapped_epochs(command)?;
             let outcome = self.apply_inner(command);
             let record = TokenRecord { fingerprint, outcome: outcome.clone(), at_ms: now_ms };
             self.tokens.insert(token.to_string(), record);
             return outcome;
         }
+        self.check_wrapped_epochs(command)?;
         self.apply_inner(command)
+    }
+
+    /// New material must be wrapped under the root or, while one waits, the next root; under
+    /// an older root it is `StaleRoot`, which the proposer handles by wrapping again.
+    fn check_wrapped_epochs(&self, command: &Command) -> Result<(), KmsError> {
+        let wrapped = match command {
+            Command::CreateKey { material, .. } | Command::RotateKey { material, .. } => material,
+            Command::AddLogKey { key, .. } => key,
+            _ => return Ok(()),
+        };
+        let Some(root) = &self.root else {
+            return Err(KmsError::InvalidState("the cluster is not initialised: run keyquorum cluster init".into()));
+        };
+        if wrapped.root_epoch < root.epoch {
+            return Err(KmsError::StaleRoot(format!(
+                "material wrapped under root epoch {}, which was replaced by epoch {}",
+                wrapped.root_epoch, root.epoch
+            )));
+        }
+        if self.root_of_epoch(wrapped.root_epoch).is_none() {
+            return Err(KmsError::Invalid(format!("material wrapped under unknown root epoch {}", wrapped.root_epoch)));
+        }
+        Ok(())
     }
 
     fn running_keygen(&mut self, epoch: u64) -> Result<&mut KeyGenRound, KmsError> {
@@ -179,8 +248,19 @@ impl KeyStore {
     fn apply_inner(&mut self, command: &Command) -> CommandResult {
         match command {
             Command::StartKeyGen { epoch, participants, .. } => {
-                if self.root.is_some() {
-                    return Err(KmsError::AlreadyExists("the cluster root key is already initialised".into()));
+                // With a root key, a round is a resharing: it makes the next root key.
+                if self.next_root.is_some() {
+                    return Err(KmsError::InvalidState(
+                        "a new root key is waiting to replace the current one; start another round after it has".into(),
+                    ));
+                }
+                if let Some(root) = &self.root {
+                    if *epoch <= root.transcript.epoch {
+                        return Err(KmsError::AlreadyExists(format!(
+                            "key generation round {epoch} is over: round {} made the current root key",
+                            root.transcript.epoch
+                        )));
+                    }
                 }
                 if let Some(round) = &self.keygen {
                     if round.epoch == *epoch && round.participants == *participants {
@@ -211,7 +291,56 @@ impl KeyStore {
                     .enumerate()
                     .map(|(index, (id, _))| (*id, RootHolder { share_index: index as u64 }))
                     .collect();
-                self.root = Some(RootKey { epoch: 1, public_key_set, holders, transcript: round.transcript() });
+                let epoch = self.root.as_ref().map_or(1, |r| r.epoch + 1);
+                let made = RootKey { epoch, public_key_set, holders, transcript: round.transcript() };
+                if self.root.is_some() {
+                    self.next_root = Some(made);
+                } else {
+                    self.root = Some(made);
+                }
+                Ok(Applied::Done)
+            }
+            Command::ReplaceRoot { epoch, log_keys, materials, log_key, .. } => {
+                let (Some(root), Some(next)) = (&self.root, &self.next_root) else {
+                    return Err(KmsError::InvalidState("no new root key is waiting to replace the root".into()));
+                };
+                if next.epoch != *epoch {
+                    return Err(KmsError::InvalidState(format!(
+                        "root epoch {epoch} is not the one waiting (epoch {})",
+                        next.epoch
+                    )));
+                }
+                if log_key.root_epoch != *epoch {
+                    return Err(KmsError::Invalid(format!("the new log key is not wrapped under root epoch {epoch}")));
+                }
+                // Everything still under the old root must be re-wrapped, or nothing is.
+                let old = root.epoch;
+                let missing = self
+                    .wrapped_under(old)
+                    .into_iter()
+                    .filter(|(key, version, _)| match key {
+                        None => !log_keys.contains_key(version),
+                        Some(id) => !materials.get(id).is_some_and(|m| m.contains_key(version)),
+                    })
+                    .count();
+                if missing > 0 {
+                    return Err(KmsError::InvalidState(format!(
+                        "{missing} entries under root epoch {old} are not re-wrapped; re-read and retry"
+                    )));
+                }
+                for (version, w) in self.log_keys.iter_mut().filter(|(_, w)| w.root_epoch == old) {
+                    rewrap(w, *epoch, &log_keys[version]);
+                }
+                for k in self.keys.values_mut() {
+                    for v in &mut k.versions {
+                        if let Some(w) = v.material.as_mut().filter(|w| w.root_epoch == old) {
+                            rewrap(w, *epoch, &materials[&k.id][&v.version]);
+                        }
+                    }
+                }
+                self.root = self.next_root.take();
+                let version = self.log_keys.last_key_value().map_or(1, |(v, _)| v + 1);
+                self.log_keys.insert(version, log_key.clone());
                 Ok(Applied::Done)
             }
             Command::AddLogKey { version, key, .. } => {
@@ -224,8 +353,9 @@ impl KeyStore {
                         "log key version {version} cannot be added: the next version is {next}"
                     )));
                 }
+                // Log keys follow the root; `ReplaceRoot` brings its own.
                 if key.root_epoch != root.epoch {
-                    return Err(KmsError::InvalidState(format!(
+                    return Err(KmsError::StaleRoot(format!(
                         "log key wrapped under root epoch {} but the root is at {}",
                         key.root_epoch, root.epoch
                     )));
@@ -351,21 +481,20 @@ impl KeyStore {
         Ok(())
     }
 
+    /// The wrapping's epoch was checked before (`check_wrapped_epochs`); here, its fit.
     fn check_material(&self, spec: KeySpec, material: &WrappedMaterial) -> Result<(), KmsError> {
-        let Some(root) = &self.root else {
-            return Err(KmsError::InvalidState("the cluster is not initialised: run keyquorum cluster init".into()));
-        };
-        if material.root_epoch != root.epoch {
-            return Err(KmsError::InvalidState(format!(
-                "material wrapped under root epoch {} but the current epoch is {}; retry",
-                material.root_epoch, root.epoch
-            )));
-        }
         if (spec == KeySpec::EccNistP384) != material.public_key.is_some() {
             return Err(KmsError::Invalid(format!("material does not fit key spec {}", spec.name())));
         }
         Ok(())
     }
+}
+
+/// Replaces a wrapping with the same material wrapped under another root: the key-check value
+/// and public point stay, so a wrong re-wrap shows as a key-check mismatch at unwrap.
+fn rewrap(w: &mut WrappedMaterial, epoch: u64, ciphertext: &[u8]) {
+    w.root_epoch = epoch;
+    w.ciphertext = ciphertext.to_vec();
 }
 
 fn destroy(k: &mut Key, now_ms: u64) {

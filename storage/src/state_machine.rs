@@ -141,15 +141,22 @@ impl SharedState {
         *self.sealed_tx.borrow()
     }
 
+    /// Changes whenever this node becomes sealed on a version, or unsealed.
+    pub fn sealed_watch(&self) -> watch::Receiver<Option<u32>> {
+        self.sealed_tx.subscribe()
+    }
+
     /// The log key versions this node holds; the node installs the ones it unwraps here.
     pub fn cipher(&self) -> &Arc<LogCipher> {
         &self.cipher
     }
 
     /// Applies what waited for a log key, as far as the versions now held allow. The node
-    /// calls it after installing a version.
+    /// calls it after installing a version. If openraft's `apply` holds the backlog, it is
+    /// waiting for a version itself and goes on by itself once that one is installed; waiting
+    /// for it here could wait for a later version this caller is the one to unwrap.
     pub async fn resume(&self) -> Result<()> {
-        let mut backlog = self.backlog.lock().await;
+        let Ok(mut backlog) = self.backlog.try_lock() else { return Ok(()) };
         self.drain(&mut backlog, &mut BTreeMap::new())
     }
 

@@ -1,7 +1,8 @@
 //! The invariants, one per file. Raft safety is checked as events happen (see
 //! `history::Recorder::{leader, applied}`) and again here from the record; the others run on
-//! the finished history.
+//! the finished history; custody on the converged members' state.
 
+pub mod custody;
 pub mod disabled_unusable;
 pub mod linearizable;
 pub mod no_lost_writes;
