@@ -120,3 +120,43 @@ async fn nothing_confidential_is_on_disk_and_a_killed_cluster_unseals_itself() {
     .await
     .expect("test exceeded 240 s");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_file_sealed_under_a_passphrase_opens_only_with_it() {
+    tokio::time::timeout(Duration::from_secs(240), async {
+        let mut cluster = Cluster::start(3);
+        let pass = cluster.dir.path().join("node-1-passphrase");
+        std::fs::write(&pass, "correct horse battery staple\n").unwrap();
+        cluster.kill(1);
+        cluster.configure(1, &format!("identity_passphrase_file = \"{}\"", pass.display()));
+        cluster.spawn(1);
+        cluster.init().await;
+        let file = std::fs::read(cluster.data_dir(1).join("identity.key")).unwrap();
+        assert!(file.starts_with(b"keyquorum identity keys v2 sealed\n"), "node 1's identity keys are not sealed");
+        assert!(std::fs::read(cluster.data_dir(2).join("identity.key"))
+            .unwrap()
+            .starts_with(b"keyquorum identity keys v2 clear\n"));
+
+        // A wrong passphrase: the node refuses to start, and says why.
+        cluster.kill(1);
+        std::fs::write(&pass, "correct horse battery stapler\n").unwrap();
+        cluster.spawn(1);
+        assert!(!cluster.exited(1).await.success());
+        assert!(cluster.log(1).contains("the passphrase does not open it"), "{}", cluster.log(1));
+
+        // The right one: it starts, unseals from its peers and holds its share again.
+        std::fs::write(&pass, "correct horse battery staple\n").unwrap();
+        cluster.spawn(1);
+        eventually("node 1 is back, unsealed, holding its share", || async {
+            let s = cluster.local_status(1).await?;
+            if !s.sealed && s.holds_share {
+                Ok(())
+            } else {
+                Err(Status::unavailable(format!("{s:?}")))
+            }
+        })
+        .await;
+    })
+    .await
+    .expect("test exceeded 240 s");
+}

@@ -100,6 +100,37 @@ impl Cluster {
         self.children.insert(id, child);
     }
 
+    /// Waits (at most 30 s) for node `id`'s process to exit by itself; its exit status.
+    pub async fn exited(&mut self, id: u64) -> std::process::ExitStatus {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let child = self.children.get_mut(&id).expect("node was spawned");
+            if let Some(status) = child.try_wait().unwrap() {
+                self.children.remove(&id);
+                return status;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "node {id} is still running after 30 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The node's data dir and its log file.
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.node_dir(id).join("data")
+    }
+
+    pub fn log(&self, id: u64) -> String {
+        std::fs::read_to_string(self.node_dir(id).join("node.log")).unwrap_or_default()
+    }
+
+    /// Puts `line` at the top of node `id`'s config (top-level keys go before the tables);
+    /// takes effect at its next start.
+    pub fn configure(&self, id: u64, line: &str) {
+        let path = self.node_dir(id).join("config.toml");
+        let config = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, format!("{line}\n{config}")).unwrap();
+    }
+
     /// kill -9.
     pub fn kill(&mut self, id: u64) {
         if let Some(mut child) = self.children.remove(&id) {
