@@ -69,6 +69,19 @@ pub enum Commands {
         #[arg(long, default_value_t = 7401)]
         base_port: u16,
     },
+    /// Measure Encrypt latency against a running cluster: cold (first use of a key at a node,
+    /// which unwraps it with t+1 decryption shares) and warm (cached material). Creates keys at
+    /// the first endpoint and uses them at the second.
+    Bench {
+        /// Cold Encrypts to time (one new key each).
+        #[arg(long, default_value_t = 50)]
+        cold: usize,
+        /// Warm Encrypts to time.
+        #[arg(long, default_value_t = 1000)]
+        warm: usize,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Key lifecycle.
     Key {
         #[command(subcommand)]
@@ -423,16 +436,20 @@ fn key_json(key: &pb::KeyMetadata) -> serde_json::Value {
     })
 }
 
-fn client(common: &Common) -> anyhow::Result<Client> {
-    let tls = match (&common.tls_ca, &common.tls_cert, &common.tls_key, common.plaintext) {
+/// The client's mTLS configuration, `None` with `--plaintext`.
+fn tls(common: &Common) -> anyhow::Result<Option<client::ClientTlsConfig>> {
+    Ok(match (&common.tls_ca, &common.tls_cert, &common.tls_key, common.plaintext) {
         (_, _, _, true) => None,
         (Some(ca), Some(cert), Some(key), false) => Some(Credentials::read(ca, cert, key)?.client_config()),
         _ => bail!(
             "no TLS credentials: give --tls-ca, --tls-cert and --tls-key (or KEYQUORUM_TLS_CA, KEYQUORUM_TLS_CERT, \
              KEYQUORUM_TLS_KEY; `keyquorum dev` prints them), or --plaintext for a cluster running without TLS"
         ),
-    };
-    Ok(Client::new(&common.endpoints, tls)?)
+    })
+}
+
+fn client(common: &Common) -> anyhow::Result<Client> {
+    Ok(Client::new(&common.endpoints, tls(common)?)?)
 }
 
 /// Runs a client or cluster command.
@@ -440,6 +457,9 @@ pub async fn run_client(command: Commands) -> anyhow::Result<()> {
     match command {
         Commands::Server { .. } | Commands::Dev { .. } => bail!("not a client command"),
         Commands::Cert { command } => cert_command(command),
+        Commands::Bench { cold, warm, common } => {
+            crate::bench::run(&common.endpoints, tls(&common)?, cold, warm, common.output).await
+        }
         Commands::Key { command, common } => key_command(command, &common).await,
         Commands::Encrypt { key, io, common } => {
             let c = client(&common)?;

@@ -5,6 +5,7 @@
 //! and process signals. Node code reads time only through `tokio::time` and the injected
 //! [`node::Clock`], and randomness only from its injected [`crypto::SecureRng`].
 
+mod bench;
 pub mod cli;
 pub mod config;
 mod convert;

@@ -103,6 +103,24 @@ async fn every_call_needs_a_certificate_from_the_cluster_ca_with_the_right_role(
 
         // The cluster still works for its own operator.
         list_keys(&cluster.client()).await.unwrap();
+
+        // And `keyquorum bench` measures it over mTLS (a smoke test: figures are for the note).
+        let tls = cluster.dir.path().join("tls");
+        let out = Command::new(env!("CARGO_BIN_EXE_keyquorum"))
+            .args(["bench", "--cold", "2", "--warm", "5", "--output", "json", "--endpoints"])
+            .arg(format!("{},{}", cluster.addrs[&1], cluster.addrs[&2]))
+            .arg("--tls-ca")
+            .arg(tls.join("ca.pem"))
+            .arg("--tls-cert")
+            .arg(tls.join("admin.pem"))
+            .arg("--tls-key")
+            .arg(tls.join("admin.key"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let figures: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!((figures["cold_encrypt"]["n"].as_u64(), figures["warm_encrypt"]["n"].as_u64()), (Some(2), Some(5)));
+        assert!(figures["warm_encrypt"]["p50_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{figures}");
     })
     .await;
 }

@@ -1,0 +1,144 @@
+//! `keyquorum bench`: latency of the two paths that matter for custody, against a running
+//! cluster. A **cold** call is the first use of a key version at a node that has not cached it:
+//! read index, t+1 decryption shares gathered over mTLS, combine, key-check, then AES. A
+//! **warm** call finds the material cached and pays the read index and AES only. Keys are
+//! created at the first endpoint and used at the second, so every first use is cold.
+
+use std::time::{Duration, Instant};
+
+use client::{pb, Client, ClientTlsConfig};
+
+use crate::cli::Output;
+
+/// Latency figures of one kind of call.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Figures {
+    n: usize,
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+    per_second: f64,
+}
+
+impl Figures {
+    fn of(mut samples: Vec<Duration>, wall: Duration) -> Self {
+        samples.sort();
+        let n = samples.len();
+        // Nearest rank: the smallest sample with at least q% of the samples at or below it.
+        let at = |q: usize| samples.get((n * q).div_ceil(100).max(1) - 1).copied().unwrap_or_default();
+        Self { n, p50: at(50), p99: at(99), max: at(100), per_second: n as f64 / wall.as_secs_f64().max(1e-9) }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        serde_json::json!({
+            "n": self.n, "p50_ms": ms(self.p50), "p99_ms": ms(self.p99), "max_ms": ms(self.max),
+            "per_second": self.per_second,
+        })
+    }
+
+    fn line(&self, what: &str) -> String {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        format!(
+            "{what:<44} n={:<5} p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms  {:>7.0}/s",
+            self.n,
+            ms(self.p50),
+            ms(self.p99),
+            ms(self.max),
+            self.per_second
+        )
+    }
+}
+
+async fn encrypt(c: &Client, key: &str) -> anyhow::Result<Duration> {
+    let req = pb::EncryptRequest {
+        key: key.to_string(),
+        plaintext: b"keyquorum bench".to_vec(),
+        encryption_context: Default::default(),
+        consistency: None,
+    };
+    let started = Instant::now();
+    c.kms(|mut k| {
+        let req = req.clone();
+        async move { k.encrypt(req).await }
+    })
+    .await
+    .map_err(|s| anyhow::anyhow!("encrypt under {key} failed: {}", s.message()))?;
+    Ok(started.elapsed())
+}
+
+/// Runs `cold` cold and `warm` warm Encrypts, one at a time, and prints the figures.
+pub(crate) async fn run(
+    endpoints: &[String],
+    tls: Option<ClientTlsConfig>,
+    cold: usize,
+    warm: usize,
+    output: Output,
+) -> anyhow::Result<()> {
+    let [creator, user, ..] = endpoints else {
+        anyhow::bail!("bench needs two endpoints: keys are created at the first and used at the second");
+    };
+    let at_creator = Client::new(&[creator], tls.clone())?;
+    let at_user = Client::new(&[user], tls)?;
+    let run_id: u32 = rand::random();
+    let mut keys = Vec::with_capacity(cold.max(1));
+    for i in 0..cold.max(1) {
+        let req = pb::CreateKeyRequest {
+            spec: pb::KeySpec::Aes256GcmSiv as i32,
+            description: "keyquorum bench".into(),
+            idempotency_token: format!("bench-{run_id:08x}-{i}"),
+            ..Default::default()
+        };
+        let created = at_creator
+            .kms(|mut k| {
+                let req = req.clone();
+                async move { k.create_key(req).await }
+            })
+            .await
+            .map_err(|s| anyhow::anyhow!("creating a bench key failed: {}", s.message()))?;
+        keys.push(created.key.map(|k| k.key_id).unwrap_or_default());
+    }
+    let started = Instant::now();
+    let mut samples = Vec::with_capacity(cold);
+    for key in keys.iter().take(cold) {
+        samples.push(encrypt(&at_user, key).await?);
+    }
+    let cold_figures = Figures::of(samples, started.elapsed());
+    let started = Instant::now();
+    let mut samples = Vec::with_capacity(warm);
+    for _ in 0..warm {
+        samples.push(encrypt(&at_user, &keys[0]).await?);
+    }
+    let warm_figures = Figures::of(samples, started.elapsed());
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({"endpoint": user, "cold_encrypt": cold_figures.json(), "warm_encrypt": warm_figures.json()})
+        ),
+        Output::Text => {
+            println!("{}", cold_figures.line(&format!("cold Encrypt (unwrap with t+1 shares) at {user}")));
+            println!("{}", warm_figures.line(&format!("warm Encrypt (cached material) at {user}")));
+            println!(
+                "one call at a time, linearizable; {} bench keys left behind (disable or schedule deletion)",
+                keys.len()
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_come_from_the_sorted_samples() {
+        let samples: Vec<Duration> = (1..=100).rev().map(Duration::from_millis).collect();
+        let f = Figures::of(samples, Duration::from_secs(1));
+        let ms = Duration::from_millis;
+        assert_eq!((f.n, f.p50, f.p99, f.max), (100, ms(50), ms(99), ms(100)));
+        assert_eq!(f.per_second, 100.0);
+        let empty = Figures::of(Vec::new(), Duration::from_secs(1));
+        assert_eq!((empty.n, empty.p50), (0, Duration::ZERO));
+    }
+}
