@@ -287,21 +287,37 @@ impl<C: Connector> Node<C> {
                     attempts += 1;
                     tracing::debug!(%why, "root rotated under a proposal: wrapping again");
                     let stale = wrapped.root_epoch;
-                    let mut applied = self.state.applied_index();
-                    let newer = async {
-                        while self.state.read().store.newest_root().is_none_or(|r| r.epoch <= stale) {
-                            if applied.changed().await.is_err() {
-                                return Err(NodeError::Unavailable("state machine stopped".into()));
-                            }
-                        }
-                        Ok(())
-                    };
-                    tokio::time::timeout(self.request_timeout(), newer)
-                        .await
-                        .map_err(|_| no_quorum(self.config.raft.request_timeout_ms))??;
+                    let newer = |s: &raft::KeyStore| s.newest_root().filter(|r| r.epoch > stale).map(drop);
+                    self.wait_for_state(self.request_timeout(), newer)
+                        .await?
+                        .ok_or_else(|| no_quorum(self.config.raft.request_timeout_ms))?;
                 }
                 other => return other.map(|applied| (applied, material, wrapped)),
             }
+        }
+    }
+
+    /// Waits, at most `timeout`, until `found` finds what it looks for in this node's applied
+    /// state; `None` if it did not in time.
+    pub(crate) async fn wait_for_state<T>(
+        &self,
+        timeout: Duration,
+        found: impl Fn(&raft::KeyStore) -> Option<T>,
+    ) -> Result<Option<T>> {
+        let mut applied = self.state.applied_index();
+        let wait = async {
+            loop {
+                if let Some(t) = found(&self.state.read().store) {
+                    return Ok(t);
+                }
+                if applied.changed().await.is_err() {
+                    return Err(NodeError::Unavailable("the state machine stopped".into()));
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(result) => result.map(Some),
+            Err(_) => Ok(None),
         }
     }
 

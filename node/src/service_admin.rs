@@ -68,24 +68,14 @@ impl<C: Connector> AdminService<C> {
                 self.0.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
             crate::reshare::start_round(&self.0, &voters).await?;
         }
-        let mut applied = self.0.state.applied_index();
-        let rotated = async {
-            loop {
-                if let Some(root) = self.0.state.read().store.root().filter(|r| r.epoch > before) {
-                    return Ok(root.clone());
-                }
-                if applied.changed().await.is_err() {
-                    return Err(NodeError::Unavailable("the state machine stopped".into()));
-                }
-            }
-        };
-        let root = tokio::time::timeout(KEYGEN_WAIT * 2, rotated).await.map_err(|_| {
+        let rotated = |s: &raft::KeyStore| s.root().filter(|r| r.epoch > before).cloned();
+        let root = self.0.wait_for_state(KEYGEN_WAIT * 2, rotated).await?.ok_or_else(|| {
             NodeError::Unavailable(format!(
                 "the new root key is not in force after {} s: are a majority of the voters up? \
                  It keeps going in the background; `cluster status` shows the root epoch",
                 (KEYGEN_WAIT * 2).as_secs()
             ))
-        })??;
+        })?;
         let shares_needed = crypto::threshold::shares_needed(&root.public_key_set)? as u32;
         Ok(pb::RotateRootResponse {
             root_epoch: root.epoch,
@@ -141,24 +131,14 @@ impl<C: Connector> AdminService<C> {
                 }
             }
         }
-        let mut applied = self.0.state.applied_index();
-        let generated = async {
-            loop {
-                if let Some(root) = self.0.state.read().store.root() {
-                    return Ok(root.clone());
-                }
-                if applied.changed().await.is_err() {
-                    return Err(NodeError::Unavailable("the state machine stopped".into()));
-                }
-            }
-        };
-        let root = tokio::time::timeout(KEYGEN_WAIT, generated).await.map_err(|_| {
+        let generated = |s: &raft::KeyStore| s.root().cloned();
+        let root = self.0.wait_for_state(KEYGEN_WAIT, generated).await?.ok_or_else(|| {
             NodeError::Unavailable(format!(
                 "the root key generation has not finished within {} s: are a majority of the members up? \
                  Run init again to keep waiting",
                 KEYGEN_WAIT.as_secs()
             ))
-        })??;
+        })?;
         // Then the log key, so the cluster is ready for clients when Init returns.
         self.0.ensure_log_key().await?;
         let needed = crypto::threshold::shares_needed(&root.public_key_set)?;
