@@ -268,6 +268,10 @@ pub enum KeyCommand {
         /// Automatic rotation period in days.
         #[arg(long)]
         rotation_days: Option<u32>,
+        /// Only nodes in these regions may hold the key's material (comma-separated); default:
+        /// every region.
+        #[arg(long, value_delimiter = ',')]
+        allowed_regions: Vec<String>,
     },
     Describe {
         key: String,
@@ -300,6 +304,13 @@ pub enum KeyCommand {
     DisableVersion {
         key: String,
         version: u32,
+    },
+    /// Restrict where the key's material may be held: `key set-regions KEY eu-west,eu-central`;
+    /// no regions lifts the restriction.
+    SetRegions {
+        key: String,
+        #[arg(value_delimiter = ',')]
+        regions: Vec<String>,
     },
 }
 
@@ -406,8 +417,13 @@ fn print_key(output: Output, key: Option<pb::KeyMetadata>) -> anyhow::Result<()>
         Output::Text => {
             let state = pb::KeyState::try_from(key.state).map(|s| s.as_str_name()).unwrap_or("?");
             let spec = pb::KeySpec::try_from(key.spec).map(|s| s.as_str_name()).unwrap_or("?");
+            let regions = if key.allowed_regions.is_empty() {
+                String::new()
+            } else {
+                format!("  regions={}", key.allowed_regions.join(","))
+            };
             println!(
-                "{}  {spec}  {state}  v{}/{}  {}",
+                "{}  {spec}  {state}  v{}/{}  {}{regions}",
                 key.key_id,
                 key.primary_version,
                 key.version_count,
@@ -431,6 +447,7 @@ fn key_json(key: &pb::KeyMetadata) -> serde_json::Value {
         "version_count": key.version_count,
         "rotation_period_days": key.rotation_period_days,
         "next_rotation_ms": key.next_rotation_ms,
+        "allowed_regions": key.allowed_regions,
         "created_ms": key.created_ms,
         "updated_ms": key.updated_ms,
     })
@@ -663,7 +680,7 @@ async fn key_command(command: KeyCommand, common: &Common) -> anyhow::Result<()>
         }};
     }
     let key = match command {
-        KeyCommand::Create { alias, spec, description, rotation_days } => {
+        KeyCommand::Create { alias, spec, description, rotation_days, allowed_regions } => {
             let spec = match spec {
                 Spec::Aes256GcmSiv => pb::KeySpec::Aes256GcmSiv,
                 Spec::EccNistP384 => pb::KeySpec::EccNistP384,
@@ -678,6 +695,7 @@ async fn key_command(command: KeyCommand, common: &Common) -> anyhow::Result<()>
                     alias: alias.unwrap_or_default(),
                     idempotency_token: token(),
                     rotation_period_days: rotation_days.unwrap_or(0),
+                    allowed_regions,
                 }
             )
             .key
@@ -724,6 +742,13 @@ async fn key_command(command: KeyCommand, common: &Common) -> anyhow::Result<()>
         }
         KeyCommand::DisableVersion { key, version } => {
             call!(disable_key_version, pb::KeyVersionRequest { key, version, idempotency_token: token() }).key
+        }
+        KeyCommand::SetRegions { key, regions } => {
+            call!(
+                set_allowed_regions,
+                pb::SetAllowedRegionsRequest { key, allowed_regions: regions, idempotency_token: token() }
+            )
+            .key
         }
         KeyCommand::Versions { key } => {
             let r = call!(list_key_versions, pb::ListKeyVersionsRequest { key, consistency: None });

@@ -84,6 +84,7 @@ pub(crate) fn metadata(key: &Key, aliases: Vec<String>) -> pb::KeyMetadata {
         created_ms: key.created_ms,
         updated_ms: key.updated_ms,
         version_count: key.versions.len() as u32,
+        allowed_regions: key.allowed_regions.iter().cloned().collect(),
     }
 }
 

@@ -3,15 +3,16 @@
 //!
 //! **Architecture Invariant:** a node contributes a share only for a wrapped key that its own
 //! replicated state holds, for an enabled version of an enabled key, to a current member, named
-//! by its mTLS certificate (`tls::Caller`; only in plaintext mode by the request itself).
+//! by its mTLS certificate (`tls::Caller`; only in plaintext mode by the request itself), in
+//! one of the key's allowed regions (`region`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crypto::threshold::{self, Wrapped};
 use crypto::{CryptoError, SecretBytes};
 use proto::internal::{DecryptionShareReply, DecryptionShareRequest};
-use raft::{KeyRef, NodeId, WrappedMaterial};
+use raft::{Key, KeyRef, KeyVersion, NodeId, WrappedMaterial};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
@@ -23,7 +24,13 @@ impl<C: Connector> Node<C> {
     /// The plaintext material of `(key_id, version)`, from the cache or from t+1 shares.
     /// Concurrent requests for one uncached version share a single unwrap: the first does
     /// the share round, the others wait for it and read the cache.
-    pub async fn material(&self, key_id: Uuid, version: u32, wrapped: &WrappedMaterial) -> Result<SecretBytes> {
+    /// Refused (`OutOfRegion`) on a node outside the key's allowed regions.
+    pub async fn material(&self, key: &Key, version: &KeyVersion) -> Result<SecretBytes> {
+        self.check_region(key)?;
+        let (key_id, version, wrapped) = (key.id, version.version, version.material.as_ref());
+        let wrapped = wrapped.ok_or_else(|| {
+            NodeError::Kms(raft::KmsError::InvalidState(format!("key {key_id} version {version} is destroyed")))
+        })?;
         if let Some(m) = self.cache_get(key_id, version) {
             return Ok(m);
         }
@@ -235,10 +242,7 @@ impl<C: Connector> Node<C> {
         // Learn the version first if the requester is ahead of us.
         self.wait_applied(request.min_applied_index).await?;
         self.check_member(requester)?;
-        if request.rewrap {
-            self.check_rewrap(requester)?;
-        }
-        let wrapped = {
+        let (wrapped, allowed) = {
             let state = self.state.read();
             let key = state.store.resolve(&KeyRef::Id(key_id))?;
             let v = if request.rewrap {
@@ -247,10 +251,16 @@ impl<C: Connector> Node<C> {
                 key.version_for(key.spec.usage(), request.version)
                     .map_err(|e| NodeError::Kms(raft::KmsError::InvalidState(format!("share refused: {e}"))))?
             };
-            v.material
+            let wrapped = v
+                .material
                 .clone()
-                .ok_or_else(|| NodeError::Kms(raft::KmsError::InvalidState("version is destroyed".into())))?
+                .ok_or_else(|| NodeError::Kms(raft::KmsError::InvalidState("version is destroyed".into())))?;
+            (wrapped, key.allowed_regions.clone())
         };
+        self.check_requester_region(requester, key_id, &allowed)?;
+        if request.rewrap {
+            self.check_rewrap(requester, &allowed)?;
+        }
         let reply = self.share_of(request, (key_id, request.version), &wrapped, || {
             format!("key {key_id} version {}", request.version)
         })?;
@@ -307,13 +317,34 @@ impl<C: Connector> Node<C> {
         Ok(())
     }
 
+    /// Shares of a region-restricted key go only to members whose membership entry names one
+    /// of its regions.
+    fn check_requester_region(&self, requester: NodeId, key_id: Uuid, allowed: &BTreeSet<String>) -> Result<()> {
+        if allowed.is_empty() {
+            return Ok(());
+        }
+        let region = self.region_of(requester).unwrap_or_default();
+        if !allowed.contains(&region) {
+            return Err(NodeError::PermissionDenied(format!(
+                "key {key_id} may be unwrapped only in regions {allowed:?}; node {requester} is in region {region:?}: \
+                 no share"
+            )));
+        }
+        Ok(())
+    }
+
     /// Shares for re-wrapping (of any non-destroyed version, whatever its key's state) go only
-    /// to this node's current leader, only while a new root key waits to replace the root.
-    fn check_rewrap(&self, requester: NodeId) -> Result<()> {
+    /// while a new root key waits to replace the root, and only to this node's current leader
+    /// or, for a key restricted to regions the leader is not in, to a node in them (the
+    /// leader's delegate, `region::rewrap_for`).
+    fn check_rewrap(&self, requester: NodeId, allowed: &BTreeSet<String>) -> Result<()> {
         if self.state.read().store.next_root().is_none() {
             return Err(NodeError::PermissionDenied("no root rotation is under way: no re-wrap shares".into()));
         }
-        if self.leader().map(|(id, _)| id) != Some(requester) {
+        let leader = self.leader().map(|(id, _)| id);
+        let leader_outside = !allowed.is_empty()
+            && leader.and_then(|l| self.region_of(l)).is_none_or(|region| !allowed.contains(&region));
+        if leader != Some(requester) && !leader_outside {
             return Err(NodeError::PermissionDenied(format!(
                 "node {requester} asked for re-wrap shares but is not this node's leader"
             )));

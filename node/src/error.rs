@@ -26,6 +26,10 @@ pub enum NodeError {
     /// A ciphertext or signature that does not check out.
     #[error("{0}")]
     Crypto(#[from] CryptoError),
+    /// The key's material may be held only by nodes in other regions than this node's: the
+    /// service forwards the call to a node there, so clients see this only when none answers.
+    #[error("{key} may be used only by nodes in regions {allowed:?}; this node is in region {region:?}")]
+    OutOfRegion { key: String, allowed: std::collections::BTreeSet<String>, region: String },
     /// Fatal: storage or an invariant broke on this node.
     #[error("internal error: {0}")]
     Internal(String),
@@ -61,6 +65,7 @@ impl From<NodeError> for Status {
                 CryptoError::NotEnoughShares { .. } => Code::Unavailable,
                 _ => Code::Internal,
             },
+            NodeError::OutOfRegion { .. } => Code::Unavailable,
             NodeError::Internal(_) => Code::Internal,
         };
         Status::new(code, e.to_string())

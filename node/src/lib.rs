@@ -17,6 +17,7 @@ pub mod identity;
 mod keygen;
 pub mod network;
 pub mod node;
+mod region;
 mod reshare;
 pub mod server;
 mod service_admin;

@@ -558,6 +558,7 @@ impl<C: Connector> Node<C> {
                 let Ok(key) = state.store.resolve(&KeyRef::Id(id)) else { return false };
                 let Ok(v) = key.version(version) else { return false };
                 key.state == KeyState::Enabled
+                    && key.allows_region(&self.config.region)
                     && v.state == VersionState::Enabled
                     && v.material.as_ref().is_some_and(|m| m.root_epoch == epoch)
             };

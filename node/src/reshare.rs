@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proto::internal::IdentityRequest;
-use raft::{Command, KeySpec, NodeId, RootKey, WrappedMaterial};
+use raft::{Command, KeyRef, KeySpec, NodeId, RootKey, WrappedMaterial};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
@@ -148,6 +148,17 @@ async fn replace_root<C: Connector>(node: &Arc<Node<C>>, root: &RootKey, epoch: 
             let node = node.clone();
             let pks = next.public_key_set.clone();
             running.spawn(async move {
+                // A key this node's region may not hold is re-wrapped by a node in its regions.
+                let allowed = key.and_then(|id| {
+                    let s = node.state.read();
+                    s.store.resolve(&KeyRef::Id(id)).ok().map(|k| k.allowed_regions.clone())
+                });
+                if let (Some(id), Some(allowed)) = (key, allowed) {
+                    if !node.in_regions(&allowed) {
+                        let ciphertext = node.rewrap_delegated(id, version, &allowed, epoch).await?;
+                        return Ok::<_, NodeError>((key, version, ciphertext));
+                    }
+                }
                 let material = match key {
                     None => node.unwrap_log_key(version).await?,
                     Some(id) => node.material_for_rewrap(id, version, &wrapped).await?,

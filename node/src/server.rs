@@ -178,13 +178,19 @@ async fn keep_log_keys<C: Connector>(node: Arc<Node<C>>) {
 
 /// The leader proposes what time makes due: automatic rotations and destruction of keys
 /// whose deletion window has passed. Deduplicated by the commands themselves
-/// (`if_primary_is`, `DestroyDue`), so a stale leader proposing too is harmless.
+/// (`if_primary_is`, `DestroyDue`), so a stale leader proposing too is harmless. A due key
+/// the leader's region may not hold is rotated by the nodes in its regions instead: they make
+/// its new material.
 async fn leader_duties<C: Connector>(node: Arc<Node<C>>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if !node.is_leader() || node.state.sealed().is_some() {
+        if node.state.sealed().is_some() {
+            continue;
+        }
+        if !node.is_leader() {
+            rotate_due(&node, node.now_ms()).await;
             continue;
         }
         if node.state.read().store.root().is_some() {
@@ -194,18 +200,8 @@ async fn leader_duties<C: Connector>(node: Arc<Node<C>>) {
             }
         }
         let now_ms = node.now_ms();
-        let (due, destroy) = {
-            let s = node.state.read();
-            (s.store.rotations_due(now_ms), s.store.destruction_due(now_ms))
-        };
-        for (id, primary, spec) in due {
-            let Ok((_, material)) = node.new_material(spec) else { continue };
-            let command =
-                Command::RotateKey { key: KeyRef::Id(id), token: None, material, if_primary_is: Some(primary), now_ms };
-            if let Err(e) = node.propose(command).await {
-                tracing::warn!(%id, error = %e, "automatic rotation failed; will retry");
-            }
-        }
+        let destroy = node.state.read().store.destruction_due(now_ms);
+        rotate_due(&node, now_ms).await;
         if destroy {
             match node.propose(Command::DestroyDue { now_ms }).await {
                 Ok(Applied::Destroyed(ids)) => {
@@ -217,6 +213,34 @@ async fn leader_duties<C: Connector>(node: Arc<Node<C>>) {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "destroying due keys failed; will retry"),
             }
+        }
+    }
+}
+
+/// Proposes the automatic rotations due that are this node's to make: on the leader, those of
+/// keys its region may hold; elsewhere, those of keys the leader's region may not hold but
+/// this node's may.
+async fn rotate_due<C: Connector>(node: &Node<C>, now_ms: u64) {
+    let leader = node.is_leader();
+    let leader_region = node.leader().and_then(|(id, _)| node.region_of(id));
+    let due: Vec<_> = {
+        let s = node.state.read();
+        s.store
+            .rotations_due(now_ms)
+            .into_iter()
+            .filter(|(id, _, _)| {
+                let Ok(key) = s.store.resolve(&KeyRef::Id(*id)) else { return false };
+                let leader_may_not = leader_region.as_deref().is_some_and(|r| !key.allows_region(r));
+                node.in_regions(&key.allowed_regions) && (leader || leader_may_not)
+            })
+            .collect()
+    };
+    for (id, primary, spec) in due {
+        let Ok((_, material)) = node.new_material(spec) else { continue };
+        let command =
+            Command::RotateKey { key: KeyRef::Id(id), token: None, material, if_primary_is: Some(primary), now_ms };
+        if let Err(e) = node.propose(command).await {
+            tracing::warn!(%id, error = %e, "automatic rotation failed; will retry");
         }
     }
 }

@@ -6,9 +6,9 @@ use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapsho
 use proto::internal::internal_server::Internal;
 use proto::internal::{
     DecryptionShareReply, DecryptionShareRequest, HoldElectionsRequest, IdentityReply, IdentityRequest, InternalEmpty,
-    RaftPayload, ReadIndexReply, ReadIndexRequest, TimeoutNowRequest,
+    RaftPayload, ReadIndexReply, ReadIndexRequest, RewrapReply, RewrapRequest, TimeoutNowRequest,
 };
-use raft::{Command, TypeConfig};
+use raft::{Command, NodeId, TypeConfig};
 use tonic::{Request, Response, Status};
 
 use crate::network::{decode, encode, Connector};
@@ -97,18 +97,14 @@ impl<C: Connector> Internal for InternalService<C> {
         &self,
         request: Request<DecryptionShareRequest>,
     ) -> Result<Response<DecryptionShareReply>, Status> {
-        let requester = match Caller::of(&request)?.node_id()? {
-            Some(id) if id != request.get_ref().requester => {
-                return Err(Status::permission_denied(format!(
-                    "node {id}'s certificate asked for a share on behalf of node {}",
-                    request.get_ref().requester
-                )))
-            }
-            Some(id) => id,
-            // Plaintext mode: the requester names itself, unauthenticated.
-            None => request.get_ref().requester,
-        };
+        let requester = requester(&request, request.get_ref().requester)?;
         let reply = self.0.decryption_share_for(requester, request.get_ref()).await.map_err(Status::from)?;
+        Ok(Response::new(reply))
+    }
+
+    async fn rewrap(&self, request: Request<RewrapRequest>) -> Result<Response<RewrapReply>, Status> {
+        let requester = requester(&request, request.get_ref().requester)?;
+        let reply = self.0.rewrap_for(requester, request.get_ref()).await.map_err(Status::from)?;
         Ok(Response::new(reply))
     }
 
@@ -130,5 +126,17 @@ impl<C: Connector> Internal for InternalService<C> {
         // Bounded: a hostile or buggy peer can pause our elections for at most a minute.
         self.0.hold_elections(request.into_inner().hold_ms.min(60_000), false);
         Ok(Response::new(InternalEmpty {}))
+    }
+}
+
+/// The node a request comes from: the one its certificate names, which must be the one it
+/// `claims`; in plaintext mode the claim, unauthenticated.
+fn requester<T>(request: &Request<T>, claims: NodeId) -> Result<NodeId, Status> {
+    match Caller::of(request)?.node_id()? {
+        Some(id) if id != claims => {
+            Err(Status::permission_denied(format!("node {id}'s certificate made a request on behalf of node {claims}")))
+        }
+        Some(id) => Ok(id),
+        None => Ok(claims),
     }
 }

@@ -1,12 +1,15 @@
 //! The public KMS service (`keyquorum.v1.Kms`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::sync::Arc;
 
 use crypto::{ciphertext, ecdsa, MAX_PLAINTEXT_LEN};
 use proto::v1 as pb;
+use proto::v1::kms_client::KmsClient;
 use proto::v1::kms_server::Kms;
 use raft::{Applied, Command, Key, KeyChange, KeyRef, KeySpec, KeyUsage, DELETION_DAYS_DEFAULT};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -14,6 +17,7 @@ use crate::convert::{self, alias_name, consistency, key_ref};
 use crate::error::{NodeError, Result};
 use crate::network::Connector;
 use crate::node::{Consistency, Node};
+use crate::region::{regions_for_all, FORWARDED_BY};
 
 #[derive(Debug)]
 pub(crate) struct KmsService<C>(pub Arc<Node<C>>);
@@ -32,7 +36,38 @@ fn token(t: &str) -> Result<Option<String>> {
     }
 }
 
+/// The `allowed_regions` of a request, checked.
+fn allowed_regions(regions: Vec<String>) -> Result<BTreeSet<String>> {
+    let set: BTreeSet<String> = regions.into_iter().collect();
+    raft::check_regions(&set)?;
+    Ok(set)
+}
+
 impl<C: Connector> KmsService<C> {
+    /// Serves a call here or, when it needs the material of a key this node's region may not
+    /// hold (`OutOfRegion`), forwards it to a node in the key's regions (`region`).
+    async fn regional<T, R, S, SFut, F, FFut>(
+        &self,
+        request: Request<T>,
+        idempotent: bool,
+        serve: S,
+        forward: F,
+    ) -> std::result::Result<Response<R>, Status>
+    where
+        T: Clone,
+        S: FnOnce(T) -> SFut,
+        SFut: Future<Output = Result<R>>,
+        F: Fn(KmsClient<Channel>, Request<T>) -> FFut,
+        FFut: Future<Output = std::result::Result<Response<R>, Status>>,
+    {
+        let forwarded = request.metadata().contains_key(FORWARDED_BY);
+        let r = request.into_inner();
+        match serve(r.clone()).await {
+            Err(e @ NodeError::OutOfRegion { .. }) => self.0.forward_kms(e, forwarded, r, idempotent, forward).await,
+            other => ok(other),
+        }
+    }
+
     fn key_response(&self, applied: Applied) -> Result<pb::KeyResponse> {
         match applied {
             Applied::Key(key) => {
@@ -46,11 +81,18 @@ impl<C: Connector> KmsService<C> {
     async fn change(&self, key: &str, change: KeyChange, token: String) -> Result<pb::KeyResponse> {
         self.0.ensure_initialized().await?;
         let key = key_ref(key)?;
-        let evict =
-            matches!(change, KeyChange::Disable | KeyChange::ScheduleDeletion { .. } | KeyChange::DisableVersion(_));
+        let evict = matches!(
+            change,
+            KeyChange::Disable
+                | KeyChange::ScheduleDeletion { .. }
+                | KeyChange::DisableVersion(_)
+                | KeyChange::SetAllowedRegions(_)
+        );
         let token = (!token.is_empty()).then_some(token);
         let applied = self.0.propose(Command::Update { key, change, token, now_ms: self.0.now_ms() }).await?;
         if let (true, Applied::Key(k)) = (evict, &applied) {
+            // At once here; every node also sweeps its cache as it applies the change
+            // (`Node::sweep_cache`).
             self.0.cache_evict(k.id);
         }
         self.key_response(applied)
@@ -102,8 +144,7 @@ impl<C: Connector> KmsService<C> {
         if crate::failpoint("node::encrypt-with-previous-version") && version.version > 1 {
             version = key.version_for(KeyUsage::EncryptDecrypt, version.version - 1)?;
         }
-        let wrapped = version.material.clone().ok_or_else(|| NodeError::Internal("primary has no material".into()))?;
-        let material = self.0.material(key.id, version.version, &wrapped).await?;
+        let material = self.0.material(&key, version).await?;
         let ct =
             self.0.with_rng(|rng| ciphertext::encrypt(&material, key.id, version.version, context, plaintext, rng))?;
         Ok((ct, key.id, version.version))
@@ -134,8 +175,7 @@ impl<C: Connector> KmsService<C> {
             }
         }
         let version = key.version_for(KeyUsage::EncryptDecrypt, header.key_version)?;
-        let wrapped = version.material.clone().ok_or_else(|| NodeError::Internal("version has no material".into()))?;
-        let material = self.0.material(key.id, version.version, &wrapped).await?;
+        let material = self.0.material(&key, version).await?;
         let plaintext = ciphertext::decrypt(&material, ct, context)?;
         Ok((plaintext, key.id, version.version))
     }
@@ -165,6 +205,27 @@ impl<C: Connector> KmsService<C> {
         })
     }
 
+    /// Re-encrypting needs both keys' material on one node: refuses (`OutOfRegion`, so the
+    /// call is forwarded) unless this node's region may use both, as far as this node's
+    /// state knows them (a key it does not know yet is checked when it is used).
+    fn check_regions_for_both(&self, ciphertext: &[u8], destination: &str) -> Result<()> {
+        let Ok(header) = ciphertext::parse_header(ciphertext) else { return Ok(()) };
+        let state = self.0.state.read();
+        let source = state.store.resolve(&KeyRef::Id(header.key_id)).ok();
+        let destination = if destination.is_empty() { None } else { state.store.resolve(&key_ref(destination)?).ok() };
+        let what = || match destination {
+            Some(d) if d.id != header.key_id => format!("re-encrypting from key {} to key {}", header.key_id, d.id),
+            _ => format!("key {}", header.key_id),
+        };
+        match regions_for_all(source.into_iter().chain(destination)) {
+            Some(allowed) => self.0.check_allowed(&what(), &allowed),
+            None => Err(NodeError::Invalid(format!(
+                "{}: the two keys' allowed regions do not overlap, so no node may hold both",
+                what()
+            ))),
+        }
+    }
+
     fn version_or_primary(key: &Key, usage: KeyUsage, version: u32) -> Result<&raft::KeyVersion> {
         Ok(if version == 0 { key.primary_for(usage)? } else { key.version_for(usage, version)? })
     }
@@ -185,10 +246,13 @@ impl<C: Connector> Kms for KmsService<C> {
         &self,
         request: Request<pb::CreateKeyRequest>,
     ) -> std::result::Result<Response<pb::KeyResponse>, Status> {
-        let r = request.into_inner();
-        ok(async {
+        let idempotent = !request.get_ref().idempotency_token.is_empty();
+        let serve = |r: pb::CreateKeyRequest| async move {
             self.0.ensure_initialized().await?;
             let spec = convert::spec(r.spec, r.usage)?;
+            let allowed_regions = allowed_regions(r.allowed_regions)?;
+            // The material is made where the key is created: only inside its regions.
+            self.0.check_allowed("the new key", &allowed_regions)?;
             let alias = if r.alias.is_empty() { None } else { Some(alias_name(&r.alias)?) };
             let key_id = uuid::Builder::from_random_bytes(self.0.with_rng(|rng| rng.bytes::<16>())).into_uuid();
             let token = token(&r.idempotency_token)?;
@@ -204,6 +268,7 @@ impl<C: Connector> Kms for KmsService<C> {
                     tags: tags.clone(),
                     alias: alias.clone(),
                     rotation_period_days,
+                    allowed_regions: allowed_regions.clone(),
                     material,
                     now_ms: self.0.now_ms(),
                 })
@@ -215,8 +280,8 @@ impl<C: Connector> Kms for KmsService<C> {
                 }
             }
             self.key_response(applied)
-        }
-        .await)
+        };
+        self.regional(request, idempotent, serve, |mut c, r| async move { c.create_key(r).await }).await
     }
 
     async fn describe_key(
@@ -358,11 +423,16 @@ impl<C: Connector> Kms for KmsService<C> {
         &self,
         request: Request<pb::RotateKeyRequest>,
     ) -> std::result::Result<Response<pb::KeyResponse>, Status> {
-        let r = request.into_inner();
-        ok(async {
+        let idempotent = !request.get_ref().idempotency_token.is_empty();
+        let serve = |r: pb::RotateKeyRequest| async move {
             self.0.ensure_initialized().await?;
             let key = key_ref(&r.key)?;
             let spec = self.key_spec(&key).await?;
+            // The new material is made here: only inside the key's regions.
+            let local = self.0.state.read().store.resolve(&key).ok().cloned();
+            if let Some(k) = local {
+                self.0.check_region(&k)?;
+            }
             let token = token(&r.idempotency_token)?;
             let (applied, material, wrapped) = self
                 .0
@@ -381,8 +451,8 @@ impl<C: Connector> Kms for KmsService<C> {
                 }
             }
             self.key_response(applied)
-        }
-        .await)
+        };
+        self.regional(request, idempotent, serve, |mut c, r| async move { c.rotate_key(r).await }).await
     }
 
     async fn set_rotation_policy(
@@ -392,6 +462,18 @@ impl<C: Connector> Kms for KmsService<C> {
         let r = request.into_inner();
         let period_days = (r.rotation_period_days > 0).then_some(r.rotation_period_days);
         ok(self.change(&r.key, KeyChange::SetRotationPolicy { period_days }, r.idempotency_token).await)
+    }
+
+    async fn set_allowed_regions(
+        &self,
+        request: Request<pb::SetAllowedRegionsRequest>,
+    ) -> std::result::Result<Response<pb::KeyResponse>, Status> {
+        let r = request.into_inner();
+        ok(async {
+            let regions = allowed_regions(r.allowed_regions)?;
+            self.change(&r.key, KeyChange::SetAllowedRegions(regions), r.idempotency_token).await
+        }
+        .await)
     }
 
     async fn list_key_versions(
@@ -426,37 +508,35 @@ impl<C: Connector> Kms for KmsService<C> {
         &self,
         request: Request<pb::EncryptRequest>,
     ) -> std::result::Result<Response<pb::EncryptResponse>, Status> {
-        let r = request.into_inner();
-        ok(async {
+        let serve = |r: pb::EncryptRequest| async move {
             let context = convert::context(r.encryption_context);
             let (ciphertext, key_id, key_version) =
                 self.encrypt_with(&r.key, &r.plaintext, &context, consistency(r.consistency)?).await?;
             Ok(pb::EncryptResponse { ciphertext, key_id: key_id.to_string(), key_version })
-        }
-        .await)
+        };
+        self.regional(request, true, serve, |mut c, r| async move { c.encrypt(r).await }).await
     }
 
     async fn decrypt(
         &self,
         request: Request<pb::DecryptRequest>,
     ) -> std::result::Result<Response<pb::DecryptResponse>, Status> {
-        let r = request.into_inner();
-        ok(async {
+        let serve = |r: pb::DecryptRequest| async move {
             let context = convert::context(r.encryption_context);
             let (plaintext, key_id, key_version) =
                 self.decrypt_with(&r.ciphertext, &context, &r.key, consistency(r.consistency)?).await?;
             Ok(pb::DecryptResponse { plaintext: plaintext.expose().to_vec(), key_id: key_id.to_string(), key_version })
-        }
-        .await)
+        };
+        self.regional(request, true, serve, |mut c, r| async move { c.decrypt(r).await }).await
     }
 
     async fn re_encrypt(
         &self,
         request: Request<pb::ReEncryptRequest>,
     ) -> std::result::Result<Response<pb::ReEncryptResponse>, Status> {
-        let r = request.into_inner();
-        ok(async {
+        let serve = |r: pb::ReEncryptRequest| async move {
             let level = consistency(r.consistency)?;
+            self.check_regions_for_both(&r.ciphertext, &r.destination_key)?;
             let source_context = convert::context(r.source_encryption_context);
             let (plaintext, source_id, source_version) =
                 self.decrypt_with(&r.ciphertext, &source_context, "", level).await?;
@@ -471,22 +551,25 @@ impl<C: Connector> Kms for KmsService<C> {
                 key_id: key_id.to_string(),
                 key_version,
             })
-        }
-        .await)
+        };
+        self.regional(request, true, serve, |mut c, r| async move { c.re_encrypt(r).await }).await
     }
 
     async fn generate_data_key(
         &self,
         request: Request<pb::GenerateDataKeyRequest>,
     ) -> std::result::Result<Response<pb::GenerateDataKeyResponse>, Status> {
-        ok(self.data_key(request.into_inner(), true).await)
+        let serve = |r| self.data_key(r, true);
+        self.regional(request, true, serve, |mut c, r| async move { c.generate_data_key(r).await }).await
     }
 
     async fn generate_data_key_without_plaintext(
         &self,
         request: Request<pb::GenerateDataKeyRequest>,
     ) -> std::result::Result<Response<pb::GenerateDataKeyResponse>, Status> {
-        ok(self.data_key(request.into_inner(), false).await)
+        let serve = |r| self.data_key(r, false);
+        let forward = |mut c: KmsClient<Channel>, r| async move { c.generate_data_key_without_plaintext(r).await };
+        self.regional(request, true, serve, forward).await
     }
 
     async fn generate_random(
@@ -509,19 +592,17 @@ impl<C: Connector> Kms for KmsService<C> {
     }
 
     async fn sign(&self, request: Request<pb::SignRequest>) -> std::result::Result<Response<pb::SignResponse>, Status> {
-        let r = request.into_inner();
-        ok(async {
+        let serve = |r: pb::SignRequest| async move {
             if r.message.len() > MAX_PLAINTEXT_LEN {
                 return Err(NodeError::Invalid(format!("message is over {MAX_PLAINTEXT_LEN} bytes")));
             }
             let key = self.read_key(&r.key, consistency(r.consistency)?).await?;
             let version = key.primary_for(KeyUsage::SignVerify)?;
-            let wrapped = version.material.clone().ok_or_else(|| NodeError::Internal("no material".into()))?;
-            let scalar = self.0.material(key.id, version.version, &wrapped).await?;
+            let scalar = self.0.material(&key, version).await?;
             let signature = ecdsa::sign(&scalar, &r.message)?;
             Ok(pb::SignResponse { signature, key_id: key.id.to_string(), key_version: version.version })
-        }
-        .await)
+        };
+        self.regional(request, true, serve, |mut c, r| async move { c.sign(r).await }).await
     }
 
     async fn verify(

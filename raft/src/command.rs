@@ -1,7 +1,7 @@
 //! The replicated command set. A command carries everything `apply` needs: the proposer's
 //! clock reading (`now_ms`) and any random bytes (ids, wrapped material).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -63,6 +63,8 @@ pub enum Command {
         tags: BTreeMap<String, String>,
         alias: Option<String>,
         rotation_period_days: Option<u32>,
+        /// Empty: usable in every region (`Key::allowed_regions`).
+        allowed_regions: BTreeSet<String>,
         material: WrappedMaterial,
         now_ms: u64,
     },
@@ -102,14 +104,20 @@ pub enum Command {
 pub enum KeyChange {
     Enable,
     Disable,
-    ScheduleDeletion { days: u32 },
+    ScheduleDeletion {
+        days: u32,
+    },
     CancelDeletion,
     SetDescription(String),
     Tag(BTreeMap<String, String>),
     Untag(Vec<String>),
-    SetRotationPolicy { period_days: Option<u32> },
+    SetRotationPolicy {
+        period_days: Option<u32>,
+    },
     EnableVersion(u32),
     DisableVersion(u32),
+    /// Replaces the key's region restriction (empty: every region).
+    SetAllowedRegions(BTreeSet<String>),
 }
 
 /// What applying a command produced.
@@ -160,9 +168,21 @@ impl Command {
     /// request is an error, not a silent replay.
     pub(crate) fn token(&self) -> Option<(&str, String)> {
         match self {
-            Command::CreateKey { token: Some(t), spec, description, tags, alias, rotation_period_days, .. } => {
-                Some((t, format!("create|{spec:?}|{description:?}|{tags:?}|{alias:?}|{rotation_period_days:?}")))
-            }
+            Command::CreateKey {
+                token: Some(t),
+                spec,
+                description,
+                tags,
+                alias,
+                rotation_period_days,
+                allowed_regions,
+                ..
+            } => Some((
+                t,
+                format!(
+                    "create|{spec:?}|{description:?}|{tags:?}|{alias:?}|{rotation_period_days:?}|{allowed_regions:?}"
+                ),
+            )),
             Command::RotateKey { token: Some(t), key, .. } => Some((t, format!("rotate|{key:?}"))),
             Command::Update { token: Some(t), key, change, .. } => Some((t, format!("update|{key:?}|{change:?}"))),
             _ => None,
@@ -174,6 +194,9 @@ impl Command {
 /// log store seals it under the newest log key it holds before writing it (see
 /// `storage::LogCipher`), so what is stored, replicated and applied is `Sealed`, except the
 /// commands that precede the first log key (`Command::may_be_clear`).
+// A payload is built once per entry and moved a few times; boxing the command would add an
+// allocation per entry to save copying ~200 bytes.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Payload {
     Clear(Command),

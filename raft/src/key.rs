@@ -1,6 +1,6 @@
 //! A KMS key, its versions and the checks that decide whether it may be used.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
 
@@ -98,11 +98,44 @@ pub struct Key {
     pub primary_version: u32,
     pub rotation_period_days: Option<u32>,
     pub next_rotation_ms: Option<u64>,
+    /// The regions whose nodes may hold this key's material unwrapped (and make it); empty:
+    /// every region. Share holders refuse shares to nodes elsewhere.
+    pub allowed_regions: BTreeSet<String>,
     pub created_ms: u64,
     pub updated_ms: u64,
 }
 
+/// At most this many regions in a key's `allowed_regions`.
+pub const MAX_ALLOWED_REGIONS: usize = 16;
+/// A region name's length limit (the same names nodes are configured with).
+pub const MAX_REGION_LEN: usize = 64;
+
+/// Checks a set of region names: at most [`MAX_ALLOWED_REGIONS`], each 1-64 characters of
+/// letters, digits, `.`, `_` and `-`.
+pub fn check_regions(regions: &BTreeSet<String>) -> Result<(), KmsError> {
+    if regions.len() > MAX_ALLOWED_REGIONS {
+        return Err(KmsError::Invalid(format!(
+            "allowed_regions names {} regions; the limit is {MAX_ALLOWED_REGIONS}",
+            regions.len()
+        )));
+    }
+    for r in regions {
+        let valid_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        if r.is_empty() || r.len() > MAX_REGION_LEN || !r.chars().all(valid_char) {
+            return Err(KmsError::Invalid(format!(
+                "invalid region name {r:?}: 1-{MAX_REGION_LEN} letters, digits, '.', '_' or '-'"
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl Key {
+    /// Whether a node in `region` may hold this key's material.
+    pub fn allows_region(&self, region: &str) -> bool {
+        self.allowed_regions.is_empty() || self.allowed_regions.contains(region)
+    }
+
     pub fn version(&self, version: u32) -> Result<&KeyVersion, KmsError> {
         version
             .checked_sub(1)

@@ -7,8 +7,8 @@ use uuid::Uuid;
 
 use crate::command::{Applied, Command, CommandResult, KeyChange};
 use crate::key::{
-    validate_alias, Key, KeyRef, KeySpec, KeyState, KeyVersion, VersionState, WrappedMaterial, DELETION_DAYS_MAX,
-    DELETION_DAYS_MIN,
+    check_regions, validate_alias, Key, KeyRef, KeySpec, KeyState, KeyVersion, VersionState, WrappedMaterial,
+    DELETION_DAYS_MAX, DELETION_DAYS_MIN,
 };
 use crate::keygen::KeyGenRound;
 use crate::{KmsError, NodeId, DAY_MS};
@@ -370,12 +370,14 @@ impl KeyStore {
                 tags,
                 alias,
                 rotation_period_days,
+                allowed_regions,
                 material,
                 now_ms,
                 ..
             } => {
                 self.check_material(*spec, material)?;
                 check_description(description)?;
+                check_regions(allowed_regions)?;
                 check_tags(tags.len(), tags)?;
                 check_rotation(*rotation_period_days)?;
                 if self.keys.contains_key(key_id) {
@@ -399,6 +401,7 @@ impl KeyStore {
                     primary_version: 1,
                     rotation_period_days: *rotation_period_days,
                     next_rotation_ms: rotation_period_days.map(|d| now_ms + u64::from(d) * DAY_MS),
+                    allowed_regions: allowed_regions.clone(),
                     created_ms: *now_ms,
                     updated_ms: *now_ms,
                 };
@@ -600,6 +603,11 @@ fn apply_change(k: &mut Key, change: &KeyChange, now_ms: u64) -> Result<(), KmsE
                 return Err(KmsError::InvalidState(format!("version {v} is destroyed")));
             }
             version.state = if enable { VersionState::Enabled } else { VersionState::Disabled };
+        }
+        KeyChange::SetAllowedRegions(regions) => {
+            check_regions(regions)?;
+            k.ensure_mutable("change the allowed regions")?;
+            k.allowed_regions = regions.clone();
         }
     }
     Ok(())

@@ -45,6 +45,7 @@ fn create(store: &mut KeyStore, id: Uuid, token: &str, material: WrappedMaterial
         tags: BTreeMap::new(),
         alias: None,
         rotation_period_days: None,
+        allowed_regions: Default::default(),
         material,
         now_ms: T0,
     })

@@ -38,6 +38,7 @@ fn create(s: &mut KeyStore, alias: &str, token: Option<&str>) -> Result<Applied,
         tags: BTreeMap::new(),
         alias: Some(alias.to_string()),
         rotation_period_days: None,
+        allowed_regions: Default::default(),
         material: material(KeySpec::Aes256GcmSiv),
         now_ms: T0,
     })
@@ -102,6 +103,8 @@ enum Op {
     EnableVersion1,
     DisableVersion1,
     DisablePrimaryVersion,
+    SetAllowedRegions,
+    SetBadRegion,
     Rotate,
     CreateAlias,
     DeleteOwnAlias,
@@ -110,7 +113,7 @@ enum Op {
     DecryptV1Check,
 }
 
-const OPS: [Op; 18] = [
+const OPS: [Op; 20] = [
     Op::Enable,
     Op::Disable,
     Op::ScheduleDeletion7,
@@ -123,6 +126,8 @@ const OPS: [Op; 18] = [
     Op::EnableVersion1,
     Op::DisableVersion1,
     Op::DisablePrimaryVersion,
+    Op::SetAllowedRegions,
+    Op::SetBadRegion,
     Op::Rotate,
     Op::CreateAlias,
     Op::DeleteOwnAlias,
@@ -156,6 +161,14 @@ fn run(start: Start, op: Op) -> (Result<(), KmsError>, Option<&'static str>) {
         Op::EnableVersion1 => update(&mut s, &key, KeyChange::EnableVersion(1), T0).map(drop),
         Op::DisableVersion1 => update(&mut s, &key, KeyChange::DisableVersion(1), T0).map(drop),
         Op::DisablePrimaryVersion => update(&mut s, &key, KeyChange::DisableVersion(2), T0).map(drop),
+        Op::SetAllowedRegions => {
+            let regions = ["eu-west".to_string()].into_iter().collect();
+            update(&mut s, &key, KeyChange::SetAllowedRegions(regions), T0).map(drop)
+        }
+        Op::SetBadRegion => {
+            let regions = ["eu west".to_string()].into_iter().collect();
+            update(&mut s, &key, KeyChange::SetAllowedRegions(regions), T0).map(drop)
+        }
         Op::Rotate => s
             .apply(&Command::RotateKey {
                 key: key.clone(),
@@ -207,6 +220,8 @@ fn every_command_in_every_key_state_has_the_expected_outcome() {
         (EnableVersion1,        [ok("Enabled"),          ok("Disabled"),         bad_state,              bad_state, nf]),
         (DisableVersion1,       [ok("Enabled"),          ok("Disabled"),         bad_state,              bad_state, nf]),
         (DisablePrimaryVersion, [bad_state,              bad_state,              bad_state,              bad_state, nf]),
+        (SetAllowedRegions,     [ok("Enabled"),          ok("Disabled"),         bad_state,              bad_state, nf]),
+        (SetBadRegion,          [is("Invalid"),          is("Invalid"),          is("Invalid"),          is("Invalid"), nf]),
         (Rotate,                [ok("Enabled"),          bad_state,              bad_state,              bad_state, nf]),
         (CreateAlias,           [ok("Enabled"),          ok("Disabled"),         bad_state,              bad_state, nf]),
         (DeleteOwnAlias,        [ok("Enabled"),          ok("Disabled"),         ok("PendingDeletion"),  nf,        nf]),
@@ -305,6 +320,7 @@ fn signing_keys_cannot_encrypt_and_mismatched_material_is_rejected() {
         tags: BTreeMap::new(),
         alias: None,
         rotation_period_days: None,
+        allowed_regions: Default::default(),
         material: material(KeySpec::Aes256GcmSiv),
         now_ms: T0,
     };
@@ -329,6 +345,7 @@ fn commands_before_the_root_key_exists_are_refused() {
         tags: BTreeMap::new(),
         alias: None,
         rotation_period_days: None,
+        allowed_regions: Default::default(),
         material: material(KeySpec::Aes256GcmSiv),
         now_ms: T0,
     });

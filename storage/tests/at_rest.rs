@@ -34,6 +34,7 @@ fn create_key() -> Command {
         tags: BTreeMap::from([("team".into(), "tag-value-needle".into())]),
         alias: Some(ALIAS.into()),
         rotation_period_days: None,
+        allowed_regions: Default::default(),
         material: WrappedMaterial { root_epoch: 1, ciphertext: vec![1; 64], kcv: [2; 32], public_key: None },
         now_ms: 1,
     }
