@@ -66,6 +66,8 @@ pub struct Plan {
     pub knobs: Knobs,
     pub clients: Vec<ClientPlan>,
     pub keys: usize,
+    /// Per key, the one region it is restricted to, if any (`key_names`).
+    pub key_regions: Vec<Option<String>>,
     /// Simulated length of the fault phase.
     pub fault_phase_ms: u64,
 }
@@ -124,7 +126,21 @@ impl Plan {
             .collect();
         let keys = rng.gen_range(1..=3);
         let fault_phase_ms = rng.gen_range(10_000..=25_000);
-        Plan { seed, voters, spare, regions, latency, knobs, clients, keys, fault_phase_ms }
+        // Drawn last, so the rest of a seed's plan is what it was before region restrictions.
+        let key_regions =
+            (0..keys).map(|_| rng.gen_bool(0.3).then(|| regions[rng.gen_range(0..region_count)].clone())).collect();
+        Plan { seed, voters, spare, regions, latency, knobs, clients, keys, key_regions, fault_phase_ms }
+    }
+
+    /// The workload's key aliases: `k<i>`, or `k<i>-in-<region>` for a key restricted to
+    /// that region (`workload::allowed_regions` reads it back).
+    pub fn key_names(&self) -> Vec<String> {
+        (0..self.keys)
+            .map(|i| match self.key_regions.get(i).cloned().flatten() {
+                Some(region) => format!("k{i}-in-{region}"),
+                None => format!("k{i}"),
+            })
+            .collect()
     }
 
     pub fn all_nodes(&self) -> impl Iterator<Item = &NodePlan> {
@@ -145,13 +161,13 @@ impl Plan {
     pub fn describe(&self) -> String {
         let nodes: Vec<String> = self.voters.iter().map(|n| format!("{}@{}", n.host, n.region)).collect();
         format!(
-            "seed {} voters [{}] spare {}@{} clients {} keys {} fault phase {} ms knobs {:?}",
+            "seed {} voters [{}] spare {}@{} clients {} keys [{}] fault phase {} ms knobs {:?}",
             self.seed,
             nodes.join(" "),
             self.spare.host,
             self.spare.region,
             self.clients.len(),
-            self.keys,
+            self.key_names().join(" "),
             self.fault_phase_ms,
             self.knobs
         )

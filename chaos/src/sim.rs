@@ -56,15 +56,21 @@ fn set_host_latency(sim: &mut turmoil::Sim<'_>, plan: &Plan, host: &str, region:
 /// timeout. A host that fails ends the run with a violation.
 fn step_until(
     sim: &mut turmoil::Sim<'_>,
-    recorder: &Recorder,
+    world: &World,
     mut faults: Option<&mut Faults>,
     bound: Duration,
     done: impl Fn() -> bool,
 ) -> Result<bool, ()> {
+    let recorder = &world.recorder;
     let deadline = sim.elapsed() + bound;
+    let mut next_sample = sim.elapsed();
     while !done() {
         if sim.elapsed() >= deadline {
             return Ok(false);
+        }
+        if sim.elapsed() >= next_sample {
+            check_regions(world);
+            next_sample = sim.elapsed() + REGION_SAMPLE;
         }
         if let Some(f) = faults.as_deref_mut() {
             let ms = sim.elapsed().as_millis() as u64;
@@ -77,6 +83,30 @@ fn step_until(
         set_driver_ms(sim.elapsed().as_millis() as u64);
     }
     Ok(true)
+}
+
+/// How often (simulated ms) every node's material cache is checked against its keys' regions.
+const REGION_SAMPLE: Duration = Duration::from_millis(50);
+
+/// The region-custody invariant on every running node, once per node and run at most.
+fn check_regions(world: &World) {
+    for id in world.running_ids() {
+        let (Some(node), Some(region)) =
+            (world.node(id), world.plan.all_nodes().find(|n| n.id == id).map(|n| n.region.clone()))
+        else {
+            continue;
+        };
+        let cached = node.cached_material();
+        if cached.is_empty() {
+            continue;
+        }
+        let violation = crate::invariants::regions::check(id, &region, &cached, &node.state.read().store);
+        if let Some(v) = violation {
+            if world.recorder.lock().violations.iter().all(|old| old.detail != v.detail) {
+                world.recorder.violation(v.invariant, v.detail);
+            }
+        }
+    }
 }
 
 /// Runs one seed. `echo` prints the trace as it happens (`--reproduce`).
@@ -162,8 +192,7 @@ fn run(sim: &mut turmoil::Sim<'_>, world: &World, seed: u64) -> Result<(), ()> {
     }
     // The root key generation may lose a node (`Faults::during_keygen`); nothing else fails yet.
     let mut faults = Faults::new(world.clone(), stream(seed, STREAM_FAULTS));
-    if !step_until(sim, &recorder, Some(&mut faults), Duration::from_secs(30), || initialised.load(Ordering::Relaxed))?
-    {
+    if !step_until(sim, world, Some(&mut faults), Duration::from_secs(30), || initialised.load(Ordering::Relaxed))? {
         recorder.violation("liveness", "the cluster did not initialise within 30 s");
         return Err(());
     }
@@ -183,14 +212,14 @@ fn run(sim: &mut turmoil::Sim<'_>, world: &World, seed: u64) -> Result<(), ()> {
         add_client_host(sim, world, &c.name, &c.region);
     }
     let phase = Duration::from_millis(plan.fault_phase_ms);
-    step_until(sim, &recorder, Some(&mut faults), phase, || false)?;
+    step_until(sim, world, Some(&mut faults), phase, || false)?;
     stop.store(true, Ordering::Relaxed);
     recorder.event("fault phase over");
     faults.heal_all(sim);
     let clients = plan.clients.len();
     let admin_busy = faults.admin_busy();
     // No faults from here on: the drain and the liveness phase run on a healed cluster.
-    let drained = step_until(sim, &recorder, None, Duration::from_secs(30), || {
+    let drained = step_until(sim, world, None, Duration::from_secs(30), || {
         finished.load(Ordering::Relaxed) == clients && !admin_busy.load(Ordering::Relaxed)
     })?;
     if !drained {
@@ -208,7 +237,7 @@ fn run(sim: &mut turmoil::Sim<'_>, world: &World, seed: u64) -> Result<(), ()> {
         });
         add_client_host(sim, world, "checker", &plan.voters[0].region);
     }
-    if !step_until(sim, &recorder, None, LIVENESS_BOUND, || checked.load(Ordering::Relaxed))? {
+    if !step_until(sim, world, None, LIVENESS_BOUND, || checked.load(Ordering::Relaxed))? {
         recorder.violation(
             "liveness",
             format!("after healing, the cluster did not converge and serve every request within {LIVENESS_BOUND:?}"),
@@ -256,7 +285,7 @@ async fn final_phase(world: &World) {
     recorder.event(format!("converged: members {members:?}"));
     let addrs: Vec<String> = plan.voters.iter().map(|n| n.addr()).collect();
     let Ok(client) = client_for(&world.pki.app, &addrs) else { return };
-    let keys: Vec<String> = (0..plan.keys).map(|i| format!("k{i}")).collect();
+    let keys: Vec<String> = plan.key_names();
     let mut seq = 0;
     let mut call = |key: &str, kind: OpKind| {
         seq += 1;
@@ -343,12 +372,17 @@ async fn final_phase(world: &World) {
         }
         while tasks.join_next().await.is_some() {}
     }
+    // The leader may have begun a resharing round meanwhile (its duties go on): compare the
+    // members' states at a moment they have all applied the same log. Nothing else runs
+    // between the convergence check and the copies (no await).
+    let members = wait_converged(world).await;
     let states: Vec<(u64, raft::KeyStore)> =
         members.iter().filter_map(|id| world.node(*id).map(|n| (*id, n.state.read().store.clone()))).collect();
     for v in crate::invariants::rotation::compare_material(&states) {
         recorder.violation(v.invariant, v.detail);
     }
     check_custody(world, &members, &states);
+    check_regions(world);
     for id in world.running_ids() {
         if let Some(node) = world.node(id) {
             for (holder, n) in node.faulty_share_counts() {

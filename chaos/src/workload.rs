@@ -43,6 +43,11 @@ fn context(key: &str) -> HashMap<String, String> {
     HashMap::from([("purpose".to_string(), format!("chaos-{key}"))])
 }
 
+/// The regions a workload key is restricted to, from its name (`Plan::key_names`).
+fn allowed_regions(key: &str) -> Vec<String> {
+    key.split_once("-in-").map(|(_, region)| vec![region.to_string()]).unwrap_or_default()
+}
+
 /// Whether a failed call may still have taken effect.
 fn indeterminate(s: &Status) -> bool {
     matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown | Code::Internal)
@@ -69,6 +74,7 @@ async fn run(client: &Client, key: &str, kind: &OpKind, token: &str) -> Result<V
                 usage: pb::KeyUsage::EncryptDecrypt as i32,
                 alias: key.to_string(),
                 idempotency_token: token.to_string(),
+                allowed_regions: allowed_regions(key),
                 ..Default::default()
             };
             key_call(
@@ -211,7 +217,7 @@ pub async fn run_client(
     let mut addrs: Vec<String> = plan.voters.iter().map(|n| n.addr()).collect();
     shuffle(&mut addrs, &mut rng);
     let client = client_for(&tls, &addrs).map_err(|e| e.to_string())?;
-    let keys: Vec<String> = (0..plan.keys).map(|i| format!("k{i}")).collect();
+    let keys: Vec<String> = plan.key_names();
     for key in &keys {
         let op = recorder.invoke(&me.name, key, OpKind::Create);
         let outcome = execute(&client, key, &OpKind::Create, &format!("create-{key}")).await;

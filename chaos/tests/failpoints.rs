@@ -66,6 +66,16 @@ fn encrypting_under_an_old_version_is_caught() {
 }
 
 #[test]
+fn unwrapping_outside_a_keys_regions_is_caught() {
+    // Every key restricted to the first region: nodes elsewhere that ignore the restriction
+    // (and holders that help them) unwrap it themselves instead of forwarding.
+    let r = caught("node::ignore-key-regions", "regions", |p| {
+        p.key_regions = vec![Some(p.regions[0].clone()); p.keys];
+    });
+    println!("seed {} caught: {:?}", r.seed, r.violations.first());
+}
+
+#[test]
 fn a_holder_giving_corrupt_shares_is_named_and_worked_around() {
     // Node 2 corrupts every decryption share it gives (key material and log keys). The others
     // must still unwrap everything (t + 1 honest holders remain) and name node 2, and only it.

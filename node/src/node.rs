@@ -146,6 +146,12 @@ impl<C: Connector> Node<C> {
         }
     }
 
+    /// Which key versions' material this node holds unwrapped now (the simulator checks that
+    /// none is outside its key's regions).
+    pub fn cached_material(&self) -> Vec<(Uuid, u32)> {
+        lock(&self.cache).keys().copied().collect()
+    }
+
     /// Decryption shares from each holder that failed verification, since this node started.
     pub fn faulty_share_counts(&self) -> BTreeMap<NodeId, u64> {
         lock(&self.faulty_shares).clone()

@@ -69,7 +69,8 @@ impl<C: Connector> Node<C> {
 
     /// Whether this node is in `allowed` (empty: every region).
     pub(crate) fn in_regions(&self, allowed: &BTreeSet<String>) -> bool {
-        allowed.is_empty() || allowed.contains(&self.config.region)
+        // Failpoint (simulator self-test): ignore region restrictions, here and as a holder.
+        allowed.is_empty() || allowed.contains(&self.config.region) || crate::failpoint("node::ignore-key-regions")
     }
 
     /// The region a member's membership entry names.

@@ -7,6 +7,7 @@ pub mod disabled_unusable;
 pub mod linearizable;
 pub mod no_lost_writes;
 pub mod raft_safety;
+pub mod regions;
 pub mod rotation;
 
 use std::collections::BTreeMap;
