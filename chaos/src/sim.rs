@@ -211,6 +211,12 @@ fn run(sim: &mut turmoil::Sim<'_>, world: &World, seed: u64) -> Result<(), ()> {
         });
         add_client_host(sim, world, &c.name, &c.region);
     }
+    let probing = Arc::new(AtomicBool::new(true));
+    {
+        let (world2, probing2) = (world.clone(), probing.clone());
+        sim.client("prober", probe_sealed(world2, probing2));
+        add_client_host(sim, world, "prober", &plan.voters[0].region);
+    }
     let phase = Duration::from_millis(plan.fault_phase_ms);
     step_until(sim, world, Some(&mut faults), phase, || false)?;
     stop.store(true, Ordering::Relaxed);
@@ -242,6 +248,36 @@ fn run(sim: &mut turmoil::Sim<'_>, world: &World, seed: u64) -> Result<(), ()> {
             "liveness",
             format!("after healing, the cluster did not converge and serve every request within {LIVENESS_BOUND:?}"),
         );
+    }
+    probing.store(false, Ordering::Relaxed);
+    Ok(())
+}
+
+/// The "no request is served by a sealed node" invariant, probed: every 200 ms, each node that
+/// is sealed gets a KMS call that needs no state (GenerateRandom), which it must refuse. A
+/// success counts only if the node stayed sealed from before the call until its answer (its
+/// sealed watch did not change meanwhile; a restart drops the watch), so it is exact.
+async fn probe_sealed(world: World, probing: Arc<AtomicBool>) -> turmoil::Result {
+    let tls = world.pki.app.clone();
+    let mut reported = std::collections::BTreeSet::new();
+    while probing.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for id in world.running_ids() {
+            // Only the watch is kept across the call: a crash must be free to drop the node.
+            let Some(mut watch) = world.node(id).map(|n| n.state.sealed_watch()) else { continue };
+            let Some(version) = *watch.borrow_and_update() else { continue };
+            let Some(addr) = world.plan.all_nodes().find(|n| n.id == id).map(|n| n.addr()) else { continue };
+            let Ok(client) = client_for(&tls, &[addr]) else { continue };
+            let req = pb::GenerateRandomRequest { number_of_bytes: 8 };
+            let call = client.kms(|mut k| async move { k.generate_random(req).await });
+            let answered = tokio::time::timeout(Duration::from_secs(2), call).await;
+            if matches!(answered, Ok(Ok(_))) && matches!(watch.has_changed(), Ok(false)) && reported.insert(id) {
+                world.recorder.violation(
+                    "sealed",
+                    format!("n{id} answered a GenerateRandom call while sealed on log key v{version} throughout"),
+                );
+            }
+        }
     }
     Ok(())
 }

@@ -76,6 +76,13 @@ fn unwrapping_outside_a_keys_regions_is_caught() {
 }
 
 #[test]
+fn serving_while_sealed_is_caught() {
+    // Every restart boots sealed; the prober's calls to a sealed node must be refused.
+    let r = caught("node::serve-while-sealed", "sealed", |p| p.knobs.crash = 0.06);
+    println!("seed {} caught: {:?}", r.seed, r.violations.first());
+}
+
+#[test]
 fn a_holder_giving_corrupt_shares_is_named_and_worked_around() {
     // Node 2 corrupts every decryption share it gives (key material and log keys). The others
     // must still unwrap everything (t + 1 honest holders remain) and name node 2, and only it.

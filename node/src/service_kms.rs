@@ -578,6 +578,8 @@ impl<C: Connector> Kms for KmsService<C> {
     ) -> std::result::Result<Response<pb::GenerateRandomResponse>, Status> {
         let n = request.into_inner().number_of_bytes;
         ok(async {
+            // Needs no state, but a sealed node serves no client request.
+            self.0.ensure_unsealed()?;
             if !(1..=MAX_RANDOM_BYTES).contains(&n) {
                 return Err(NodeError::Invalid(format!("number_of_bytes must be 1-{MAX_RANDOM_BYTES}, got {n}")));
             }
