@@ -13,6 +13,7 @@ use raft::{Applied, Command, KeyRef};
 use storage::{LogCipher, RocksLogStore, RocksSnapshots, StateMachineStore};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_stream::Stream;
+use tonic::codegen::http;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::Connected;
 
@@ -75,7 +76,18 @@ where
 {
     let max = node.config.limits.max_message_bytes;
     let tls = credentials.is_some();
-    let mut server = tonic::transport::Server::builder();
+    // Every response carries a `date` header. hyper would stamp it from the system clock;
+    // stamping it from the node's clock first (hyper keeps one that is there) keeps the
+    // node's bytes on the wire a function of its inputs, which the simulator's replay needs.
+    let clock = node.clone();
+    let date = tower::util::MapResponseLayer::new(move |mut response: http::Response<tonic::body::Body>| {
+        let now = std::time::UNIX_EPOCH + Duration::from_millis(clock.now_ms());
+        if let Ok(value) = http::HeaderValue::from_str(&httpdate::fmt_http_date(now)) {
+            response.headers_mut().insert(http::header::DATE, value);
+        }
+        response
+    });
+    let mut server = tonic::transport::Server::builder().layer(date);
     if let Some(c) = credentials {
         let handshake = Duration::from_millis(node.config.raft.rpc_timeout_ms);
         server = server.tls_config(c.server_config().timeout(handshake))?;
