@@ -286,17 +286,18 @@ async fn a_node_is_added_as_learner_then_voter_serves_and_is_removed() {
             })
             .await
             .unwrap();
-        let four = eventually("every node sees node 4 as a reachable voter", || async {
+        eventually("every node sees node 4 as a reachable voter", || async {
             let status = c.admin(|mut a| async move { a.status(pb::StatusRequest {}).await }).await?;
             let four = status.nodes.into_iter().find(|n| n.id == 4).expect("node 4 in status");
             if four.voter && four.reachable {
-                Ok(four)
+                Ok(())
             } else {
                 Err(tonic::Status::unavailable(format!("{four:?}")))
             }
         })
         .await;
-        assert!(!four.holds_share, "a node added after init holds no root-key share (resharing is later work)");
+        // Whether node 4 holds a root-key share yet depends on how far resharing got
+        // (node/tests/reshare.rs follows it); it serves either way.
 
         // The new voter serves on its own: it unwraps from the original holders' shares.
         let alone = cluster.client_for(&[4]);
@@ -304,7 +305,12 @@ async fn a_node_is_added_as_learner_then_voter_serves_and_is_removed() {
         assert_eq!(pt.plaintext, b"old data");
 
         // Removing the leader itself: it hands leadership to another voter, which removes it.
-        c.admin(|mut a| async move { a.transfer_leader(pb::TransferLeaderRequest { id: 4 }).await }).await.unwrap();
+        // (Idempotent: a retry after a lost answer finds node 4 leading. Under CI load an
+        // election may be under way when it is asked: "no leader is known; retry".)
+        eventually("leadership moves to node 4", || async {
+            c.admin(|mut a| async move { a.transfer_leader(pb::TransferLeaderRequest { id: 4 }).await }).await
+        })
+        .await;
         assert_eq!(cluster.leader().await, 4);
         c.admin(|mut a| async move { a.remove_node(pb::RemoveNodeRequest { id: 4 }).await }).await.unwrap();
         assert_ne!(cluster.leader().await, 4);
