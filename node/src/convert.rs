@@ -104,6 +104,6 @@ pub(crate) fn versions(key: &Key) -> Vec<pb::KeyVersionInfo> {
         .collect()
 }
 
-pub(crate) fn context(map: std::collections::HashMap<String, String>) -> BTreeMap<String, String> {
-    map.into_iter().collect()
+pub(crate) fn context(map: &std::collections::HashMap<String, String>) -> BTreeMap<String, String> {
+    map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }

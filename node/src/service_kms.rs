@@ -36,6 +36,11 @@ fn token(t: &str) -> Result<Option<String>> {
     }
 }
 
+/// Whether a call came forwarded by another node, and its message.
+fn split<T>(request: Request<T>) -> (bool, T) {
+    (request.metadata().contains_key(FORWARDED_BY), request.into_inner())
+}
+
 /// The `allowed_regions` of a request, checked.
 fn allowed_regions(regions: Vec<String>) -> Result<BTreeSet<String>> {
     let set: BTreeSet<String> = regions.into_iter().collect();
@@ -44,25 +49,23 @@ fn allowed_regions(regions: Vec<String>) -> Result<BTreeSet<String>> {
 }
 
 impl<C: Connector> KmsService<C> {
-    /// Serves a call here or, when it needs the material of a key this node's region may not
-    /// hold (`OutOfRegion`), forwards it to a node in the key's regions (`region`).
-    async fn regional<T, R, S, SFut, F, FFut>(
+    /// What serving `r` here gave or, when it needs the material of a key this node's region
+    /// may not hold (`OutOfRegion`), the call forwarded to a node in the key's regions
+    /// (`region`). `forwarded`: the call came forwarded (`split`).
+    async fn or_forward<T, R, F, FFut>(
         &self,
-        request: Request<T>,
+        served: Result<R>,
+        forwarded: bool,
+        r: T,
         idempotent: bool,
-        serve: S,
         forward: F,
     ) -> std::result::Result<Response<R>, Status>
     where
         T: Clone,
-        S: FnOnce(T) -> SFut,
-        SFut: Future<Output = Result<R>>,
         F: Fn(KmsClient<Channel>, Request<T>) -> FFut,
         FFut: Future<Output = std::result::Result<Response<R>, Status>>,
     {
-        let forwarded = request.metadata().contains_key(FORWARDED_BY);
-        let r = request.into_inner();
-        match serve(r.clone()).await {
+        match served {
             Err(e @ NodeError::OutOfRegion { .. }) => self.0.forward_kms(e, forwarded, r, idempotent, forward).await,
             other => ok(other),
         }
@@ -182,7 +185,7 @@ impl<C: Connector> KmsService<C> {
 
     async fn data_key(
         &self,
-        r: pb::GenerateDataKeyRequest,
+        r: &pb::GenerateDataKeyRequest,
         with_plaintext: bool,
     ) -> Result<pb::GenerateDataKeyResponse> {
         let n = if r.number_of_bytes == 0 { 32 } else { r.number_of_bytes };
@@ -194,7 +197,7 @@ impl<C: Connector> KmsService<C> {
             rand_core::RngCore::fill_bytes(rng, &mut b);
             crypto::SecretBytes::new(b)
         });
-        let context = convert::context(r.encryption_context);
+        let context = convert::context(&r.encryption_context);
         let (ct, key_id, key_version) =
             self.encrypt_with(&r.key, plaintext.expose(), &context, consistency(r.consistency)?).await?;
         Ok(pb::GenerateDataKeyResponse {
@@ -247,16 +250,17 @@ impl<C: Connector> Kms for KmsService<C> {
         request: Request<pb::CreateKeyRequest>,
     ) -> std::result::Result<Response<pb::KeyResponse>, Status> {
         let idempotent = !request.get_ref().idempotency_token.is_empty();
-        let serve = |r: pb::CreateKeyRequest| async move {
+        let (forwarded, r) = split(request);
+        let served = async {
             self.0.ensure_initialized().await?;
             let spec = convert::spec(r.spec, r.usage)?;
-            let allowed_regions = allowed_regions(r.allowed_regions)?;
+            let allowed_regions = allowed_regions(r.allowed_regions.clone())?;
             // The material is made where the key is created: only inside its regions.
             self.0.check_allowed("the new key", &allowed_regions)?;
             let alias = if r.alias.is_empty() { None } else { Some(alias_name(&r.alias)?) };
             let key_id = uuid::Builder::from_random_bytes(self.0.with_rng(|rng| rng.bytes::<16>())).into_uuid();
             let token = token(&r.idempotency_token)?;
-            let tags: std::collections::BTreeMap<_, _> = r.tags.into_iter().collect();
+            let tags: std::collections::BTreeMap<_, _> = r.tags.clone().into_iter().collect();
             let rotation_period_days = (r.rotation_period_days > 0).then_some(r.rotation_period_days);
             let (applied, material, wrapped) = self
                 .0
@@ -280,8 +284,9 @@ impl<C: Connector> Kms for KmsService<C> {
                 }
             }
             self.key_response(applied)
-        };
-        self.regional(request, idempotent, serve, |mut c, r| async move { c.create_key(r).await }).await
+        }
+        .await;
+        self.or_forward(served, forwarded, r, idempotent, |mut c, r| async move { c.create_key(r).await }).await
     }
 
     async fn describe_key(
@@ -424,7 +429,8 @@ impl<C: Connector> Kms for KmsService<C> {
         request: Request<pb::RotateKeyRequest>,
     ) -> std::result::Result<Response<pb::KeyResponse>, Status> {
         let idempotent = !request.get_ref().idempotency_token.is_empty();
-        let serve = |r: pb::RotateKeyRequest| async move {
+        let (forwarded, r) = split(request);
+        let served = async {
             self.0.ensure_initialized().await?;
             let key = key_ref(&r.key)?;
             let spec = self.key_spec(&key).await?;
@@ -451,8 +457,9 @@ impl<C: Connector> Kms for KmsService<C> {
                 }
             }
             self.key_response(applied)
-        };
-        self.regional(request, idempotent, serve, |mut c, r| async move { c.rotate_key(r).await }).await
+        }
+        .await;
+        self.or_forward(served, forwarded, r, idempotent, |mut c, r| async move { c.rotate_key(r).await }).await
     }
 
     async fn set_rotation_policy(
@@ -508,40 +515,46 @@ impl<C: Connector> Kms for KmsService<C> {
         &self,
         request: Request<pb::EncryptRequest>,
     ) -> std::result::Result<Response<pb::EncryptResponse>, Status> {
-        let serve = |r: pb::EncryptRequest| async move {
-            let context = convert::context(r.encryption_context);
+        let (forwarded, r) = split(request);
+        let served = async {
+            let context = convert::context(&r.encryption_context);
             let (ciphertext, key_id, key_version) =
                 self.encrypt_with(&r.key, &r.plaintext, &context, consistency(r.consistency)?).await?;
             Ok(pb::EncryptResponse { ciphertext, key_id: key_id.to_string(), key_version })
-        };
-        self.regional(request, true, serve, |mut c, r| async move { c.encrypt(r).await }).await
+        }
+        .await;
+        self.or_forward(served, forwarded, r, true, |mut c, r| async move { c.encrypt(r).await }).await
     }
 
     async fn decrypt(
         &self,
         request: Request<pb::DecryptRequest>,
     ) -> std::result::Result<Response<pb::DecryptResponse>, Status> {
-        let serve = |r: pb::DecryptRequest| async move {
-            let context = convert::context(r.encryption_context);
+        let (forwarded, r) = split(request);
+        let served = async {
+            let context = convert::context(&r.encryption_context);
             let (plaintext, key_id, key_version) =
                 self.decrypt_with(&r.ciphertext, &context, &r.key, consistency(r.consistency)?).await?;
             Ok(pb::DecryptResponse { plaintext: plaintext.expose().to_vec(), key_id: key_id.to_string(), key_version })
-        };
-        self.regional(request, true, serve, |mut c, r| async move { c.decrypt(r).await }).await
+        }
+        .await;
+        self.or_forward(served, forwarded, r, true, |mut c, r| async move { c.decrypt(r).await }).await
     }
 
     async fn re_encrypt(
         &self,
         request: Request<pb::ReEncryptRequest>,
     ) -> std::result::Result<Response<pb::ReEncryptResponse>, Status> {
-        let serve = |r: pb::ReEncryptRequest| async move {
+        let (forwarded, r) = split(request);
+        let served = async {
             let level = consistency(r.consistency)?;
             self.check_regions_for_both(&r.ciphertext, &r.destination_key)?;
-            let source_context = convert::context(r.source_encryption_context);
+            let source_context = convert::context(&r.source_encryption_context);
             let (plaintext, source_id, source_version) =
                 self.decrypt_with(&r.ciphertext, &source_context, "", level).await?;
-            let destination = if r.destination_key.is_empty() { source_id.to_string() } else { r.destination_key };
-            let destination_context = convert::context(r.destination_encryption_context);
+            let destination =
+                if r.destination_key.is_empty() { source_id.to_string() } else { r.destination_key.clone() };
+            let destination_context = convert::context(&r.destination_encryption_context);
             let (ciphertext, key_id, key_version) =
                 self.encrypt_with(&destination, plaintext.expose(), &destination_context, level).await?;
             Ok(pb::ReEncryptResponse {
@@ -551,25 +564,28 @@ impl<C: Connector> Kms for KmsService<C> {
                 key_id: key_id.to_string(),
                 key_version,
             })
-        };
-        self.regional(request, true, serve, |mut c, r| async move { c.re_encrypt(r).await }).await
+        }
+        .await;
+        self.or_forward(served, forwarded, r, true, |mut c, r| async move { c.re_encrypt(r).await }).await
     }
 
     async fn generate_data_key(
         &self,
         request: Request<pb::GenerateDataKeyRequest>,
     ) -> std::result::Result<Response<pb::GenerateDataKeyResponse>, Status> {
-        let serve = |r| self.data_key(r, true);
-        self.regional(request, true, serve, |mut c, r| async move { c.generate_data_key(r).await }).await
+        let (forwarded, r) = split(request);
+        let served = self.data_key(&r, true).await;
+        self.or_forward(served, forwarded, r, true, |mut c, r| async move { c.generate_data_key(r).await }).await
     }
 
     async fn generate_data_key_without_plaintext(
         &self,
         request: Request<pb::GenerateDataKeyRequest>,
     ) -> std::result::Result<Response<pb::GenerateDataKeyResponse>, Status> {
-        let serve = |r| self.data_key(r, false);
+        let (forwarded, r) = split(request);
+        let served = self.data_key(&r, false).await;
         let forward = |mut c: KmsClient<Channel>, r| async move { c.generate_data_key_without_plaintext(r).await };
-        self.regional(request, true, serve, forward).await
+        self.or_forward(served, forwarded, r, true, forward).await
     }
 
     async fn generate_random(
@@ -594,7 +610,8 @@ impl<C: Connector> Kms for KmsService<C> {
     }
 
     async fn sign(&self, request: Request<pb::SignRequest>) -> std::result::Result<Response<pb::SignResponse>, Status> {
-        let serve = |r: pb::SignRequest| async move {
+        let (forwarded, r) = split(request);
+        let served = async {
             if r.message.len() > MAX_PLAINTEXT_LEN {
                 return Err(NodeError::Invalid(format!("message is over {MAX_PLAINTEXT_LEN} bytes")));
             }
@@ -603,8 +620,9 @@ impl<C: Connector> Kms for KmsService<C> {
             let scalar = self.0.material(&key, version).await?;
             let signature = ecdsa::sign(&scalar, &r.message)?;
             Ok(pb::SignResponse { signature, key_id: key.id.to_string(), key_version: version.version })
-        };
-        self.regional(request, true, serve, |mut c, r| async move { c.sign(r).await }).await
+        }
+        .await;
+        self.or_forward(served, forwarded, r, true, |mut c, r| async move { c.sign(r).await }).await
     }
 
     async fn verify(
