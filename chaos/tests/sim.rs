@@ -7,6 +7,13 @@ use std::sync::{Arc, Mutex};
 
 use chaos::{run_seed, SeedReport};
 
+/// The two tests run one after the other. CI twice saw seed 3's first run in this process
+/// hash differently (always the same other hash) while the CI range ran beside it on other
+/// threads; alone, and across processes, every run matched. Some process-global state still
+/// leaks between concurrent runs: until it is found (see issue 4's last note), the replay
+/// check runs without neighbours, as `--reproduce` does.
+static SERIAL: Mutex<()> = Mutex::new(());
+
 /// Seeds the suite runs (`KEYQUORUM_SIM_SEEDS` overrides, e.g. for a quick local run).
 fn seed_count() -> u64 {
     std::env::var("KEYQUORUM_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(200)
@@ -39,6 +46,7 @@ fn run_range(start: u64, end: u64) -> Vec<SeedReport> {
 
 #[test]
 fn ci_range_of_seeds_keeps_every_invariant() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let n = seed_count();
     let reports = run_range(0, n);
     let mut failures = Vec::new();
@@ -83,6 +91,7 @@ fn ci_range_of_seeds_keeps_every_invariant() {
 
 #[test]
 fn a_seed_replays_byte_for_byte() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     // Run in one process, one after another: nothing a run leaves behind (global task ids,
     // thread-local RNGs, hash seeds) may leak into the next.
     let mut hashes = Vec::new();
