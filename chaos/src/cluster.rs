@@ -61,6 +61,7 @@ pub fn timings() -> RaftTimings {
         snapshot_every_entries: 50,
         keep_entries_after_snapshot: 10,
         request_timeout_ms: 5000,
+        preferred_leader_region: String::new(),
     }
 }
 
@@ -128,8 +129,12 @@ impl World {
             advertise: Some(plan.addr()),
             region: plan.region.clone(),
             zone: plan.zone.clone(),
+            dial_from: None,
             data_dir: Default::default(),
-            raft: timings(),
+            raft: RaftTimings {
+                preferred_leader_region: self.plan.preferred_leader_region.clone().unwrap_or_default(),
+                ..timings()
+            },
             limits: Limits::default(),
             material_cache_ttl_ms: 60_000,
             tls: Default::default(),

@@ -40,6 +40,9 @@ enum LinkFault {
 #[derive(Debug)]
 pub struct Faults {
     rng: ChaCha8Rng,
+    /// Region losses draw from their own stream, so adding them left every other fault of a
+    /// seed where it was.
+    region_rng: ChaCha8Rng,
     world: World,
     /// Due time (ms) -> heals due then, in order of scheduling.
     pending: BTreeMap<u64, Vec<Heal>>,
@@ -64,8 +67,10 @@ fn pair(a: &str, b: &str) -> (String, String) {
 
 impl Faults {
     pub fn new(world: World, rng: ChaCha8Rng) -> Self {
+        let region_rng = crate::plan::stream(world.plan.seed, crate::plan::STREAM_REGION_LOSS);
         Self {
             rng,
+            region_rng,
             world,
             pending: BTreeMap::new(),
             busy: BTreeMap::new(),
@@ -165,6 +170,9 @@ impl Faults {
         }
         if self.rng.gen_bool(k.power_loss) {
             self.power_loss(sim);
+        }
+        if self.region_rng.gen_bool(k.crash / 3.0) {
+            self.region_loss(sim);
         }
         if self.rng.gen_bool(k.membership) {
             self.membership(sim);
@@ -325,6 +333,27 @@ impl Faults {
         self.world.recorder.fault("power-loss", format!("all {} running nodes for {down} ms", running.len()));
     }
 
+    /// A whole region goes dark: every running node in it crashes, and comes back together.
+    /// Clients there must fail over to other regions meanwhile.
+    fn region_loss(&mut self, sim: &mut turmoil::Sim<'_>) {
+        let regions = &self.world.plan.regions;
+        let region = regions[self.region_rng.gen_range(0..regions.len())].clone();
+        let running = self.world.running_ids();
+        let victims: Vec<u64> =
+            running.into_iter().filter(|id| self.world.plan.node(*id).is_some_and(|n| n.region == region)).collect();
+        if victims.is_empty() {
+            return;
+        }
+        for id in &victims {
+            self.kill(sim, *id);
+        }
+        let down = self.region_rng.gen_range(2000..8000);
+        for id in &victims {
+            self.schedule(down, Heal::Restart(*id));
+        }
+        self.world.recorder.fault("region-loss", format!("{region}: {victims:?} for {down} ms"));
+    }
+
     fn clock(&mut self) {
         let (a, _) = self.two_nodes();
         let skew: i64 = self.rng.gen_range(-600_000..600_000);
@@ -347,6 +376,7 @@ impl Faults {
         self.admin_busy.store(true, Ordering::Relaxed);
         self.admin_seq += 1;
         let name = format!("admin{}", self.admin_seq);
+        let seed = crate::cluster::mix(self.world.plan.seed, crate::plan::STREAM_ADMIN_CLIENTS + self.admin_seq);
         let addrs: Vec<String> = self.world.plan.voters.iter().map(|n| n.addr()).collect();
         let recorder = self.world.recorder.clone();
         let busy = self.admin_busy.clone();
@@ -359,7 +389,7 @@ impl Faults {
         };
         recorder.fault(kind, format!("{} via {name}", if rotate { "the voters" } else { spare.host.as_str() }));
         sim.client(name.as_str(), async move {
-            let client = crate::workload::client_for(&admin, &addrs).map_err(|e| e.to_string())?;
+            let client = crate::workload::client_for(&admin, &addrs, seed, None).map_err(|e| e.to_string())?;
             let call = async {
                 if rotate {
                     client.admin(|mut c| async move { c.rotate_root(pb::RotateRootRequest {}).await }).await.map(drop)

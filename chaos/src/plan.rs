@@ -17,7 +17,13 @@ pub fn stream(seed: u64, purpose: u64) -> ChaCha8Rng {
 pub const STREAM_PLAN: u64 = 1;
 pub const STREAM_FAULTS: u64 = 2;
 pub const STREAM_RAFT: u64 = 3;
+pub const STREAM_REGION_LOSS: u64 = 4;
 pub const STREAM_NODES: u64 = 1000;
+/// Seeds of the clients' jitter RNGs (admin clients add their sequence number, the checker's
+/// pinned clients the node id).
+pub const STREAM_ADMIN_CLIENTS: u64 = 1 << 40;
+pub const STREAM_CHECKER: u64 = 1 << 41;
+pub const STREAM_SERVICE_CLIENTS: u64 = 1 << 42;
 
 #[derive(Debug, Clone)]
 pub struct NodePlan {
@@ -70,6 +76,8 @@ pub struct Plan {
     pub key_regions: Vec<Option<String>>,
     /// Simulated length of the fault phase.
     pub fault_phase_ms: u64,
+    /// `raft.preferred_leader_region` of every node, if any.
+    pub preferred_leader_region: Option<String>,
 }
 
 /// Milliseconds between two chances of a fault.
@@ -129,7 +137,21 @@ impl Plan {
         // Drawn last, so the rest of a seed's plan is what it was before region restrictions.
         let key_regions =
             (0..keys).map(|_| rng.gen_bool(0.3).then(|| regions[rng.gen_range(0..region_count)].clone())).collect();
-        Plan { seed, voters, spare, regions, latency, knobs, clients, keys, key_regions, fault_phase_ms }
+        // Half the runs want the leader in one region (every node's config says the same).
+        let preferred_leader_region = rng.gen_bool(0.5).then(|| regions[rng.gen_range(0..region_count)].clone());
+        Plan {
+            seed,
+            voters,
+            spare,
+            regions,
+            latency,
+            knobs,
+            clients,
+            keys,
+            key_regions,
+            fault_phase_ms,
+            preferred_leader_region,
+        }
     }
 
     /// The workload's key aliases: `k<i>`, or `k<i>-in-<region>` for a key restricted to

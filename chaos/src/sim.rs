@@ -12,8 +12,8 @@ use openraft::ServerState;
 use crate::cluster::{mix, World};
 use crate::faults::Faults;
 use crate::history::{now_ms, set_driver_ms, OpKind, Outcome, Recorder, Value, Violation};
-use crate::plan::{stream, Plan, STREAM_FAULTS, STREAM_RAFT};
-use crate::workload::{client_for, execute, run_client};
+use crate::plan::{stream, Plan, STREAM_CHECKER, STREAM_FAULTS, STREAM_RAFT, STREAM_SERVICE_CLIENTS};
+use crate::workload::{client_for, execute, pinned_client, run_client};
 
 /// How long the healed cluster has to elect a leader, converge and serve every kind of
 /// request (simulated time).
@@ -174,7 +174,7 @@ fn run(sim: &mut turmoil::Sim<'_>, world: &World, seed: u64) -> Result<(), ()> {
         let recorder = recorder.clone();
         let admin = world.pki.admin.clone();
         sim.client("init", async move {
-            let client = client_for(&admin, &[first]).map_err(|e| e.to_string())?;
+            let client = pinned_client(&admin, &first, mix(seed, STREAM_SERVICE_CLIENTS)).map_err(|e| e.to_string())?;
             loop {
                 let req = pb::InitRequest { members: members.clone() };
                 match client.admin_at(0, |mut c| async move { c.init(req).await }).await {
@@ -267,7 +267,9 @@ async fn probe_sealed(world: World, probing: Arc<AtomicBool>) -> turmoil::Result
             let Some(mut watch) = world.node(id).map(|n| n.state.sealed_watch()) else { continue };
             let Some(version) = *watch.borrow_and_update() else { continue };
             let Some(addr) = world.plan.all_nodes().find(|n| n.id == id).map(|n| n.addr()) else { continue };
-            let Ok(client) = client_for(&tls, &[addr]) else { continue };
+            let Ok(client) = pinned_client(&tls, &addr, mix(world.plan.seed, STREAM_SERVICE_CLIENTS + id)) else {
+                continue;
+            };
             let req = pb::GenerateRandomRequest { number_of_bytes: 8 };
             let call = client.kms(|mut k| async move { k.generate_random(req).await });
             let answered = tokio::time::timeout(Duration::from_secs(2), call).await;
@@ -303,6 +305,20 @@ fn converged(world: &World) -> Option<Vec<u64>> {
     Some(members)
 }
 
+/// No root key generation or replacement under way at any member, and none holds an identity
+/// key of a round older than its root key's.
+fn custody_settled(world: &World, members: &[u64]) -> bool {
+    members.iter().all(|id| {
+        world.node(*id).is_some_and(|n| {
+            let s = n.state.read();
+            let root_round = s.store.root().map(|r| r.transcript.epoch);
+            s.store.keygen().is_none()
+                && s.store.next_root().is_none()
+                && root_round.is_none_or(|round| n.identities.rounds().iter().all(|r| *r >= round))
+        })
+    })
+}
+
 async fn wait_converged(world: &World) -> Vec<u64> {
     loop {
         if let Some(m) = converged(world) {
@@ -320,7 +336,7 @@ async fn final_phase(world: &World) {
     let members = wait_converged(world).await;
     recorder.event(format!("converged: members {members:?}"));
     let addrs: Vec<String> = plan.voters.iter().map(|n| n.addr()).collect();
-    let Ok(client) = client_for(&world.pki.app, &addrs) else { return };
+    let Ok(client) = client_for(&world.pki.app, &addrs, mix(plan.seed, STREAM_CHECKER), None) else { return };
     let keys: Vec<String> = plan.key_names();
     let mut seq = 0;
     let mut call = |key: &str, kind: OpKind| {
@@ -388,7 +404,9 @@ async fn final_phase(world: &World) {
         .collect();
     for id in &members {
         let Some(n) = plan.node(*id) else { continue };
-        let Ok(pinned) = client_for(&world.pki.app, &[n.addr()]) else { continue };
+        let Ok(pinned) = pinned_client(&world.pki.app, &n.addr(), mix(plan.seed, STREAM_CHECKER + *id)) else {
+            continue;
+        };
         let pinned = Arc::new(pinned);
         for key in &keys {
             let kind = OpKind::Describe { node: Some(*id) };
@@ -409,9 +427,15 @@ async fn final_phase(world: &World) {
         while tasks.join_next().await.is_some() {}
     }
     // The leader may have begun a resharing round meanwhile (its duties go on): compare the
-    // members' states at a moment they have all applied the same log. Nothing else runs
-    // between the convergence check and the copies (no await).
-    let members = wait_converged(world).await;
+    // members' states at a moment they have all applied the same log, with no resharing
+    // under way and every old identity key erased (erasure follows a root replacement by a
+    // snapshot). Nothing else runs between the check and the copies (no await).
+    let members = loop {
+        match converged(world) {
+            Some(m) if custody_settled(world, &m) => break m,
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
     let states: Vec<(u64, raft::KeyStore)> =
         members.iter().filter_map(|id| world.node(*id).map(|n| (*id, n.state.read().store.clone()))).collect();
     for v in crate::invariants::rotation::compare_material(&states) {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use client::pb;
-use client::{Client, ClientTlsConfig};
+use client::{Client, ClientOptions, ClientTlsConfig};
 use rand::Rng;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -195,13 +195,27 @@ async fn run(client: &Client, key: &str, kind: &OpKind, token: &str) -> Result<V
     }
 }
 
-/// A client over the given nodes' addresses, in the given order.
-pub fn client_for(tls: &ClientTlsConfig, addrs: &[String]) -> anyhow::Result<Client> {
-    let mut channels = Vec::new();
-    for a in addrs {
-        channels.push((a.clone(), crate::net::client_channel(a, tls)?));
-    }
-    Ok(Client::from_channels(channels)?)
+/// The production client over the simulated network, starting from `addrs`: it discovers the
+/// rest of the cluster, prefers `region`, and draws its jitter from `seed`.
+pub fn client_for(tls: &ClientTlsConfig, addrs: &[String], seed: u64, region: Option<&str>) -> anyhow::Result<Client> {
+    let options =
+        ClientOptions { region: region.map(str::to_string), rng_seed: Some(seed), ..ClientOptions::default() };
+    make_client(tls, addrs, options)
+}
+
+/// A client that talks to `addr` only (no discovery): checks of one node.
+pub fn pinned_client(tls: &ClientTlsConfig, addr: &str, seed: u64) -> anyhow::Result<Client> {
+    let options = ClientOptions { discover: false, rng_seed: Some(seed), ..ClientOptions::default() };
+    make_client(tls, &[addr.to_string()], options)
+}
+
+fn make_client(tls: &ClientTlsConfig, addrs: &[String], options: ClientOptions) -> anyhow::Result<Client> {
+    let tls = tls.clone();
+    let connect: client::Connect = Arc::new(move |addr: &str| {
+        crate::net::client_channel(addr, &tls)
+            .map_err(|e| client::ClientError::InvalidEndpoint(addr.to_string(), e.to_string()))
+    });
+    Ok(Client::with_connector(addrs, options, connect)?)
 }
 
 /// One workload client: creates every key (with a shared idempotency token, so concurrent
@@ -216,7 +230,7 @@ pub async fn run_client(
     let mut rng = ChaCha8Rng::seed_from_u64(me.seed);
     let mut addrs: Vec<String> = plan.voters.iter().map(|n| n.addr()).collect();
     shuffle(&mut addrs, &mut rng);
-    let client = client_for(&tls, &addrs).map_err(|e| e.to_string())?;
+    let client = client_for(&tls, &addrs, me.seed, Some(&me.region)).map_err(|e| e.to_string())?;
     let keys: Vec<String> = plan.key_names();
     for key in &keys {
         let op = recorder.invoke(&me.name, key, OpKind::Create);

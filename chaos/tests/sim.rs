@@ -80,6 +80,7 @@ fn ci_range_of_seeds_keeps_every_invariant() {
         "stall",
         "latency-spike",
         "power-loss",
+        "region-loss",
         "member-add",
         "member-remove",
         "rotate-root",

@@ -6,9 +6,16 @@
 
 use std::time::{Duration, Instant};
 
-use client::{pb, Client, ClientTlsConfig};
+use client::{pb, Client, ClientOptions, ClientTlsConfig};
 
-use crate::cli::Output;
+use crate::cli::{Common, Output};
+
+fn describe(c: &pb::Consistency) -> String {
+    match &c.level {
+        Some(pb::consistency::Level::BoundedStaleness(b)) => format!("bounded staleness {} ms", b.max_staleness_ms),
+        _ => "linearizable".into(),
+    }
+}
 
 /// Latency figures of one kind of call.
 #[derive(Debug, Clone, Copy)]
@@ -50,12 +57,12 @@ impl Figures {
     }
 }
 
-async fn encrypt(c: &Client, key: &str) -> anyhow::Result<Duration> {
+async fn encrypt(c: &Client, key: &str, consistency: &pb::Consistency) -> anyhow::Result<Duration> {
     let req = pb::EncryptRequest {
         key: key.to_string(),
         plaintext: b"keyquorum bench".to_vec(),
         encryption_context: Default::default(),
-        consistency: None,
+        consistency: Some(*consistency),
     };
     let started = Instant::now();
     c.kms(|mut k| {
@@ -69,17 +76,33 @@ async fn encrypt(c: &Client, key: &str) -> anyhow::Result<Duration> {
 
 /// Runs `cold` cold and `warm` warm Encrypts, one at a time, and prints the figures.
 pub(crate) async fn run(
-    endpoints: &[String],
+    common: &Common,
     tls: Option<ClientTlsConfig>,
     cold: usize,
     warm: usize,
-    output: Output,
+    consistency: pb::Consistency,
 ) -> anyhow::Result<()> {
-    let [creator, user, ..] = endpoints else {
-        anyhow::bail!("bench needs two endpoints: keys are created at the first and used at the second");
+    let output = common.output;
+    let pinned = ClientOptions { discover: false, ..common.client_options() };
+    let (at_creator, at_user, user) = match (&common.endpoints[..], &common.region) {
+        ([creator, ..], Some(region)) => {
+            let at_user = Client::with_options(&common.endpoints, tls.clone(), common.client_options())?;
+            // Learn the members and their regions before the first timed call.
+            at_user
+                .discover()
+                .await
+                .map_err(|s| anyhow::anyhow!("cannot learn the cluster's members: {}", s.message()))?;
+            let at_creator = Client::with_options(&[creator], tls, pinned)?;
+            (at_creator, at_user, format!("a client in {region}"))
+        }
+        ([creator, user, ..], None) => {
+            let at_creator = Client::with_options(&[creator], tls.clone(), pinned.clone())?;
+            (at_creator, Client::with_options(&[user], tls, pinned)?, user.clone())
+        }
+        _ => anyhow::bail!(
+            "bench needs two endpoints (keys are created at the first and used at the second), or --region"
+        ),
     };
-    let at_creator = Client::new(&[creator], tls.clone())?;
-    let at_user = Client::new(&[user], tls)?;
     let run_id: u32 = rand::random();
     let mut keys = Vec::with_capacity(cold.max(1));
     for i in 0..cold.max(1) {
@@ -101,25 +124,26 @@ pub(crate) async fn run(
     let started = Instant::now();
     let mut samples = Vec::with_capacity(cold);
     for key in keys.iter().take(cold) {
-        samples.push(encrypt(&at_user, key).await?);
+        samples.push(encrypt(&at_user, key, &consistency).await?);
     }
     let cold_figures = Figures::of(samples, started.elapsed());
     let started = Instant::now();
     let mut samples = Vec::with_capacity(warm);
     for _ in 0..warm {
-        samples.push(encrypt(&at_user, &keys[0]).await?);
+        samples.push(encrypt(&at_user, &keys[0], &consistency).await?);
     }
     let warm_figures = Figures::of(samples, started.elapsed());
     match output {
         Output::Json => println!(
             "{}",
-            serde_json::json!({"endpoint": user, "cold_encrypt": cold_figures.json(), "warm_encrypt": warm_figures.json()})
+            serde_json::json!({"endpoint": user, "consistency": describe(&consistency), "cold_encrypt": cold_figures.json(), "warm_encrypt": warm_figures.json()})
         ),
         Output::Text => {
             println!("{}", cold_figures.line(&format!("cold Encrypt (unwrap with t+1 shares) at {user}")));
             println!("{}", warm_figures.line(&format!("warm Encrypt (cached material) at {user}")));
             println!(
-                "one call at a time, linearizable; {} bench keys left behind (disable or schedule deletion)",
+                "one call at a time, {}; {} bench keys left behind (disable or schedule deletion)",
+                describe(&consistency),
                 keys.len()
             );
         }

@@ -44,6 +44,33 @@ pub struct Common {
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+    /// The region this client runs in: nodes there are tried first, then the others by
+    /// measured latency. Endpoints may also name theirs (`region-a=host:port`).
+    #[arg(long, global = true, env = "KEYQUORUM_REGION")]
+    pub region: Option<String>,
+    /// Local address to connect from (multi-homed hosts; with `keyquorum dev --wan-latency-ms`,
+    /// the address that places this client in its region).
+    #[arg(long, global = true, env = "KEYQUORUM_SOURCE_IP")]
+    pub source_ip: Option<std::net::IpAddr>,
+    /// Use only the endpoints given; do not learn the other members from the cluster.
+    #[arg(long, global = true)]
+    pub no_discovery: bool,
+    /// Deadline of one command's call, retries included, in milliseconds.
+    #[arg(long, global = true, default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub timeout_ms: u64,
+}
+
+impl Common {
+    /// The client library's options these flags choose.
+    pub fn client_options(&self) -> client::ClientOptions {
+        client::ClientOptions {
+            region: self.region.clone().filter(|r| !r.trim().is_empty()),
+            discover: !self.no_discovery,
+            call_timeout: std::time::Duration::from_millis(self.timeout_ms),
+            local_address: self.source_ip,
+            ..client::ClientOptions::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -68,10 +95,22 @@ pub enum Commands {
         /// First node's port; node i listens on base_port + i - 1.
         #[arg(long, default_value_t = 7401)]
         base_port: u16,
+        /// Put this one-way latency (ms) between regions through a userspace relay: node i is
+        /// then reached at 127.0.i.1 (its region's front address) and a client chooses its
+        /// region with --source-ip 127.0.i.200. A data dir is made with or without it for good.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+        wan_latency_ms: u64,
+        /// Extra random delay per chunk between regions, 0..=ms.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+        wan_jitter_ms: u64,
+        /// Keep the leader in this region (every node's `raft.preferred_leader_region`).
+        #[arg(long)]
+        preferred_leader_region: Option<String>,
     },
     /// Measure Encrypt latency against a running cluster: cold (first use of a key at a node,
     /// which unwraps it with t+1 decryption shares) and warm (cached material). Creates keys at
-    /// the first endpoint and uses them at the second.
+    /// the first endpoint and uses them at the second; with `--region`, uses them through the
+    /// region-aware client (own region first), so the first endpoint should be elsewhere.
     Bench {
         /// Cold Encrypts to time (one new key each).
         #[arg(long, default_value_t = 50)]
@@ -79,6 +118,10 @@ pub enum Commands {
         /// Warm Encrypts to time.
         #[arg(long, default_value_t = 1000)]
         warm: usize,
+        /// `linearizable` (a read index at the leader per call, shared by concurrent calls) or
+        /// `bounded:<ms>` (served from the node's state if it heard from the leader within ms).
+        #[arg(long, default_value = "linearizable", value_parser = parse_consistency)]
+        consistency: pb::Consistency,
         #[command(flatten)]
         common: Common,
     },
@@ -465,8 +508,23 @@ fn tls(common: &Common) -> anyhow::Result<Option<client::ClientTlsConfig>> {
     })
 }
 
+/// `linearizable` or `bounded:<ms>`.
+fn parse_consistency(s: &str) -> Result<pb::Consistency, String> {
+    use pb::consistency::Level;
+    let level = match s.split_once(':') {
+        None if s == "linearizable" => Level::Linearizable(pb::Linearizable {}),
+        Some(("bounded", ms)) => {
+            let max_staleness_ms =
+                ms.parse().map_err(|_| format!("bounded:<ms> needs a number of milliseconds, got {ms:?}"))?;
+            Level::BoundedStaleness(pb::BoundedStaleness { max_staleness_ms })
+        }
+        _ => return Err(format!("expected linearizable or bounded:<ms>, got {s:?}")),
+    };
+    Ok(pb::Consistency { level: Some(level) })
+}
+
 fn client(common: &Common) -> anyhow::Result<Client> {
-    Ok(Client::new(&common.endpoints, tls(common)?)?)
+    Ok(Client::with_options(&common.endpoints, tls(common)?, common.client_options())?)
 }
 
 /// Runs a client or cluster command.
@@ -474,8 +532,8 @@ pub async fn run_client(command: Commands) -> anyhow::Result<()> {
     match command {
         Commands::Server { .. } | Commands::Dev { .. } => bail!("not a client command"),
         Commands::Cert { command } => cert_command(command),
-        Commands::Bench { cold, warm, common } => {
-            crate::bench::run(&common.endpoints, tls(&common)?, cold, warm, common.output).await
+        Commands::Bench { cold, warm, consistency, common } => {
+            crate::bench::run(&common, tls(&common)?, cold, warm, consistency).await
         }
         Commands::Key { command, common } => key_command(command, &common).await,
         Commands::Encrypt { key, io, common } => {
@@ -784,10 +842,11 @@ async fn cluster_command(command: ClusterCommand, common: &Common) -> anyhow::Re
                     .iter()
                     .map(|n| {
                         serde_json::json!({
-                            "id": n.id, "addr": n.addr, "region": n.region, "role": n.role, "term": n.term,
+                            "id": n.id, "addr": n.addr, "region": n.region, "zone": n.zone, "role": n.role, "term": n.term,
                             "last_log_index": n.last_log_index, "applied_index": n.applied_index,
                             "replication_lag": n.replication_lag, "version": n.version, "reachable": n.reachable,
-                            "error": n.error, "voter": n.voter, "holds_share": n.holds_share,
+                            "error": n.error, "voter": n.voter, "leader_id": n.leader_id, "holds_share": n.holds_share,
+                            "preferred_leader_region": n.preferred_leader_region,
                             "sealed": n.sealed, "sealed_log_key_version": n.sealed_log_key_version,
                             "log_key_versions": n.log_key_versions,
                             "faulty_shares": n.faulty_shares,
@@ -798,18 +857,33 @@ async fn cluster_command(command: ClusterCommand, common: &Common) -> anyhow::Re
                         })
                     })
                     .collect();
-                println!("{}", serde_json::json!({"leader_id": r.leader_id, "nodes": nodes}));
-            } else {
                 println!(
-                    "{:<4} {:<22} {:<10} {:<10} {:>5} {:>8} {:>8} {:>4} {:>6} {:>15}  version",
-                    "id", "addr", "region", "role", "term", "last_log", "applied", "lag", "sealed", "cache hit/miss"
+                    "{}",
+                    serde_json::json!({"leader_id": r.leader_id, "nodes": nodes, "placement_warnings": r.placement_warnings})
                 );
-                for n in r.nodes {
+            } else {
+                let mut nodes = r.nodes;
+                nodes.sort_by(|a, b| (&a.region, a.id).cmp(&(&b.region, b.id)));
+                println!(
+                    "  {:<4} {:<22} {:<10} {:>5} {:>8} {:>8} {:>4} {:>6} {:>15}  version",
+                    "id", "addr", "role", "term", "last_log", "applied", "lag", "sealed", "cache hit/miss"
+                );
+                let mut region = None;
+                for n in &nodes {
+                    if region != Some(&n.region) {
+                        let here: Vec<_> = nodes.iter().filter(|m| m.region == n.region).collect();
+                        let voters = here.iter().filter(|m| m.voter).count();
+                        println!(
+                            "region {} ({voters} of {} voters)",
+                            n.region,
+                            nodes.iter().filter(|m| m.voter).count()
+                        );
+                        region = Some(&n.region);
+                    }
                     println!(
-                        "{:<4} {:<22} {:<10} {:<10} {:>5} {:>8} {:>8} {:>4} {:>6} {:>15}  {}{}",
+                        "  {:<4} {:<22} {:<10} {:>5} {:>8} {:>8} {:>4} {:>6} {:>15}  {}{}",
                         n.id,
                         n.addr,
-                        n.region,
                         n.role,
                         n.term,
                         n.last_log_index,
@@ -820,6 +894,9 @@ async fn cluster_command(command: ClusterCommand, common: &Common) -> anyhow::Re
                         n.version,
                         if n.error.is_empty() { String::new() } else { format!("  ({})", n.error) }
                     );
+                }
+                for w in &r.placement_warnings {
+                    println!("warning: {w}");
                 }
             }
         }

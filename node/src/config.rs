@@ -8,6 +8,22 @@ use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+/// `KEYQUORUM_*` variables that belong to the command line client or the test suite, not to
+/// a node's config. (`KEYQUORUM_REGION` is both: a node's region and a client's.)
+pub const CLIENT_ENV: [&str; 11] = [
+    "ENDPOINTS",
+    "REGION_CLIENT",
+    "LOG",
+    "CONFIG",
+    "SOURCE_IP",
+    "TLS_CA",
+    "TLS_CERT",
+    "TLS_KEY",
+    "PLAINTEXT",
+    "SIM_SEEDS",
+    "TARGET_CACHE",
+];
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
@@ -21,6 +37,10 @@ pub struct NodeConfig {
     pub region: String,
     #[serde(default)]
     pub zone: String,
+    /// The local address this node's connections to peers are made from. On one machine
+    /// with the WAN relay (`wan/`), the relay knows a connection's region by this address.
+    #[serde(default)]
+    pub dial_from: Option<std::net::IpAddr>,
     pub data_dir: PathBuf,
     #[serde(default)]
     pub raft: RaftTimings,
@@ -46,6 +66,8 @@ fn default_cache_ttl_ms() -> u64 {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RaftTimings {
+    /// Heartbeat period, and (openraft 0.9) the deadline of each append and of a read's
+    /// leadership confirmation: above the longest round trip between voters.
     pub heartbeat_ms: u64,
     pub election_timeout_ms_min: u64,
     pub election_timeout_ms_max: u64,
@@ -59,19 +81,27 @@ pub struct RaftTimings {
     pub keep_entries_after_snapshot: u64,
     /// Deadline of a client request's consensus step (write or read index).
     pub request_timeout_ms: u64,
+    /// The region the leader should be in (set the same on every node): a leader elsewhere
+    /// hands leadership to a healthy, caught-up voter there. Empty: wherever it was elected.
+    pub preferred_leader_region: String,
 }
 
 impl Default for RaftTimings {
     fn default() -> Self {
         Self {
-            heartbeat_ms: 100,
-            election_timeout_ms_min: 600,
-            election_timeout_ms_max: 1200,
+            // openraft 0.9 also uses the heartbeat interval as the deadline of every append
+            // and of a read's leadership check: it must exceed the longest round trip between
+            // voters, with room for a TLS handshake on reconnect. 250 ms suits round trips up
+            // to ~150 ms (regions on one continent); raise all three together beyond that.
+            heartbeat_ms: 250,
+            election_timeout_ms_min: 1250,
+            election_timeout_ms_max: 2500,
             rpc_timeout_ms: 2000,
             snapshot_timeout_ms: 30_000,
             snapshot_every_entries: 5000,
             keep_entries_after_snapshot: 1000,
             request_timeout_ms: 5000,
+            preferred_leader_region: String::new(),
         }
     }
 }
@@ -99,7 +129,7 @@ impl NodeConfig {
         }
         let config: NodeConfig = Figment::new()
             .merge(Toml::file(path))
-            .merge(Env::prefixed("KEYQUORUM_").ignore(&["ENDPOINTS", "REGION_CLIENT", "LOG"]).split("__"))
+            .merge(Env::prefixed("KEYQUORUM_").ignore(&CLIENT_ENV).split("__"))
             .extract()
             .map_err(|e| anyhow::anyhow!("invalid configuration in {}: {e}", path.display()))?;
         config.validate()?;

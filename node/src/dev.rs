@@ -56,25 +56,55 @@ fn dev_pki(data_dir: &Path, nodes: u64) -> anyhow::Result<PathBuf> {
         ca.write(&dir)?;
         ca
     };
-    let hosts = ["127.0.0.1".to_string(), "localhost".to_string()];
-    let mut wanted: Vec<(Role, String)> = (1..=nodes).map(|id| (Role::Node(id), format!("node-{id}"))).collect();
-    wanted.push((Role::Admin("dev".into()), "admin".into()));
-    for (role, stem) in wanted {
-        if !dir.join(format!("{stem}.pem")).exists() {
-            ca.issue(&role, &hosts, DEV_CERT_DAYS)?.write(&dir, &stem)?;
-        }
+    // Node certificates are made afresh on every start (the CA stays): they name the WAN
+    // relay's front address too.
+    for id in 1..=nodes {
+        let hosts = ["127.0.0.1".to_string(), "localhost".to_string(), front_ip(id).to_string()];
+        ca.issue(&Role::Node(id), &hosts, DEV_CERT_DAYS)?.write(&dir, &format!("node-{id}"))?;
+    }
+    if !dir.join("admin.pem").exists() {
+        let hosts = ["127.0.0.1".to_string(), "localhost".to_string()];
+        ca.issue(&Role::Admin("dev".into()), &hosts, DEV_CERT_DAYS)?.write(&dir, "admin")?;
     }
     Ok(dir)
 }
 
-/// Writes node `id`'s config file and returns its path.
-fn write_config(data_dir: &Path, tls: &Path, id: u64, port: u16) -> anyhow::Result<PathBuf> {
+/// With the WAN relay, where node `id` (region `id - 1`) is reached and dials from.
+fn front_ip(id: u64) -> std::net::Ipv4Addr {
+    wan::region_ip((id - 1) as usize, 1)
+}
+
+/// Where a client in region `index` connects from, with the WAN relay.
+fn client_ip(index: usize) -> std::net::Ipv4Addr {
+    wan::region_ip(index, 200)
+}
+
+/// Writes node `id`'s config file and returns its path. With the WAN relay, the node
+/// advertises (and dials from) its region's front address.
+fn write_config(
+    data_dir: &Path,
+    tls: &Path,
+    id: u64,
+    port: u16,
+    wan: bool,
+    preferred: &str,
+) -> anyhow::Result<PathBuf> {
     let dir = data_dir.join(format!("node-{id}"));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let dir = dir.canonicalize()?;
     let region = REGIONS[(id - 1) as usize];
+    let wan = if wan {
+        format!("advertise = \"{}:{port}\"\ndial_from = \"{}\"\n", front_ip(id), front_ip(id))
+    } else {
+        String::new()
+    };
+    let raft = if preferred.is_empty() {
+        String::new()
+    } else {
+        format!("[raft]\npreferred_leader_region = \"{preferred}\"\n\n")
+    };
     let config = format!(
-        "id = {id}\nlisten = \"127.0.0.1:{port}\"\nregion = \"{region}\"\ndata_dir = \"{}\"\n\n[tls]\n\
+        "id = {id}\nlisten = \"127.0.0.1:{port}\"\n{wan}region = \"{region}\"\ndata_dir = \"{}\"\n\n{raft}[tls]\n\
          ca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
         dir.join("data").display(),
         tls.join("ca.pem").display(),
@@ -86,29 +116,80 @@ fn write_config(data_dir: &Path, tls: &Path, id: u64, port: u16) -> anyhow::Resu
     Ok(path)
 }
 
-pub async fn run(data_dir: PathBuf, nodes: u64, base_port: u16) -> anyhow::Result<()> {
+/// The emulated WAN between the dev cluster's regions (`--wan-latency-ms`).
+#[derive(Debug, Clone, Default)]
+pub struct WanOptions {
+    /// One-way latency between two regions; 0: no relay, nodes talk directly.
+    pub latency_ms: u64,
+    pub jitter_ms: u64,
+    /// Every node's `raft.preferred_leader_region` (empty: none).
+    pub preferred_leader_region: String,
+}
+
+/// Records whether `data_dir` was made with the relay: the members' addresses live in the
+/// replicated log, so a cluster cannot switch later.
+fn check_mode(data_dir: &Path, wan: bool) -> anyhow::Result<()> {
+    let marker = data_dir.join("wan");
+    let made = data_dir.join("node-1").exists();
+    match (made, marker.exists(), wan) {
+        (false, _, true) => std::fs::write(&marker, "this dev cluster runs through the WAN relay\n")?,
+        (false, true, false) => std::fs::remove_file(&marker)?,
+        (true, had, wan) if had != wan => bail!(
+            "{} holds a dev cluster made {} --wan-latency-ms: its members' addresses are in its log; \
+             use another --data-dir",
+            data_dir.display(),
+            if had { "with" } else { "without" }
+        ),
+        _ => {}
+    }
+    Ok(())
+}
+
+pub async fn run(data_dir: PathBuf, nodes: u64, base_port: u16, wan: WanOptions) -> anyhow::Result<()> {
+    let preferred = wan.preferred_leader_region.clone();
     let exe = std::env::current_exe().context("cannot find the keyquorum binary")?;
     std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let with_wan = wan.latency_ms > 0 || wan.jitter_ms > 0;
+    check_mode(&data_dir, with_wan)?;
+    let relay = wan::Relay::new(rand::random());
+    relay.set_default_link(wan::LinkSpec {
+        latency: Duration::from_millis(wan.latency_ms),
+        jitter: Duration::from_millis(wan.jitter_ms),
+        loss: 0.0,
+    });
+    let mut fronts = Vec::new();
     let mut members = Vec::new();
     for id in 1..=nodes {
         let port = base_port.checked_add((id - 1) as u16).context("port out of range")?;
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
             bail!("port {port} is in use: stop whatever holds it or pass --base-port");
         }
-        members.push(pb::Member {
-            id,
-            addr: format!("127.0.0.1:{port}"),
-            region: REGIONS[(id - 1) as usize].into(),
-            zone: String::new(),
-        });
+        let region = REGIONS[(id - 1) as usize];
+        let addr = if with_wan {
+            relay.add_region(region, wan::region_net((id - 1) as usize))?;
+            let front = std::net::SocketAddr::new(front_ip(id).into(), port);
+            fronts.push(relay.listen(front, ([127, 0, 0, 1], port).into(), region).await?);
+            front.to_string()
+        } else {
+            format!("127.0.0.1:{port}")
+        };
+        members.push(pb::Member { id, addr, region: region.into(), zone: String::new() });
     }
     let tls = dev_pki(&data_dir, nodes)?;
     let mut children = Children(Vec::new());
     for m in &members {
-        let config = write_config(&data_dir, &tls, m.id, m.addr.rsplit(':').next().unwrap_or("0").parse()?)?;
+        let port = m.addr.rsplit(':').next().unwrap_or("0").parse()?;
+        let config = write_config(&data_dir, &tls, m.id, port, with_wan, &preferred)?;
         let log_path = config.with_file_name("node.log");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
-        let child = Command::new(&exe)
+        let mut command = Command::new(&exe);
+        // The nodes' config is the file; a client's settings in this shell must not leak in.
+        for (k, _) in std::env::vars_os() {
+            if k.to_str().is_some_and(|k| k.starts_with("KEYQUORUM_") && k != "KEYQUORUM_LOG") {
+                command.env_remove(&k);
+            }
+        }
+        let child = command
             .arg("server")
             .arg("--config")
             .arg(&config)
@@ -117,8 +198,8 @@ pub async fn run(data_dir: PathBuf, nodes: u64, base_port: u16) -> anyhow::Resul
             .stderr(log)
             .spawn()
             .with_context(|| format!("cannot start node {}", m.id))?;
+        eprintln!("started node {} ({}, pid {}) at {}, log {}", m.id, m.region, child.id(), m.addr, log_path.display());
         children.0.push((m.id, child));
-        eprintln!("started node {} ({}) at {}, log {}", m.id, m.region, m.addr, log_path.display());
     }
     let endpoints: Vec<String> = members.iter().map(|m| m.addr.clone()).collect();
     let (ca, admin_cert, admin_key) = (tls.join("ca.pem"), tls.join("admin.pem"), tls.join("admin.key"));
@@ -171,6 +252,15 @@ pub async fn run(data_dir: PathBuf, nodes: u64, base_port: u16) -> anyhow::Resul
     }
     let joined = endpoints.join(",");
     println!("ready: {joined}");
+    if with_wan {
+        println!(
+            "WAN relay: {} ms one way between regions (+0..{} ms jitter); a client's region is its source address:",
+            wan.latency_ms, wan.jitter_ms
+        );
+        for (i, m) in members.iter().enumerate() {
+            println!("  {}: KEYQUORUM_REGION={} KEYQUORUM_SOURCE_IP={}", m.region, m.region, client_ip(i));
+        }
+    }
     println!();
     println!("Try it (in another terminal):");
     println!("  export KEYQUORUM_ENDPOINTS={joined}");
@@ -188,16 +278,24 @@ pub async fn run(data_dir: PathBuf, nodes: u64, base_port: u16) -> anyhow::Resul
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
             _ = check.tick() => {
-                for (id, child) in &mut children.0 {
-                    if let Ok(Some(status)) = child.try_wait() {
-                        bail!("node {id} exited ({status}); see {}", data_dir.join(format!("node-{id}/node.log")).display());
+                // A node that dies (or is killed, to watch failover) is reported; the others
+                // and the relay go on. The next `keyquorum dev` brings it back.
+                children.0.retain_mut(|(id, child)| match child.try_wait() {
+                    Ok(Some(status)) => {
+                        eprintln!(
+                            "node {id} exited ({status}); the cluster goes on without it (see {}); run keyquorum dev again to bring it back",
+                            data_dir.join(format!("node-{id}/node.log")).display()
+                        );
+                        false
                     }
-                }
+                    _ => true,
+                });
             }
         }
     }
     eprintln!("stopping the cluster");
     drop(children);
+    drop(fronts);
     eprintln!("stopped; data kept in {}", data_dir.display());
     Ok(())
 }

@@ -24,6 +24,7 @@ mod service_admin;
 mod service_internal;
 mod service_kms;
 pub mod tls;
+pub mod topology;
 mod transfer;
 
 /// Whether the named failpoint is active. Failpoints exist only in builds with the

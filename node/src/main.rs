@@ -18,7 +18,14 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Commands::Server { config } => node::server::run(node::config::NodeConfig::load(&config)?).await,
-            Commands::Dev { data_dir, nodes, base_port } => node::dev::run(data_dir, nodes, base_port).await,
+            Commands::Dev { data_dir, nodes, base_port, wan_latency_ms, wan_jitter_ms, preferred_leader_region } => {
+                let wan = node::dev::WanOptions {
+                    latency_ms: wan_latency_ms,
+                    jitter_ms: wan_jitter_ms,
+                    preferred_leader_region: preferred_leader_region.unwrap_or_default(),
+                };
+                node::dev::run(data_dir, nodes, base_port, wan).await
+            }
             other => node::cli::run_client(other).await,
         }
     });

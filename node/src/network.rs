@@ -33,6 +33,8 @@ pub struct TcpConnector {
     pub connect_timeout: Duration,
     /// This node's client side of mTLS; `None` in plaintext mode.
     pub tls: Option<ClientTlsConfig>,
+    /// The local address connections are made from (`dial_from`); the kernel picks if `None`.
+    pub local_address: Option<std::net::IpAddr>,
 }
 
 /// The endpoint for a peer at `addr` (`host:port`): `https` with the TLS config, `http`
@@ -46,6 +48,7 @@ impl Connector for TcpConnector {
         let endpoint = endpoint(addr, self.tls.as_ref())?
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)
+            .local_address(self.local_address)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_while_idle(true);
         Ok(endpoint.connect_lazy())
@@ -61,11 +64,25 @@ pub struct Peers<C> {
     max_message_bytes: usize,
     /// A voter refused our vote request because its log is longer than ours.
     longer_log_seen: Arc<AtomicBool>,
+    /// When each peer last answered one of our raft RPCs (a leader's view of its followers'
+    /// health, for the topology).
+    contacts: Arc<Mutex<BTreeMap<NodeId, tokio::time::Instant>>>,
 }
 
 impl<C: Connector> Peers<C> {
     pub fn new(connector: C, max_message_bytes: usize) -> Self {
-        Self { connector, channels: Default::default(), max_message_bytes, longer_log_seen: Default::default() }
+        Self {
+            connector,
+            channels: Default::default(),
+            max_message_bytes,
+            longer_log_seen: Default::default(),
+            contacts: Default::default(),
+        }
+    }
+
+    /// When each peer last answered one of our raft RPCs.
+    pub fn contacts(&self) -> BTreeMap<NodeId, tokio::time::Instant> {
+        self.contacts.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
     /// Whether a voter has refused us for a longer log since the last call.
@@ -162,7 +179,12 @@ impl<C: Connector> PeerNetwork<C> {
                 }))
             }
             Ok(Err(status)) => return Err(unreachable(&status)),
-            Ok(Ok(reply)) => reply.into_inner(),
+            Ok(Ok(reply)) => {
+                if let Ok(mut c) = self.peers.contacts.lock() {
+                    c.insert(self.target, tokio::time::Instant::now());
+                }
+                reply.into_inner()
+            }
         };
         let result: std::result::Result<Resp, RaftError<NodeId, E>> =
             postcard::from_bytes(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;

@@ -67,6 +67,10 @@ pub struct Node<C> {
     reads: Mutex<ReadBatch>,
     last_leader_contact: Mutex<Option<Instant>>,
     pub(crate) election_hold: crate::transfer::ElectionHold,
+    /// While this leader hands leadership to another node: the target (0: none). It then
+    /// takes no writes and confirms no reads, which would renew the followers' leases and
+    /// keep them from voting for the target.
+    pub(crate) transferring_to: AtomicU64,
     pub(crate) election: crate::election::ElectionTimer,
     /// Faulty decryption shares received, by the holder that gave them.
     faulty_shares: Mutex<BTreeMap<NodeId, u64>>,
@@ -141,6 +145,7 @@ impl<C: Connector> Node<C> {
             reads: Mutex::new(ReadBatch::default()),
             last_leader_contact: Mutex::new(None),
             election_hold: Default::default(),
+            transferring_to: AtomicU64::new(0),
             election: Default::default(),
             faulty_shares: Mutex::new(BTreeMap::new()),
         }
@@ -194,6 +199,11 @@ impl<C: Connector> Node<C> {
         let m = self.raft.metrics();
         let m = m.borrow();
         m.state == ServerState::Leader && m.current_leader == Some(self.id)
+    }
+
+    /// When a leader's append last arrived.
+    pub fn last_leader_contact(&self) -> Option<Instant> {
+        *lock(&self.last_leader_contact)
     }
 
     /// Records that a leader's append arrived, for bounded-staleness reads.
@@ -357,7 +367,16 @@ impl<C: Connector> Node<C> {
     }
 
     /// Proposes on this node; `Unavailable` when it is not the leader.
+    /// `Unavailable` while leadership is moving away from this node.
+    fn check_not_transferring(&self) -> Result<()> {
+        match self.transferring_to.load(Ordering::SeqCst) {
+            0 => Ok(()),
+            target => Err(NodeError::Unavailable(format!("leadership is moving to node {target}; retry"))),
+        }
+    }
+
     pub async fn propose_local(&self, command: Command) -> Result<raft::CommandResult> {
+        self.check_not_transferring()?;
         if let Some(v) = self.state.sealed() {
             return Err(NodeError::Unavailable(format!(
                 "node {} is leading but sealed (waiting for log key v{v})",
@@ -483,6 +502,7 @@ impl<C: Connector> Node<C> {
 
     /// On the leader: confirms leadership with a quorum and returns the index reads must see.
     pub async fn leader_read_index(&self) -> Result<u64> {
+        self.check_not_transferring()?;
         let (read_log_id, _) = self
             .raft
             .get_read_log_id()

@@ -53,7 +53,11 @@ pub async fn open_node(
     let sm = StateMachineStore::open(RocksSnapshots::new(db), cipher)?;
     let state = sm.state();
     let tls = credentials.as_ref().map(|c| c.client_config());
-    let connector = TcpConnector { connect_timeout: Duration::from_millis(config.raft.rpc_timeout_ms), tls };
+    let connector = TcpConnector {
+        connect_timeout: Duration::from_millis(config.raft.rpc_timeout_ms),
+        tls,
+        local_address: config.dial_from,
+    };
     let peers = Peers::new(connector, config.limits.max_message_bytes);
     let network = NetworkFactory { id: config.id, peers: peers.clone() };
     let raft = Raft::new(config.id, Arc::new(config.openraft_config()?), network, log, sm).await?;
@@ -79,15 +83,24 @@ where
     // Every response carries a `date` header. hyper would stamp it from the system clock;
     // stamping it from the node's clock first (hyper keeps one that is there) keeps the
     // node's bytes on the wire a function of its inputs, which the simulator's replay needs.
-    let clock = node.clone();
-    let date = tower::util::MapResponseLayer::new(move |mut response: http::Response<tonic::body::Body>| {
-        let now = std::time::UNIX_EPOCH + Duration::from_millis(clock.now_ms());
+    // An error answer (gRPC's trailers-only response, with `grpc-status` in the headers) from
+    // a node that is not the leader also names the leader's address (`client::LEADER_HINT`),
+    // so a client whose call failed here can try the leader next.
+    let at = node.clone();
+    let stamp = tower::util::MapResponseLayer::new(move |mut response: http::Response<tonic::body::Body>| {
+        let now = std::time::UNIX_EPOCH + Duration::from_millis(at.now_ms());
         if let Ok(value) = http::HeaderValue::from_str(&httpdate::fmt_http_date(now)) {
             response.headers_mut().insert(http::header::DATE, value);
         }
+        let failed = response.headers().get("grpc-status").is_some_and(|v| v.as_bytes() != b"0");
+        if failed && !at.is_leader() {
+            if let Some(value) = at.leader().and_then(|(_, addr)| http::HeaderValue::from_str(&addr).ok()) {
+                response.headers_mut().insert(client::LEADER_HINT, value);
+            }
+        }
         response
     });
-    let mut server = tonic::transport::Server::builder().layer(date);
+    let mut server = tonic::transport::Server::builder().layer(stamp);
     if let Some(c) = credentials {
         let handshake = Duration::from_millis(node.config.raft.rpc_timeout_ms);
         server = server.tls_config(c.server_config().timeout(handshake))?;
@@ -196,14 +209,32 @@ async fn keep_log_keys<C: Connector>(node: Arc<Node<C>>) {
 async fn leader_duties<C: Connector>(node: Arc<Node<C>>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // When this node last became leader, and when it may next try to move leadership to the
+    // preferred region: a new leader settles for two election timeouts first, and a failed
+    // move waits before the next.
+    let settle = Duration::from_millis(2 * node.config.raft.election_timeout_ms_max);
+    let mut next_move: Option<tokio::time::Instant> = None;
     loop {
         tick.tick().await;
         if node.state.sealed().is_some() {
             continue;
         }
         if !node.is_leader() {
+            next_move = None;
             rotate_due(&node, node.now_ms()).await;
             continue;
+        }
+        let now = tokio::time::Instant::now();
+        let due = *next_move.get_or_insert(now + settle);
+        if now >= due {
+            if let Some(target) = node.preferred_successor() {
+                tracing::info!(target, region = %node.config.raft.preferred_leader_region, "moving leadership to the preferred region");
+                if let Err(e) = node.transfer_leadership(target).await {
+                    tracing::warn!(target, error = %e, "moving leadership to the preferred region failed; will retry");
+                }
+                next_move = Some(tokio::time::Instant::now() + 5 * settle);
+                continue;
+            }
         }
         if node.state.read().store.root().is_some() {
             if let Err(e) = node.ensure_log_key().await {

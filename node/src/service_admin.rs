@@ -181,6 +181,8 @@ impl<C: Connector> AdminService<C> {
             id: n.id,
             addr: n.config.advertise_addr(),
             region: n.config.region.clone(),
+            zone: n.config.zone.clone(),
+            preferred_leader_region: n.config.raft.preferred_leader_region.clone(),
             role: role.into(),
             term: m.current_term,
             last_log_index: m.last_log_index.unwrap_or(0),
@@ -260,7 +262,20 @@ impl<C: Connector> Admin for AdminService<C> {
                 s.replication_lag = leader_last.saturating_sub(s.last_log_index);
             }
         }
-        Ok(Response::new(pb::ClusterStatusResponse { nodes, leader_id: leader.map_or(0, |l| l.0) }))
+        let voters = {
+            let m = self.0.raft.metrics().borrow().membership_config.clone();
+            let membership = m.membership();
+            membership.voter_ids().filter_map(|v| Some((v, membership.get_node(&v)?.region.clone()))).collect()
+        };
+        let mut placement_warnings = crate::topology::placement_warnings(&voters);
+        let preferred: std::collections::BTreeSet<&str> =
+            nodes.iter().filter(|s| s.reachable).map(|s| s.preferred_leader_region.as_str()).collect();
+        if preferred.len() > 1 {
+            placement_warnings.push(format!(
+                "nodes disagree on raft.preferred_leader_region ({preferred:?}): set the same on every node"
+            ));
+        }
+        Ok(Response::new(pb::ClusterStatusResponse { nodes, leader_id: leader.map_or(0, |l| l.0), placement_warnings }))
     }
 
     async fn local_status(
@@ -379,6 +394,7 @@ fn unreachable_status(id: NodeId, info: &NodeInfo, error: String) -> pb::NodeSta
         id,
         addr: info.addr.clone(),
         region: info.region.clone(),
+        zone: info.zone.clone(),
         role: "unreachable".into(),
         reachable: false,
         error,

@@ -662,4 +662,12 @@ impl<C: Connector> Kms for KmsService<C> {
         }
         .await)
     }
+
+    async fn get_topology(
+        &self,
+        request: Request<pb::GetTopologyRequest>,
+    ) -> std::result::Result<Response<pb::TopologyResponse>, Status> {
+        let (forwarded, _) = split(request);
+        ok(self.0.topology(forwarded).await)
+    }
 }

@@ -25,6 +25,22 @@ use crate::node::Node;
 #[derive(Debug, Default)]
 pub(crate) struct ElectionHold(AtomicU64);
 
+/// Marks this leader as handing leadership over (`Node::transferring_to`) until dropped.
+struct Transferring<'a>(&'a AtomicU64);
+
+impl<'a> Transferring<'a> {
+    fn start<C: Connector>(node: &'a Node<C>, target: NodeId) -> Self {
+        node.transferring_to.store(target, Ordering::SeqCst);
+        Self(&node.transferring_to)
+    }
+}
+
+impl Drop for Transferring<'_> {
+    fn drop(&mut self) {
+        self.0.store(0, Ordering::SeqCst);
+    }
+}
+
 impl<C: Connector> Node<C> {
     fn lease_ms(&self) -> u64 {
         self.config.raft.election_timeout_ms_max
@@ -60,6 +76,9 @@ impl<C: Connector> Node<C> {
                 if node.raft.trigger().elect().await.is_err() {
                     return;
                 }
+                // Our own election timer must not start a second campaign meanwhile: a new
+                // term would void the votes this one is collecting.
+                node.election.restart();
                 tokio::time::sleep(Duration::from_millis(node.config.raft.election_timeout_ms_min)).await;
             }
         });
@@ -80,6 +99,29 @@ impl<C: Connector> Node<C> {
                 Err(_) => tracing::warn!(voter = v, hold_ms, "hold elections: timed out"),
             }
         }
+    }
+
+    /// On a leader outside the preferred leader region (if one is configured): the voter
+    /// there to hand leadership to, if one is healthy (answered within the election timeout)
+    /// and holds every entry.
+    pub(crate) fn preferred_successor(&self) -> Option<NodeId> {
+        let preferred = &self.config.raft.preferred_leader_region;
+        if preferred.is_empty() || *preferred == self.config.region || !self.is_leader() {
+            return None;
+        }
+        let m = self.raft.metrics().borrow().clone();
+        let last = m.last_log_index.unwrap_or(0);
+        let membership = m.membership_config.membership();
+        let contacts = self.peers.contacts();
+        let now = Instant::now();
+        let window = Duration::from_millis(self.config.raft.election_timeout_ms_max);
+        membership.voter_ids().find(|v| {
+            let in_region = membership.get_node(v).is_some_and(|n| n.region == *preferred);
+            let healthy = contacts.get(v).is_some_and(|t| now.duration_since(*t) <= window);
+            let caught_up =
+                m.replication.as_ref().and_then(|r| r.get(v).copied().flatten()).is_some_and(|l| l.index >= last);
+            in_region && healthy && caught_up
+        })
     }
 
     /// On the leader: hands leadership to `target`.
@@ -107,12 +149,14 @@ impl<C: Connector> Node<C> {
         let hold_ms = 4 * lease_ms + 2000;
         // (2) Other voters hold their elections.
         self.hold_other_voters(&voters, target, hold_ms).await;
-        // (3) Let the leases lapse; (4) the target campaigns.
-        self.hold_elections(hold_ms, true);
+        // (3) Let the leases lapse: no heartbeats, and no writes or confirmed reads (each
+        // would renew them); (4) the target campaigns.
         let target_addr = addr(target).ok_or_else(|| NodeError::Internal(format!("no address for {target}")))?;
-        let told = self
-            .peers
-            .client(&target_addr)?
+        let mut target_client = self.peers.client(&target_addr)?;
+        // Cleared however this ends, a dropped request included.
+        let _transferring = Transferring::start(self, target);
+        self.hold_elections(hold_ms, true);
+        let told = target_client
             .timeout_now({
                 let mut r = tonic::Request::new(TimeoutNowRequest { from_leader: self.id, lease_ms, hold_ms });
                 r.set_timeout(Duration::from_millis(self.config.raft.rpc_timeout_ms));
@@ -133,6 +177,7 @@ impl<C: Connector> Node<C> {
             Err(_) => Err(NodeError::Unavailable(format!("node {target} did not become leader in {hold_ms} ms"))),
         };
         // Release every hold now rather than on the timers.
+        drop(_transferring);
         self.hold_elections(0, true);
         self.hold_other_voters(&voters, target, 0).await;
         result

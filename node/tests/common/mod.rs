@@ -19,6 +19,24 @@ pub struct Cluster {
     children: BTreeMap<u64, Child>,
     /// The cluster CA; every node runs with mTLS.
     pub ca: Authority,
+    /// With [`Cluster::start_wan`]: the relay between the regions and its front addresses.
+    pub relay: Option<wan::Relay>,
+    fronts: Vec<wan::Front>,
+}
+
+/// Region `index` (0-based) of node `id` in a WAN cluster: nodes go round the regions.
+pub fn wan_region_index(id: u64, regions: u64) -> usize {
+    ((id - 1) % regions) as usize
+}
+
+/// The address a client in region `index` connects from, under the relay.
+pub fn wan_client_ip(index: usize) -> std::net::IpAddr {
+    wan::region_ip(index, 200).into()
+}
+
+/// The name of WAN region `index` (0-based): `region-a`, ...
+pub fn wan_region(index: usize) -> String {
+    format!("region-{}", (b'a' + index as u8) as char)
 }
 
 pub fn region(id: u64) -> String {
@@ -38,7 +56,8 @@ impl Cluster {
         let ca = Authority::generate("test CA", 1).unwrap();
         std::fs::create_dir_all(dir.path().join("tls")).unwrap();
         ca.write(&dir.path().join("tls")).unwrap();
-        let mut cluster = Self { dir, addrs: BTreeMap::new(), children: BTreeMap::new(), ca };
+        let mut cluster =
+            Self { dir, addrs: BTreeMap::new(), children: BTreeMap::new(), ca, relay: None, fronts: Vec::new() };
         cluster.issue(&Role::Admin("test".into()), "admin");
         for id in 1..=n {
             cluster.add(id);
@@ -46,25 +65,83 @@ impl Cluster {
         cluster
     }
 
+    /// `n` nodes over `regions` regions (`region-a`, ...; node `id` in region
+    /// `wan_region_index(id)`), every link between two regions `latency_ms` one way through
+    /// the WAN relay, which runs in the calling test's runtime. Node `id` listens on a private
+    /// port and is reached (and dials out) at `127.0.<region+1>.<id>`.
+    pub async fn start_wan(n: u64, regions: u64, latency_ms: u64) -> Self {
+        Self::start_wan_with(n, regions, latency_ms, "").await
+    }
+
+    /// [`Cluster::start_wan`] with `raft_extra` appended to every node's `[raft]` table.
+    pub async fn start_wan_with(n: u64, regions: u64, latency_ms: u64, raft_extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Authority::generate("test CA", 1).unwrap();
+        std::fs::create_dir_all(dir.path().join("tls")).unwrap();
+        ca.write(&dir.path().join("tls")).unwrap();
+        let relay = wan::Relay::new(1);
+        for r in 0..regions as usize {
+            relay.add_region(&wan_region(r), wan::region_net(r)).unwrap();
+        }
+        relay.set_default_link(wan::LinkSpec::latency(Duration::from_millis(latency_ms)));
+        let mut cluster = Self {
+            dir,
+            addrs: BTreeMap::new(),
+            children: BTreeMap::new(),
+            ca,
+            relay: Some(relay.clone()),
+            fronts: Vec::new(),
+        };
+        cluster.issue(&Role::Admin("test".into()), "admin");
+        for id in 1..=n {
+            let r = wan_region_index(id, regions);
+            let ip = wan::region_ip(r, id as u8);
+            let backend = free_port();
+            let front: std::net::SocketAddr =
+                (ip, std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()).into();
+            cluster.fronts.push(relay.listen(front, ([127, 0, 0, 1], backend).into(), &wan_region(r)).await.unwrap());
+            cluster.addrs.insert(id, front.to_string());
+            let extra = format!("dial_from = \"{ip}\"\n");
+            cluster.write_config(
+                id,
+                &format!("127.0.0.1:{backend}"),
+                &wan_region(r),
+                &extra,
+                raft_extra,
+                &[ip.to_string()],
+            );
+            cluster.spawn(id);
+        }
+        cluster
+    }
+
     /// Writes node `id`'s config (a fresh loopback port) and starts it.
     pub fn add(&mut self, id: u64) {
-        self.addrs.insert(id, format!("127.0.0.1:{}", free_port()));
+        let addr = format!("127.0.0.1:{}", free_port());
+        self.addrs.insert(id, addr.clone());
+        self.write_config(id, &addr, &region(id), "", "", &[]);
+        self.spawn(id);
+    }
+
+    /// Node `id`'s certificate (naming `extra_hosts` too) and config: it listens on `listen`,
+    /// advertises `self.addrs[id]`; `extra` goes at the top of the file.
+    fn write_config(&self, id: u64, listen: &str, region: &str, extra: &str, raft_extra: &str, extra_hosts: &[String]) {
         let node_dir = self.node_dir(id);
         std::fs::create_dir_all(&node_dir).unwrap();
         let stem = format!("node-{id}");
-        self.issue(&Role::Node(id), &stem);
+        let mut hosts = vec!["127.0.0.1".to_string()];
+        hosts.extend_from_slice(extra_hosts);
+        self.ca.issue(&Role::Node(id), &hosts, 1).unwrap().write(&self.dir.path().join("tls"), &stem).unwrap();
         let tls = self.dir.path().join("tls");
         let config = format!(
-            "id = {id}\nlisten = \"{}\"\nregion = \"{}\"\ndata_dir = \"{}\"\n{RAFT}\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+            "id = {id}\nlisten = \"{listen}\"\nadvertise = \"{}\"\n{extra}region = \"{region}\"\ndata_dir = \"{}\"\n{RAFT}{raft_extra}\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
             self.addrs[&id],
-            region(id),
             node_dir.join("data").display(),
             tls.join("ca.pem").display(),
             tls.join(format!("{stem}.pem")).display(),
             tls.join(format!("{stem}.key")).display(),
         );
         std::fs::write(node_dir.join("config.toml"), config).unwrap();
-        self.spawn(id);
     }
 
     /// Issues a certificate for `role` into the cluster's tls dir as `<stem>.pem`/`.key`.
@@ -142,8 +219,22 @@ impl Cluster {
     pub fn members(&self) -> Vec<pb::Member> {
         self.addrs
             .iter()
-            .map(|(id, addr)| pb::Member { id: *id, addr: addr.clone(), region: region(*id), zone: String::new() })
+            .map(|(id, addr)| pb::Member {
+                id: *id,
+                addr: addr.clone(),
+                region: self.region_of(*id),
+                zone: String::new(),
+            })
             .collect()
+    }
+
+    /// Node `id`'s region.
+    pub fn region_of(&self, id: u64) -> String {
+        let config = std::fs::read_to_string(self.node_dir(id).join("config.toml")).unwrap_or_default();
+        config
+            .lines()
+            .find_map(|l| l.strip_prefix("region = \"").and_then(|r| r.strip_suffix('"')))
+            .map_or_else(|| region(id), str::to_string)
     }
 
     pub fn client(&self) -> Client {
@@ -155,10 +246,18 @@ impl Cluster {
         self.client_as("admin", ids)
     }
 
-    /// A client presenting the certificate `<stem>` (see [`Cluster::issue`]) to the nodes `ids`.
+    /// A client presenting the certificate `<stem>` (see [`Cluster::issue`]) to the nodes `ids`
+    /// and no others (no discovery).
     pub fn client_as(&self, stem: &str, ids: &[u64]) -> Client {
         let endpoints: Vec<&String> = ids.iter().map(|id| &self.addrs[id]).collect();
-        Client::new(&endpoints, Some(self.credentials(stem))).unwrap()
+        let options = client::ClientOptions { discover: false, ..Default::default() };
+        Client::with_options(&endpoints, Some(self.credentials(stem)), options).unwrap()
+    }
+
+    /// A region-aware client with `options`, starting from the nodes `ids`.
+    pub fn client_with(&self, ids: &[u64], options: client::ClientOptions) -> Client {
+        let endpoints: Vec<&String> = ids.iter().map(|id| &self.addrs[id]).collect();
+        Client::with_options(&endpoints, Some(self.credentials("admin")), options).unwrap()
     }
 
     pub async fn local_status(&self, id: u64) -> Result<pb::NodeStatus, Status> {
