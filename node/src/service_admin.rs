@@ -262,12 +262,7 @@ impl<C: Connector> Admin for AdminService<C> {
                 s.replication_lag = leader_last.saturating_sub(s.last_log_index);
             }
         }
-        let voters = {
-            let m = self.0.raft.metrics().borrow().membership_config.clone();
-            let membership = m.membership();
-            membership.voter_ids().filter_map(|v| Some((v, membership.get_node(&v)?.region.clone()))).collect()
-        };
-        let mut placement_warnings = crate::topology::placement_warnings(&voters);
+        let mut placement_warnings = crate::topology::placement_warnings(&self.0.voter_regions());
         let preferred: std::collections::BTreeSet<&str> =
             nodes.iter().filter(|s| s.reachable).map(|s| s.preferred_leader_region.as_str()).collect();
         if preferred.len() > 1 {

@@ -51,6 +51,13 @@ pub fn placement_warnings(voters: &BTreeMap<NodeId, String>) -> Vec<String> {
 }
 
 impl<C: Connector> Node<C> {
+    /// Each voter of the current membership and its region.
+    pub(crate) fn voter_regions(&self) -> BTreeMap<NodeId, String> {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        let membership = m.membership();
+        membership.voter_ids().filter_map(|v| Some((v, membership.get_node(&v)?.region.clone()))).collect()
+    }
+
     /// This node's view of the topology. Health is known on the leader (from when each peer
     /// last answered its raft RPCs); elsewhere only this node's own, and the leader's when it
     /// was heard from recently.
@@ -63,13 +70,10 @@ impl<C: Connector> Node<C> {
         let contacts = self.peers.contacts();
         let now = tokio::time::Instant::now();
         let heard_from_leader = self.last_leader_contact().is_some_and(|t| now.duration_since(t) <= window);
-        let mut voters = BTreeMap::new();
+        let voters = self.voter_regions();
         let mut members = Vec::new();
         for (id, info) in membership.nodes() {
-            let voter = membership.voter_ids().any(|v| v == *id);
-            if voter {
-                voters.insert(*id, info.region.clone());
-            }
+            let voter = voters.contains_key(id);
             let role = if Some(*id) == leader {
                 "leader"
             } else if voter {
