@@ -51,6 +51,17 @@ pub fn placement_warnings(voters: &BTreeMap<NodeId, String>) -> Vec<String> {
 }
 
 impl<C: Connector> Node<C> {
+    /// How long a peer may go without answering this node's raft RPCs and still count as
+    /// healthy: the election timeout, after which a follower would itself give up on us.
+    pub(crate) fn health_window(&self) -> Duration {
+        Duration::from_millis(self.config.raft.election_timeout_ms_max)
+    }
+
+    /// Since when (on this node, usually the leader) peer `id` last answered; `None` if never.
+    pub(crate) fn peer_silence(&self, id: NodeId) -> Option<Duration> {
+        self.peers.contacts().get(&id).map(|t| t.elapsed())
+    }
+
     /// Each voter of the current membership and its region.
     pub(crate) fn voter_regions(&self) -> BTreeMap<NodeId, String> {
         let m = self.raft.metrics().borrow().membership_config.clone();
@@ -66,10 +77,8 @@ impl<C: Connector> Node<C> {
         let membership = m.membership_config.membership();
         let leader = m.current_leader;
         let is_leader = self.is_leader();
-        let window = Duration::from_millis(self.config.raft.election_timeout_ms_max);
-        let contacts = self.peers.contacts();
-        let now = tokio::time::Instant::now();
-        let heard_from_leader = self.last_leader_contact().is_some_and(|t| now.duration_since(t) <= window);
+        let window = self.health_window();
+        let heard_from_leader = self.last_leader_contact().is_some_and(|t| t.elapsed() <= window);
         let voters = self.voter_regions();
         let mut members = Vec::new();
         for (id, info) in membership.nodes() {
@@ -87,9 +96,8 @@ impl<C: Connector> Node<C> {
                     is_leader.then_some(0),
                 )
             } else if is_leader {
-                match contacts.get(id) {
-                    Some(t) => {
-                        let ago = now.duration_since(*t);
+                match self.peer_silence(*id) {
+                    Some(ago) => {
                         let h = if ago <= window { pb::Health::Healthy } else { pb::Health::Unreachable };
                         (h, Some(ago.as_millis() as u64))
                     }

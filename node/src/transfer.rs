@@ -112,12 +112,9 @@ impl<C: Connector> Node<C> {
         let m = self.raft.metrics().borrow().clone();
         let last = m.last_log_index.unwrap_or(0);
         let membership = m.membership_config.membership();
-        let contacts = self.peers.contacts();
-        let now = Instant::now();
-        let window = Duration::from_millis(self.config.raft.election_timeout_ms_max);
         membership.voter_ids().find(|v| {
             let in_region = membership.get_node(v).is_some_and(|n| n.region == *preferred);
-            let healthy = contacts.get(v).is_some_and(|t| now.duration_since(*t) <= window);
+            let healthy = self.peer_silence(*v).is_some_and(|ago| ago <= self.health_window());
             let caught_up =
                 m.replication.as_ref().and_then(|r| r.get(v).copied().flatten()).is_some_and(|l| l.index >= last);
             in_region && healthy && caught_up
