@@ -61,6 +61,7 @@ pub fn timings() -> RaftTimings {
         snapshot_every_entries: 50,
         keep_entries_after_snapshot: 10,
         request_timeout_ms: 5000,
+        read_lease_ms: None,
         preferred_leader_region: String::new(),
     }
 }

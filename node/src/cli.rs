@@ -508,17 +508,18 @@ fn tls(common: &Common) -> anyhow::Result<Option<client::ClientTlsConfig>> {
     })
 }
 
-/// `linearizable` or `bounded:<ms>`.
+/// `linearizable`, `bounded:<ms>` or `bounded:<ms>:read-index`.
 fn parse_consistency(s: &str) -> Result<pb::Consistency, String> {
     use pb::consistency::Level;
-    let level = match s.split_once(':') {
-        None if s == "linearizable" => Level::Linearizable(pb::Linearizable {}),
-        Some(("bounded", ms)) => {
+    let level = match s.split(':').collect::<Vec<_>>()[..] {
+        ["linearizable"] => Level::Linearizable(pb::Linearizable {}),
+        ["bounded", ms] | ["bounded", ms, "read-index"] => {
             let max_staleness_ms =
                 ms.parse().map_err(|_| format!("bounded:<ms> needs a number of milliseconds, got {ms:?}"))?;
-            Level::BoundedStaleness(pb::BoundedStaleness { max_staleness_ms })
+            let on_stale = if s.ends_with(":read-index") { pb::OnStale::ReadIndex } else { pb::OnStale::Error };
+            Level::BoundedStaleness(pb::BoundedStaleness { max_staleness_ms, on_stale: on_stale.into() })
         }
-        _ => return Err(format!("expected linearizable or bounded:<ms>, got {s:?}")),
+        _ => return Err(format!("expected linearizable, bounded:<ms> or bounded:<ms>:read-index, got {s:?}")),
     };
     Ok(pb::Consistency { level: Some(level) })
 }

@@ -81,9 +81,22 @@ pub struct RaftTimings {
     pub keep_entries_after_snapshot: u64,
     /// Deadline of a client request's consensus step (write or read index).
     pub request_timeout_ms: u64,
+    /// The leader's read lease: it answers linearizable reads (its own and followers' read
+    /// index requests) without a quorum round while a majority accepted a heartbeat it sent
+    /// less than this long ago. Must stay below `election_timeout_ms_min`, the margin
+    /// covering clock-rate drift between nodes; 0 turns the lease off, so every read
+    /// confirms leadership with a quorum round trip. Unset: 80% of `election_timeout_ms_min`.
+    pub read_lease_ms: Option<u64>,
     /// The region the leader should be in (set the same on every node): a leader elsewhere
     /// hands leadership to a healthy, caught-up voter there. Empty: wherever it was elected.
     pub preferred_leader_region: String,
+}
+
+impl RaftTimings {
+    /// The leader's read lease in effect (`read_lease_ms`, or its default).
+    pub fn read_lease_ms(&self) -> u64 {
+        self.read_lease_ms.unwrap_or(self.election_timeout_ms_min * 4 / 5)
+    }
 }
 
 impl Default for RaftTimings {
@@ -101,6 +114,7 @@ impl Default for RaftTimings {
             snapshot_every_entries: 5000,
             keep_entries_after_snapshot: 1000,
             request_timeout_ms: 5000,
+            read_lease_ms: None,
             preferred_leader_region: String::new(),
         }
     }
@@ -152,6 +166,9 @@ impl NodeConfig {
             anyhow::bail!(
                 "invalid configuration: field `raft`: need 0 < heartbeat_ms < election_timeout_ms_min < election_timeout_ms_max"
             );
+        }
+        if r.read_lease_ms.is_some_and(|l| l >= r.election_timeout_ms_min) {
+            anyhow::bail!("invalid configuration: field `raft.read_lease_ms` must be below election_timeout_ms_min");
         }
         Ok(())
     }

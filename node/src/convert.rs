@@ -29,7 +29,12 @@ pub(crate) fn consistency(c: Option<pb::Consistency>) -> Result<Consistency> {
             if b.max_staleness_ms == 0 {
                 return Err(NodeError::Invalid("bounded staleness needs max_staleness_ms > 0".into()));
             }
-            Ok(Consistency::BoundedStaleness { max_staleness_ms: b.max_staleness_ms })
+            let read_index_when_stale = match pb::OnStale::try_from(b.on_stale) {
+                Ok(pb::OnStale::Error) => false,
+                Ok(pb::OnStale::ReadIndex) => true,
+                Err(_) => return Err(NodeError::Invalid(format!("unknown on_stale value {}", b.on_stale))),
+            };
+            Ok(Consistency::BoundedStaleness { max_staleness_ms: b.max_staleness_ms, read_index_when_stale })
         }
     }
 }

@@ -15,6 +15,7 @@ mod election;
 pub mod error;
 pub mod identity;
 mod keygen;
+mod lease;
 pub mod network;
 pub mod node;
 mod region;

@@ -67,6 +67,8 @@ pub struct Peers<C> {
     /// When each peer last answered one of our raft RPCs (a leader's view of its followers'
     /// health, for the topology).
     contacts: Arc<Mutex<BTreeMap<NodeId, tokio::time::Instant>>>,
+    /// Which heartbeats each follower accepted: the leader's read lease (`crate::lease`).
+    pub(crate) lease_acks: crate::lease::LeaseAcks,
 }
 
 impl<C: Connector> Peers<C> {
@@ -77,6 +79,7 @@ impl<C: Connector> Peers<C> {
             max_message_bytes,
             longer_log_seen: Default::default(),
             contacts: Default::default(),
+            lease_acks: Default::default(),
         }
     }
 
@@ -215,7 +218,14 @@ impl<C: Connector> RaftNetwork<TypeConfig> for PeerNetwork<C> {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
-        self.call(Rpc::Append, &rpc, &option).await
+        let sent = tokio::time::Instant::now();
+        let response: AppendEntriesResponse<NodeId> = self.call(Rpc::Append, &rpc, &option).await?;
+        // Any answer but a higher vote means the follower accepted our vote and restarted
+        // its lease when it received this request, which was after `sent`.
+        if !matches!(response, AppendEntriesResponse::HigherVote(_)) {
+            self.peers.lease_acks.record(self.target, rpc.vote, sent);
+        }
+        Ok(response)
     }
 
     async fn install_snapshot(

@@ -39,7 +39,12 @@ pub(crate) type UnwrapSlot = Arc<tokio::sync::Mutex<()>>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Consistency {
     Linearizable,
-    BoundedStaleness { max_staleness_ms: u64 },
+    /// Local state, if this node heard from a leader within the bound; otherwise an error
+    /// or, with `read_index_when_stale`, a read index through the leader.
+    BoundedStaleness {
+        max_staleness_ms: u64,
+        read_index_when_stale: bool,
+    },
 }
 
 pub struct Node<C> {
@@ -427,18 +432,22 @@ impl<C: Connector> Node<C> {
                 let index = self.read_index().await?;
                 self.wait_applied(index).await
             }
-            Consistency::BoundedStaleness { max_staleness_ms } => {
+            Consistency::BoundedStaleness { max_staleness_ms, read_index_when_stale } => {
+                let bound = Duration::from_millis(max_staleness_ms);
                 let fresh = if self.is_leader() {
-                    self.raft.metrics().borrow().millis_since_quorum_ack.is_some_and(|ms| ms <= max_staleness_ms)
+                    self.quorum_heard_within(bound)
                 } else {
-                    lock(&self.last_leader_contact)
-                        .is_some_and(|t| t.elapsed() <= Duration::from_millis(max_staleness_ms))
+                    lock(&self.last_leader_contact).is_some_and(|t| t.elapsed() <= bound)
                 };
                 if fresh {
                     Ok(())
+                } else if read_index_when_stale {
+                    let index = self.read_index().await?;
+                    self.wait_applied(index).await
                 } else {
                     Err(NodeError::Unavailable(format!(
-                        "node {} has not heard from a leader within {max_staleness_ms} ms; retry with LINEARIZABLE or another node",
+                        "node {} has not heard from a leader within {max_staleness_ms} ms; retry with LINEARIZABLE, \
+                         ON_STALE_READ_INDEX or another node",
                         self.id
                     )))
                 }
@@ -500,8 +509,13 @@ impl<C: Connector> Node<C> {
         tokio::time::timeout(self.request_timeout(), round).await.map_err(|_| no_quorum(timeout_ms))?
     }
 
-    /// On the leader: confirms leadership with a quorum and returns the index reads must see.
+    /// On the leader: the index reads must see, from the read lease (`crate::lease`) or
+    /// after confirming leadership with a quorum.
     pub async fn leader_read_index(&self) -> Result<u64> {
+        // The lease renews nobody's, so it may serve during a transfer too.
+        if let Some(index) = self.lease_read_index().await {
+            return Ok(index);
+        }
         self.check_not_transferring()?;
         let (read_log_id, _) = self
             .raft

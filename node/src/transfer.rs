@@ -152,6 +152,12 @@ impl<C: Connector> Node<C> {
         let mut target_client = self.peers.client(&target_addr)?;
         // Cleared however this ends, a dropped request included.
         let _transferring = Transferring::start(self, target);
+        // The target may campaign until `hold_ms` after it hears of this (plus an election
+        // still in flight then), whatever happens here: until then the read lease counts only
+        // heartbeats sent before now (`crate::lease`).
+        let campaign_over = Duration::from_millis(self.config.raft.rpc_timeout_ms + hold_ms + lease_ms);
+        let now = Instant::now();
+        self.peers.lease_acks.freeze(now, now + campaign_over);
         self.hold_elections(hold_ms, true);
         let told = target_client
             .timeout_now({

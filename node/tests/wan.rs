@@ -49,7 +49,37 @@ async fn describe(
 }
 
 fn bounded_staleness(ms: u64) -> Option<pb::consistency::Level> {
-    Some(pb::consistency::Level::BoundedStaleness(pb::BoundedStaleness { max_staleness_ms: ms }))
+    bounded_staleness_or(ms, pb::OnStale::Error)
+}
+
+fn bounded_staleness_or(ms: u64, on_stale: pb::OnStale) -> Option<pb::consistency::Level> {
+    Some(pb::consistency::Level::BoundedStaleness(pb::BoundedStaleness {
+        max_staleness_ms: ms,
+        on_stale: on_stale.into(),
+    }))
+}
+
+/// A Kms client straight to node `id`, from region `region_index`, with no client library in
+/// between (which would follow a leader hint elsewhere).
+fn direct(cluster: &Cluster, id: u64, region_index: usize) -> pb::kms_client::KmsClient<tonic::transport::Channel> {
+    let channel = client::endpoint(&cluster.addrs[&id], Some(&cluster.credentials("admin")))
+        .unwrap()
+        .local_address(Some(wan_client_ip(region_index)))
+        .timeout(Duration::from_secs(2))
+        .connect_lazy();
+    pb::kms_client::KmsClient::new(channel)
+}
+
+async fn ask_describe(
+    node: &pb::kms_client::KmsClient<tonic::transport::Channel>,
+    key_id: &str,
+    consistency: Option<pb::consistency::Level>,
+) -> Result<pb::KeyResponse, tonic::Status> {
+    let req = pb::DescribeKeyRequest {
+        key: key_id.to_string(),
+        consistency: consistency.map(|l| pb::Consistency { level: Some(l) }),
+    };
+    node.clone().describe_key(req).await.map(|r| r.into_inner())
 }
 
 async fn transfer_to(cluster: &Cluster, id: u64) {
@@ -154,20 +184,8 @@ async fn a_follower_region_reads_linearizably_and_within_its_bound() {
         relay.isolate(&wan_region(2));
         // Straight to node 3, from region c, with no client library in between (which would
         // follow the error's leader hint).
-        let channel = client::endpoint(&cluster.addrs[&3], Some(&cluster.credentials("admin")))
-            .unwrap()
-            .local_address(Some(wan_client_ip(2)))
-            .timeout(Duration::from_secs(2))
-            .connect_lazy();
-        let node3 = pb::kms_client::KmsClient::new(channel);
-        let ask = |consistency: Option<pb::consistency::Level>| {
-            let mut node3 = node3.clone();
-            let req = pb::DescribeKeyRequest {
-                key: key.key_id.clone(),
-                consistency: consistency.map(|l| pb::Consistency { level: Some(l) }),
-            };
-            async move { node3.describe_key(req).await.map(|r| r.into_inner()) }
-        };
+        let node3 = direct(&cluster, 3, 2);
+        let ask = |consistency: Option<pb::consistency::Level>| ask_describe(&node3, &key.key_id, consistency);
         let err = eventually("node 3 refuses a stale read", || async {
             match ask(bounded_staleness(300)).await {
                 Ok(_) => Err(tonic::Status::unavailable("still fresh")),
@@ -179,11 +197,23 @@ async fn a_follower_region_reads_linearizably_and_within_its_bound() {
         assert!(err.message().contains("has not heard from a leader within 300 ms"), "{err:?}");
         let hint = err.metadata().get(client::LEADER_HINT).and_then(|v| v.to_str().ok()).map(str::to_string);
         assert_eq!(hint.as_deref(), Some(cluster.addrs[&1].as_str()), "the error names the leader");
-        // A linearizable read cannot be served there at all.
+        // A linearizable read cannot be served there at all; nor can a stale one that asked
+        // for a read index instead of the error: node 3 tries the leader, and cannot reach it.
         assert!(ask(None).await.is_err());
+        let err = ask(bounded_staleness_or(300, pb::OnStale::ReadIndex)).await.unwrap_err();
+        // The partition swallows the read index request, so this call's 2 s deadline may pass
+        // before node 3's own (request_timeout_ms) does.
+        assert!(matches!(err.code(), Code::Unavailable | Code::DeadlineExceeded), "{err:?}");
+        assert!(!err.message().contains("has not heard from a leader"), "it tried the read index: {err:?}");
 
         relay.heal();
         eventually("node 3 serves again after the heal", || async { ask(None).await.map(drop) }).await;
+        // With the read index as fallback, a bound of 1 ms is met whether or not a heartbeat
+        // arrived within the last millisecond.
+        for _ in 0..5 {
+            let seen = ask(bounded_staleness_or(1, pb::OnStale::ReadIndex)).await.unwrap();
+            assert_eq!(seen.key.unwrap().primary_version, stale_ok.primary_version);
+        }
     })
     .await;
 }
@@ -207,6 +237,7 @@ async fn leadership_returns_to_the_preferred_region_after_it_heals() {
         let status = cluster.client().admin(|mut a| async move { a.status(pb::StatusRequest {}).await }).await.unwrap();
         assert!(status.nodes.iter().all(|n| n.preferred_leader_region == "region-a"), "{:?}", status.nodes);
         assert!(status.placement_warnings.is_empty(), "{:?}", status.placement_warnings);
+        let key = create_key(&cluster.client(), "preferred", pb::KeySpec::Aes256GcmSiv).await.unwrap();
 
         // Region a is cut off: regions b and c elect a leader between them.
         let relay = cluster.relay.clone().unwrap();
@@ -218,6 +249,28 @@ async fn leadership_returns_to_the_preferred_region_after_it_heals() {
             }
         })
         .await;
+
+        // Node 1 still believes it leads (openraft's leader steps down only on hearing a newer
+        // term), but its read lease has run out: it must not answer from its stale state while
+        // the new leader takes a write.
+        let writer = client_in(&cluster, 1, &[2]);
+        let rotated = key_call(&writer, |mut k| {
+            let req = pb::RotateKeyRequest { key: key.key_id.clone(), idempotency_token: "while-a-is-cut-off".into() };
+            async move { k.rotate_key(req).await }
+        })
+        .await
+        .unwrap();
+        let node1 = direct(&cluster, 1, 0);
+        for consistency in [None, bounded_staleness(500)] {
+            match ask_describe(&node1, &key.key_id, consistency).await {
+                Err(e) => assert!(matches!(e.code(), Code::Unavailable | Code::DeadlineExceeded), "{e:?}"),
+                Ok(seen) => panic!(
+                    "the deposed leader answered {consistency:?} with version {} (newest {})",
+                    seen.key.unwrap().primary_version,
+                    rotated.primary_version
+                ),
+            }
+        }
 
         // Healed: once node 1 is back and caught up, leadership moves back to it.
         relay.heal();
