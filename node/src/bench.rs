@@ -2,7 +2,8 @@
 //! cluster. A **cold** call is the first use of a key version at a node that has not cached it:
 //! read index, t+1 decryption shares gathered over mTLS, combine, key-check, then AES. A
 //! **warm** call finds the material cached and pays the read index and AES only. Keys are
-//! created at the first endpoint and used at the second, so every first use is cold.
+//! created at the first endpoint and used at the second (with `--region`: created at a node
+//! outside that region), so every first use is cold.
 
 use std::time::{Duration, Instant};
 
@@ -85,13 +86,20 @@ pub(crate) async fn run(
     let output = common.output;
     let pinned = ClientOptions { discover: false, ..common.client_options() };
     let (at_creator, at_user, user) = match (&common.endpoints[..], &common.region) {
-        ([creator, ..], Some(region)) => {
+        ([first, ..], Some(region)) => {
             let at_user = Client::with_options(&common.endpoints, tls.clone(), common.client_options())?;
             // Learn the members and their regions before the first timed call.
             at_user
                 .discover()
                 .await
                 .map_err(|s| anyhow::anyhow!("cannot learn the cluster's members: {}", s.message()))?;
+            // Keys are created outside the client's region: the node that creates a key
+            // caches its material, and the client's own region would then never be cold.
+            let creator = at_user
+                .regions()
+                .into_iter()
+                .find(|(_, r)| r.as_deref().is_some_and(|r| r != region))
+                .map_or_else(|| first.clone(), |(addr, _)| addr);
             let at_creator = Client::with_options(&[creator], tls, pinned)?;
             (at_creator, at_user, format!("a client in {region}"))
         }
