@@ -286,3 +286,48 @@ async fn leadership_returns_to_the_preferred_region_after_it_heals() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hedged_read_gets_past_a_node_that_never_answers() {
+    bounded(async {
+        // A fourth region with no node in it, for the client: cutting it off from region b
+        // leaves the nodes' own links alone.
+        let cluster = Cluster::start_wan(3, 4, LATENCY_MS).await;
+        cluster.init().await;
+        let key = create_key(&cluster.client(), "hedged", pb::KeySpec::Aes256GcmSiv).await.unwrap();
+        let relay = cluster.relay.clone().unwrap();
+        relay.block(&wan_region(3), &wan_region(1));
+        // Every wait but the call's deadline is longer than the deadline, so an attempt at
+        // node 2 (blackholed: even its connection attempt hangs) can only end with the call.
+        let options = |hedge_after| ClientOptions {
+            region: Some(wan_region(3)),
+            local_address: Some(wan_client_ip(3)),
+            discover: false,
+            call_timeout: Duration::from_secs(3),
+            attempt_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(60),
+            hedge_after,
+            ..ClientOptions::default()
+        };
+        let hedged = cluster.client_with(&[2, 3], options(Some(Duration::from_millis(100))));
+        let plain = cluster.client_with(&[2, 3], options(None));
+        assert_eq!(hedged.endpoints()[0], cluster.addrs[&2], "node 2 is tried first");
+
+        let seen = describe(&hedged, &key.key_id, None).await.unwrap();
+        assert_eq!(seen.key_id, key.key_id, "node 3 answered the hedge");
+        let err = describe(&plain, &key.key_id, None).await.unwrap_err();
+        assert_eq!(err.code(), Code::DeadlineExceeded, "without hedging the call waits on node 2: {err:?}");
+        // Writes are never hedged, whatever the options say (a fresh client: the first one
+        // has since learnt that node 3 answers).
+        let fresh = cluster.client_with(&[2, 3], options(Some(Duration::from_millis(100))));
+        assert_eq!(fresh.endpoints()[0], cluster.addrs[&2]);
+        let err = fresh
+            .kms_call(CallKind::Unsafe, |mut k| async move {
+                k.generate_random(pb::GenerateRandomRequest { number_of_bytes: 8 }).await
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    })
+    .await;
+}
