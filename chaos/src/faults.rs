@@ -171,7 +171,7 @@ impl Faults {
         if self.rng.gen_bool(k.power_loss) {
             self.power_loss(sim);
         }
-        if self.region_rng.gen_bool(k.crash / 3.0) {
+        if self.region_rng.gen_bool(k.region_loss) {
             self.region_loss(sim);
         }
         if self.rng.gen_bool(k.membership) {
@@ -347,11 +347,14 @@ impl Faults {
         for id in &victims {
             self.kill(sim, *id);
         }
-        let down = self.region_rng.gen_range(2000..8000);
+        let down = self.region_rng.gen_range(4000..16_000);
         for id in &victims {
             self.schedule(down, Heal::Restart(*id));
         }
         self.world.recorder.fault("region-loss", format!("{region}: {victims:?} for {down} ms"));
+        let at_ms = crate::history::now_ms();
+        let loss = crate::invariants::failover::RegionLoss { region, at_ms, until_ms: at_ms + down };
+        self.world.recorder.lock().region_losses.push(loss);
     }
 
     fn clock(&mut self) {

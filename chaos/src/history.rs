@@ -131,6 +131,12 @@ pub struct Inner {
     /// Faulty decryption shares the nodes received, by the holder that gave them.
     pub faulty_shares: BTreeMap<u64, u64>,
     pub raft: crate::invariants::raft_safety::RaftRecord,
+    /// Every region-loss fault, for the failover check.
+    pub region_losses: Vec<crate::invariants::failover::RegionLoss>,
+    /// When the workload was told to stop.
+    pub stop_ms: Option<u64>,
+    /// When each fault was injected, in order.
+    pub fault_times: Vec<u64>,
     pub echo: bool,
 }
 
@@ -178,7 +184,12 @@ impl Recorder {
     }
 
     pub fn fault(&self, kind: &'static str, detail: impl AsRef<str>) {
-        *self.lock().faults.entry(kind).or_default() += 1;
+        let ms = now_ms();
+        {
+            let mut inner = self.lock();
+            *inner.faults.entry(kind).or_default() += 1;
+            inner.fault_times.push(ms);
+        }
         self.event(format!("fault {kind} {}", detail.as_ref()));
     }
 

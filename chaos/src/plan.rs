@@ -50,6 +50,8 @@ pub struct Knobs {
     pub power_loss: f64,
     pub membership: f64,
     pub clock: f64,
+    /// Chance per fault tick that every node of one region goes down together.
+    pub region_loss: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -115,7 +117,7 @@ impl Plan {
         }
 
         let mut knob = |lo: f64, hi: f64| if rng.gen_bool(0.5) { rng.gen_range(lo..hi) } else { 0.0 };
-        let knobs = Knobs {
+        let mut knobs = Knobs {
             partition: knob(0.01, 0.08),
             stall: knob(0.01, 0.1),
             latency_spike: knob(0.01, 0.08),
@@ -123,7 +125,9 @@ impl Plan {
             power_loss: knob(0.002, 0.01),
             membership: knob(0.01, 0.04),
             clock: knob(0.01, 0.05),
+            region_loss: 0.0,
         };
+        knobs.region_loss = knobs.crash / 3.0;
 
         let clients = (0..rng.gen_range(2..=4u64))
             .map(|i| ClientPlan {

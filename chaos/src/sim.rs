@@ -31,6 +31,8 @@ pub struct SeedReport {
     pub violations: Vec<Violation>,
     /// Faulty decryption shares the running nodes received, by the holder that gave them.
     pub faulty_shares: BTreeMap<u64, u64>,
+    /// Region losses the failover invariant applied to (`invariants::failover`).
+    pub failover_checked: usize,
 }
 
 pub fn set_link(sim: &mut turmoil::Sim<'_>, plan: &Plan, a: &str, ra: &str, b: &str, rb: &str) {
@@ -220,6 +222,7 @@ fn run(sim: &mut turmoil::Sim<'_>, world: &World, seed: u64) -> Result<(), ()> {
     let phase = Duration::from_millis(plan.fault_phase_ms);
     step_until(sim, world, Some(&mut faults), phase, || false)?;
     stop.store(true, Ordering::Relaxed);
+    recorder.lock().stop_ms = Some(now_ms());
     recorder.event("fault phase over");
     faults.heal_all(sim);
     let clients = plan.clients.len();
@@ -528,10 +531,28 @@ fn check_custody(world: &World, members: &[u64], states: &[(u64, raft::KeyStore)
 }
 
 fn finish(seed: u64, plan: &Plan, recorder: &Recorder, sim_ms: u64) -> SeedReport {
-    let (ops, mut violations, faults, faulty_shares) = {
+    let (ops, mut violations, faults, faulty_shares, losses, fault_times, stop_ms) = {
         let inner = recorder.lock();
-        (inner.ops.clone(), inner.violations.clone(), inner.faults.clone(), inner.faulty_shares.clone())
+        (
+            inner.ops.clone(),
+            inner.violations.clone(),
+            inner.faults.clone(),
+            inner.faulty_shares.clone(),
+            inner.region_losses.clone(),
+            inner.fault_times.clone(),
+            inner.stop_ms,
+        )
     };
+    let clients = plan.clients.iter().map(|c| (c.name.clone(), c.region.clone())).collect();
+    let (failover, failover_checked) =
+        crate::invariants::failover::check(&losses, &clients, &ops, &fault_times, stop_ms.unwrap_or(0));
+    violations.extend(failover);
+    if !losses.is_empty() {
+        recorder.event(format!(
+            "failover: {failover_checked} of {} region losses lasted long enough to check",
+            losses.len()
+        ));
+    }
     violations.extend(crate::invariants::linearizable::check(&ops));
     violations.extend(crate::invariants::no_lost_writes::check(&ops));
     violations.extend(crate::invariants::rotation::check(&ops));
@@ -548,7 +569,6 @@ fn finish(seed: u64, plan: &Plan, recorder: &Recorder, sim_ms: u64) -> SeedRepor
         };
         *counts.entry(k).or_default() += 1;
     }
-    let _ = now_ms;
     SeedReport {
         seed,
         plan: plan.describe(),
@@ -558,5 +578,6 @@ fn finish(seed: u64, plan: &Plan, recorder: &Recorder, sim_ms: u64) -> SeedRepor
         ops: counts,
         violations,
         faulty_shares,
+        failover_checked,
     }
 }

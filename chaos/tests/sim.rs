@@ -105,3 +105,32 @@ fn a_seed_replays_byte_for_byte() {
     hashes.dedup();
     assert_eq!(hashes.len(), 3, "different seeds should give different traces");
 }
+
+#[test]
+fn clients_of_a_lost_region_fail_over_to_the_others() {
+    // Region losses and nothing else, over a longer fault phase: most losses then leave a
+    // serving quorum elsewhere for long enough that the failover invariant applies.
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut checked = 0;
+    for seed in 0..40 {
+        let r = chaos::run_seed_with(seed, false, |p| {
+            p.knobs = chaos::plan::Knobs {
+                partition: 0.0,
+                stall: 0.0,
+                latency_spike: 0.0,
+                crash: 0.0,
+                power_loss: 0.0,
+                membership: 0.0,
+                clock: 0.0,
+                region_loss: 0.04,
+            };
+            p.fault_phase_ms = 40_000;
+        });
+        assert!(r.violations.is_empty(), "seed {seed}: {:?}", r.violations);
+        checked += r.failover_checked;
+        if checked >= 5 {
+            return;
+        }
+    }
+    panic!("only {checked} region losses lasted long enough to check failover");
+}

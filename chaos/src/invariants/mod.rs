@@ -4,6 +4,7 @@
 
 pub mod custody;
 pub mod disabled_unusable;
+pub mod failover;
 pub mod linearizable;
 pub mod no_lost_writes;
 pub mod raft_safety;
