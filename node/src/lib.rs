@@ -16,6 +16,7 @@ pub mod error;
 pub mod identity;
 mod keygen;
 mod lease;
+pub mod local;
 pub mod network;
 pub mod node;
 mod region;

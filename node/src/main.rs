@@ -23,6 +23,7 @@ fn main() -> std::process::ExitCode {
                     latency_ms: wan_latency_ms,
                     jitter_ms: wan_jitter_ms,
                     preferred_leader_region: preferred_leader_region.unwrap_or_default(),
+                    ..Default::default()
                 };
                 node::dev::run(data_dir, nodes, base_port, wan).await
             }

@@ -1,0 +1,420 @@
+//! A cluster of real `keyquorum server` processes on this machine, on loopback, with RocksDB
+//! and mTLS, optionally through the WAN relay: what `keyquorum dev` runs, and what the Jepsen
+//! harness drives (kill -9 and restart, pause and resume, partitions through the relay).
+//!
+//! Node `id` is in region `(id - 1) % regions`. Its process's output goes to
+//! `<data_dir>/node-<id>/node.log`. Dropping the cluster stops every process it started.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use client::{pb, Client};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::tls::{Authority, Credentials, Role};
+
+const REGIONS: [&str; 9] =
+    ["region-a", "region-b", "region-c", "region-d", "region-e", "region-f", "region-g", "region-h", "region-i"];
+
+/// How long the local cluster's certificates last.
+const CERT_DAYS: u32 = 3650;
+
+/// The name of region `index` (0-based): `region-a`, ...
+pub fn region_name(index: usize) -> &'static str {
+    REGIONS[index % REGIONS.len()]
+}
+
+/// The emulated WAN between the regions.
+#[derive(Debug, Clone, Default)]
+pub struct WanOptions {
+    /// One-way latency between two regions; with this and `jitter_ms` 0, no relay: nodes
+    /// talk directly.
+    pub latency_ms: u64,
+    pub jitter_ms: u64,
+    /// Every node's `raft.preferred_leader_region` (empty: none).
+    pub preferred_leader_region: String,
+    /// Run through the relay even with no latency (to partition regions).
+    pub force_relay: bool,
+}
+
+impl WanOptions {
+    fn relayed(&self) -> bool {
+        self.force_relay || self.latency_ms > 0 || self.jitter_ms > 0
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub data_dir: PathBuf,
+    pub nodes: u64,
+    /// Regions the nodes go round (at most 9).
+    pub regions: usize,
+    /// Node `id` listens on `base_port + id - 1`; with 0, on a free port of the system's
+    /// choosing.
+    pub base_port: u16,
+    pub wan: WanOptions,
+    /// The `keyquorum` binary to run.
+    pub exe: PathBuf,
+}
+
+/// The running cluster. Dropping it stops every node (SIGTERM, then SIGKILL after 10 s).
+#[derive(Debug)]
+pub struct LocalCluster {
+    pub spec: Spec,
+    pub members: Vec<pb::Member>,
+    /// `ca.pem`, `admin.pem` and `admin.key` are here.
+    pub tls_dir: PathBuf,
+    relay: wan::Relay,
+    _fronts: Vec<wan::Front>,
+    ports: BTreeMap<u64, u16>,
+    configs: BTreeMap<u64, PathBuf>,
+    children: BTreeMap<u64, Child>,
+}
+
+impl LocalCluster {
+    /// Makes what is missing (certificates, configs, data dirs) and starts every node. The
+    /// cluster is not initialised: see [`LocalCluster::init_if_needed`].
+    pub async fn start(spec: Spec) -> anyhow::Result<Self> {
+        if spec.regions == 0 || spec.regions > REGIONS.len() {
+            bail!("regions must be between 1 and {}", REGIONS.len());
+        }
+        let data_dir = &spec.data_dir;
+        std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+        let relayed = spec.wan.relayed();
+        check_mode(data_dir, relayed)?;
+        let relay = wan::Relay::new(rand::random());
+        relay.set_default_link(wan::LinkSpec {
+            latency: Duration::from_millis(spec.wan.latency_ms),
+            jitter: Duration::from_millis(spec.wan.jitter_ms),
+            loss: 0.0,
+        });
+        if relayed {
+            for r in 0..spec.regions.min(spec.nodes as usize) {
+                relay.add_region(region_name(r), wan::region_net(r))?;
+            }
+        }
+        let mut fronts = Vec::new();
+        let mut members = Vec::new();
+        let mut ports = BTreeMap::new();
+        for id in 1..=spec.nodes {
+            let port = if spec.base_port == 0 {
+                std::net::TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port()
+            } else {
+                spec.base_port.checked_add((id - 1) as u16).context("port out of range")?
+            };
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+                bail!("port {port} is in use: stop whatever holds it or pass another base port");
+            }
+            ports.insert(id, port);
+            let region = region_name(spec.region_index(id));
+            let addr = if relayed {
+                let front = std::net::SocketAddr::new(spec.front_ip(id).into(), port);
+                fronts.push(relay.listen(front, ([127, 0, 0, 1], port).into(), region).await?);
+                front.to_string()
+            } else {
+                format!("127.0.0.1:{port}")
+            };
+            members.push(pb::Member { id, addr, region: region.into(), zone: String::new() });
+        }
+        let tls_dir = pki(&spec)?;
+        let mut cluster = Self {
+            members,
+            tls_dir,
+            relay,
+            _fronts: fronts,
+            ports,
+            configs: BTreeMap::new(),
+            children: BTreeMap::new(),
+            spec,
+        };
+        for id in 1..=cluster.spec.nodes {
+            let config = cluster.write_config(id)?;
+            cluster.configs.insert(id, config);
+            cluster.spawn(id)?;
+        }
+        Ok(cluster)
+    }
+
+    /// The relay between the regions (partitions, latency); inert without one.
+    pub fn relay(&self) -> &wan::Relay {
+        &self.relay
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.addr.clone()).collect()
+    }
+
+    pub fn log_path(&self, id: u64) -> PathBuf {
+        self.spec.data_dir.join(format!("node-{id}/node.log"))
+    }
+
+    /// The operator's mTLS configuration.
+    pub fn admin_tls(&self) -> anyhow::Result<client::ClientTlsConfig> {
+        let (ca, cert, key) = self.admin_files();
+        Ok(Credentials::read(&ca, &cert, &key)?.client_config())
+    }
+
+    /// `ca.pem`, `admin.pem`, `admin.key`.
+    pub fn admin_files(&self) -> (PathBuf, PathBuf, PathBuf) {
+        (self.tls_dir.join("ca.pem"), self.tls_dir.join("admin.pem"), self.tls_dir.join("admin.key"))
+    }
+
+    /// A region-aware client of every node, as the operator.
+    pub fn client(&self) -> anyhow::Result<Client> {
+        Ok(Client::new(&self.endpoints(), Some(self.admin_tls()?))?)
+    }
+
+    /// The process id of node `id`, if it runs.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.children.get(&id).map(Child::id)
+    }
+
+    /// Waits until every running node answers (at most `bound`).
+    pub async fn wait_up(&self, bound: Duration) -> anyhow::Result<()> {
+        let client = self.client()?;
+        for (i, m) in self.members.iter().enumerate() {
+            if !self.children.contains_key(&m.id) {
+                continue;
+            }
+            let up = tokio::time::timeout(bound, async {
+                while client
+                    .admin_at(i, |mut a| async move { a.local_status(pb::StatusRequest {}).await })
+                    .await
+                    .is_err()
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            });
+            if up.await.is_err() {
+                bail!("node {} did not come up in {bound:?}; see {}", m.id, self.log_path(m.id).display());
+            }
+        }
+        Ok(())
+    }
+
+    /// Initialises the cluster through node 1 unless it already is; returns whether it did.
+    pub async fn init_if_needed(&self) -> anyhow::Result<Option<pb::InitResponse>> {
+        let client = self.client()?;
+        let status = client.admin_at(0, |mut a| async move { a.local_status(pb::StatusRequest {}).await }).await?;
+        if status.initialized {
+            return Ok(None);
+        }
+        let req = pb::InitRequest { members: self.members.clone() };
+        Ok(Some(client.admin_at(0, |mut a| async move { a.init(req).await }).await?))
+    }
+
+    /// Waits (at most `bound`) until a linearizable read succeeds.
+    pub async fn wait_ready(&self, bound: Duration) -> anyhow::Result<()> {
+        let client = self.client()?;
+        let ready = tokio::time::timeout(bound, async {
+            loop {
+                let req = pb::ListKeysRequest { page_size: 1, page_token: String::new(), consistency: None };
+                let listed = client.kms(|mut k| {
+                    let req = req.clone();
+                    async move { k.list_keys(req).await }
+                });
+                if listed.await.is_ok() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        if ready.await.is_err() {
+            bail!(
+                "the cluster did not become ready in {bound:?}; see the node logs in {}",
+                self.spec.data_dir.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// kill -9 of node `id` (a no-op if it is not running).
+    pub fn kill(&mut self, id: u64) -> anyhow::Result<()> {
+        if let Some(mut child) = self.children.remove(&id) {
+            child.kill().with_context(|| format!("cannot kill node {id}"))?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Starts node `id` again on its data dir (a no-op if it is running).
+    pub fn restart(&mut self, id: u64) -> anyhow::Result<()> {
+        if self.children.contains_key(&id) {
+            return Ok(());
+        }
+        self.spawn(id)
+    }
+
+    /// SIGSTOP (`true`) or SIGCONT (`false`) to node `id`.
+    pub fn pause(&self, id: u64, stop: bool) -> anyhow::Result<()> {
+        let pid = self.pid(id).with_context(|| format!("node {id} is not running"))?;
+        let pid = Pid::from_raw(i32::try_from(pid)?);
+        kill(pid, if stop { Signal::SIGSTOP } else { Signal::SIGCONT })
+            .with_context(|| format!("cannot signal node {id}"))
+    }
+
+    /// The nodes that exited since the last call, with how.
+    pub fn reap(&mut self) -> Vec<(u64, std::process::ExitStatus)> {
+        let mut gone = Vec::new();
+        self.children.retain(|id, child| match child.try_wait() {
+            Ok(Some(status)) => {
+                gone.push((*id, status));
+                false
+            }
+            _ => true,
+        });
+        gone
+    }
+
+    fn spawn(&mut self, id: u64) -> anyhow::Result<()> {
+        let config = self.configs.get(&id).with_context(|| format!("no node {id}"))?;
+        let log_path = self.log_path(id);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+        let mut command = Command::new(&self.spec.exe);
+        // The nodes' config is the file; a client's settings in this shell must not leak in.
+        for (k, _) in std::env::vars_os() {
+            if k.to_str().is_some_and(|k| k.starts_with("KEYQUORUM_") && k != "KEYQUORUM_LOG") {
+                command.env_remove(&k);
+            }
+        }
+        let child = command
+            .arg("server")
+            .arg("--config")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot start node {id}"))?;
+        self.children.insert(id, child);
+        Ok(())
+    }
+
+    /// Writes node `id`'s config file and returns its path. Through the relay, the node
+    /// advertises (and dials from) its region's front address.
+    fn write_config(&self, id: u64) -> anyhow::Result<PathBuf> {
+        let spec = &self.spec;
+        let dir = spec.data_dir.join(format!("node-{id}"));
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let dir = dir.canonicalize()?;
+        let port = self.ports[&id];
+        let region = region_name(spec.region_index(id));
+        let wan = if spec.wan.relayed() {
+            let front = spec.front_ip(id);
+            format!("advertise = \"{front}:{port}\"\ndial_from = \"{front}\"\n")
+        } else {
+            String::new()
+        };
+        let preferred = &spec.wan.preferred_leader_region;
+        let raft = if preferred.is_empty() {
+            String::new()
+        } else {
+            format!("[raft]\npreferred_leader_region = \"{preferred}\"\n\n")
+        };
+        let tls = &self.tls_dir;
+        let config = format!(
+            "id = {id}\nlisten = \"127.0.0.1:{port}\"\n{wan}region = \"{region}\"\ndata_dir = \"{}\"\n\n{raft}[tls]\n\
+             ca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+            dir.join("data").display(),
+            tls.join("ca.pem").display(),
+            tls.join(format!("node-{id}.pem")).display(),
+            tls.join(format!("node-{id}.key")).display(),
+        );
+        let path = dir.join("config.toml");
+        std::fs::write(&path, config)?;
+        Ok(path)
+    }
+}
+
+impl Spec {
+    pub fn region_index(&self, id: u64) -> usize {
+        ((id - 1) as usize) % self.regions
+    }
+
+    /// Through the relay, where node `id` is reached and dials from: host `(id - 1) / regions
+    /// + 1` of its region's /24.
+    pub fn front_ip(&self, id: u64) -> std::net::Ipv4Addr {
+        let host = ((id - 1) as usize / self.regions + 1) as u8;
+        wan::region_ip(self.region_index(id), host)
+    }
+
+    /// Where a client in region `index` connects from, through the relay.
+    pub fn client_ip(index: usize) -> std::net::Ipv4Addr {
+        wan::region_ip(index, 200)
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for child in self.children.values() {
+            if let Ok(pid) = i32::try_from(child.id()) {
+                // A paused node must be resumed to act on SIGTERM.
+                let _ = kill(Pid::from_raw(pid), Signal::SIGCONT);
+                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+            }
+        }
+        for (id, child) in &mut self.children {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                    _ => {
+                        eprintln!("node {id} did not stop in 10 s; killing it");
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The cluster's PKI in `<data_dir>/tls`: a CA (made once, kept), a certificate per node and
+/// one for the operator (`admin/dev`), each made when missing.
+fn pki(spec: &Spec) -> anyhow::Result<PathBuf> {
+    let dir = spec.data_dir.join("tls");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let dir = dir.canonicalize()?;
+    let ca = if dir.join("ca.key").exists() {
+        Authority::read(&dir.join("ca.pem"), &dir.join("ca.key"))?
+    } else {
+        let ca = Authority::generate("keyquorum dev CA", CERT_DAYS)?;
+        ca.write(&dir)?;
+        ca
+    };
+    // Node certificates are made afresh on every start (the CA stays): they name the WAN
+    // relay's front address too.
+    for id in 1..=spec.nodes {
+        let hosts = ["127.0.0.1".to_string(), "localhost".to_string(), spec.front_ip(id).to_string()];
+        ca.issue(&Role::Node(id), &hosts, CERT_DAYS)?.write(&dir, &format!("node-{id}"))?;
+    }
+    if !dir.join("admin.pem").exists() {
+        let hosts = ["127.0.0.1".to_string(), "localhost".to_string()];
+        ca.issue(&Role::Admin("dev".into()), &hosts, CERT_DAYS)?.write(&dir, "admin")?;
+    }
+    Ok(dir)
+}
+
+/// Records whether `data_dir` was made with the relay: the members' addresses live in the
+/// replicated log, so a cluster cannot switch later.
+fn check_mode(data_dir: &Path, relayed: bool) -> anyhow::Result<()> {
+    let marker = data_dir.join("wan");
+    let made = data_dir.join("node-1").exists();
+    match (made, marker.exists(), relayed) {
+        (false, _, true) => std::fs::write(&marker, "this cluster runs through the WAN relay\n")?,
+        (false, true, false) => std::fs::remove_file(&marker)?,
+        (true, had, relayed) if had != relayed => bail!(
+            "{} holds a cluster made {} the WAN relay: its members' addresses are in its log; use another data dir",
+            data_dir.display(),
+            if had { "with" } else { "without" }
+        ),
+        _ => {}
+    }
+    Ok(())
+}
