@@ -11,7 +11,7 @@ use anyhow::Context;
 
 pub async fn run(data_dir: PathBuf, nodes: u64, base_port: u16, wan: WanOptions) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find the keyquorum binary")?;
-    let with_wan = wan.latency_ms > 0 || wan.jitter_ms > 0;
+    let with_wan = wan.relayed();
     let spec = Spec { data_dir: data_dir.clone(), nodes, regions: nodes as usize, base_port, wan: wan.clone(), exe };
     let mut cluster = LocalCluster::start(spec).await?;
     for m in &cluster.members {

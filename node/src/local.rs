@@ -42,7 +42,8 @@ pub struct WanOptions {
 }
 
 impl WanOptions {
-    fn relayed(&self) -> bool {
+    /// Whether the nodes run through the relay.
+    pub fn relayed(&self) -> bool {
         self.force_relay || self.latency_ms > 0 || self.jitter_ms > 0
     }
 }
