@@ -295,6 +295,10 @@ async fn a_hedged_read_gets_past_a_node_that_never_answers() {
         let cluster = Cluster::start_wan(3, 4, LATENCY_MS).await;
         cluster.init().await;
         let key = create_key(&cluster.client(), "hedged", pb::KeySpec::Aes256GcmSiv).await.unwrap();
+        // Node 3 serves the key before the test starts: a hedge it refuses (still catching up
+        // under a loaded CI machine) would leave the call waiting on node 2.
+        let node3 = direct(&cluster, 3, 3);
+        eventually("node 3 serves the key", || ask_describe(&node3, &key.key_id, None)).await;
         let relay = cluster.relay.clone().unwrap();
         relay.block(&wan_region(3), &wan_region(1));
         // Every wait but the call's deadline is longer than the deadline, so an attempt at
