@@ -1,125 +1,14 @@
 //! What happened in a run: the client history (Jepsen-style invoke/complete pairs with ok,
-//! fail or unknown outcomes), the event trace whose hash proves determinism, and the
-//! observations the Raft-safety checkers need.
+//! fail or unknown outcomes; its types are the `history` crate's, shared with the Jepsen
+//! harness), the event trace whose hash proves determinism, and the observations the
+//! Raft-safety checkers need.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use sha2::{Digest, Sha256};
 
-/// A key's metadata as a read returned it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum KeyStatus {
-    Enabled,
-    Disabled,
-    PendingDeletion,
-    Destroyed,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyView {
-    pub key_id: String,
-    pub status: KeyStatus,
-    pub primary: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OpKind {
-    Create,
-    Rotate,
-    Disable,
-    Enable,
-    ScheduleDeletion,
-    CancelDeletion,
-    Describe { node: Option<u64> },
-    Encrypt { plaintext: Vec<u8> },
-    Decrypt { ciphertext: Vec<u8>, plaintext: Vec<u8>, node: Option<u64> },
-    DataKey,
-}
-
-impl OpKind {
-    pub fn name(&self) -> &'static str {
-        match self {
-            OpKind::Create => "create",
-            OpKind::Rotate => "rotate",
-            OpKind::Disable => "disable",
-            OpKind::Enable => "enable",
-            OpKind::ScheduleDeletion => "schedule-deletion",
-            OpKind::CancelDeletion => "cancel-deletion",
-            OpKind::Describe { .. } => "describe",
-            OpKind::Encrypt { .. } => "encrypt",
-            OpKind::Decrypt { .. } => "decrypt",
-            OpKind::DataKey => "datakey",
-        }
-    }
-
-    pub fn is_write(&self) -> bool {
-        matches!(
-            self,
-            OpKind::Create
-                | OpKind::Rotate
-                | OpKind::Disable
-                | OpKind::Enable
-                | OpKind::ScheduleDeletion
-                | OpKind::CancelDeletion
-        )
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Value {
-    Key(KeyView),
-    Ciphertext { ciphertext: Vec<u8>, plaintext: Vec<u8>, key_id: String, version: u32 },
-    Plaintext { plaintext: Vec<u8>, version: u32 },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    Ok(Value),
-    /// A definite failure: the request was refused (gRPC code name, message).
-    Fail(String, String),
-    /// Timed out or the connection broke: it may or may not have taken effect.
-    Unknown(String),
-}
-
-#[derive(Debug, Clone)]
-pub struct Op {
-    pub client: String,
-    /// The key's alias (`k0`, `k1`, ...).
-    pub key: String,
-    pub kind: OpKind,
-    /// Global sequence numbers: every invoke and completion gets the next one, so they
-    /// order all events of the run exactly.
-    pub invoke: u64,
-    pub complete: Option<u64>,
-    pub invoke_ms: u64,
-    pub complete_ms: u64,
-    pub outcome: Option<Outcome>,
-}
-
-impl Op {
-    /// Completion for ordering: an op with an unknown outcome may take effect until the end.
-    pub fn effective_complete(&self) -> u64 {
-        match self.outcome {
-            Some(Outcome::Unknown(_)) | None => u64::MAX,
-            _ => self.complete.unwrap_or(u64::MAX),
-        }
-    }
-
-    pub fn ok(&self) -> Option<&Value> {
-        match &self.outcome {
-            Some(Outcome::Ok(v)) => Some(v),
-            _ => None,
-        }
-    }
-}
-
-/// A violated invariant.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Violation {
-    pub invariant: &'static str,
-    pub detail: String,
-}
+pub use ::history::{summary, KeyStatus, KeyView, Op, OpKind, Outcome, Value, Violation};
 
 #[derive(Debug, Default)]
 pub struct Inner {
@@ -263,16 +152,5 @@ impl Recorder {
             h.update(b"\n");
         }
         hex::encode(h.finalize())
-    }
-}
-
-/// One short line for an outcome (no ciphertext bytes).
-pub fn summary(outcome: &Outcome) -> String {
-    match outcome {
-        Outcome::Ok(Value::Key(k)) => format!("ok {:?} v{}", k.status, k.primary),
-        Outcome::Ok(Value::Ciphertext { version, .. }) => format!("ok v{version}"),
-        Outcome::Ok(Value::Plaintext { version, .. }) => format!("ok v{version}"),
-        Outcome::Fail(code, msg) => format!("fail {code} {msg}"),
-        Outcome::Unknown(why) => format!("unknown {why}"),
     }
 }

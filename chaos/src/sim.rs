@@ -555,7 +555,7 @@ fn finish(seed: u64, plan: &Plan, recorder: &Recorder, sim_ms: u64) -> SeedRepor
     }
     violations.extend(crate::invariants::linearizable::check(&ops));
     violations.extend(crate::invariants::no_lost_writes::check(&ops));
-    violations.extend(crate::invariants::rotation::check(&ops));
+    violations.extend(::history::check::rotation::check(&ops));
     violations.extend(crate::invariants::disabled_unusable::check(&ops));
     for v in &violations {
         recorder.event(format!("violation {}: {}", v.invariant, v.detail));

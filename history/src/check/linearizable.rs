@@ -10,7 +10,7 @@
 
 use std::collections::HashSet;
 
-use crate::history::{KeyStatus, Op, OpKind, Outcome, Value, Violation};
+use crate::{KeyStatus, Op, OpKind, Outcome, Value, Violation};
 
 /// The sequential model of one key: `None` until created.
 type State = Option<(KeyStatus, u32)>;
@@ -35,9 +35,9 @@ fn step(state: State, op: &Op) -> Option<State> {
         _ => true,
     };
     match (&op.kind, state) {
-        (OpKind::Create, None) => Some(Some((KeyStatus::Enabled, 1))),
+        (OpKind::Create | OpKind::CreateByToken, None) => Some(Some((KeyStatus::Enabled, 1))),
         // A repeated create with the same token replays the first result and changes nothing.
-        (OpKind::Create, s @ Some(_)) => Some(s),
+        (OpKind::Create | OpKind::CreateByToken, s @ Some(_)) => Some(s),
         (_, None) => None,
         (OpKind::Rotate, Some((KeyStatus::Enabled, p))) => {
             expect_view(KeyStatus::Enabled, p + 1).then_some(Some((KeyStatus::Enabled, p + 1)))
@@ -64,8 +64,18 @@ fn step(state: State, op: &Op) -> Option<State> {
     }
 }
 
+/// How a key's search ended when it found no violation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Search {
+    /// Configurations visited.
+    pub configurations: usize,
+    /// The budget ran out before a linearization was found: the key is unchecked (Jepsen's
+    /// `:unknown`), neither valid nor invalid.
+    pub exhausted: bool,
+}
+
 /// Checks one key's history. `Err` explains the first operation no order could place.
-pub fn check_key(ops: &[&Op]) -> Result<usize, String> {
+pub fn check_key(ops: &[&Op]) -> Result<Search, String> {
     let mut list: Vec<Entry<'_>> = Vec::new();
     for op in ops {
         let (required, complete) = match &op.outcome {
@@ -78,7 +88,7 @@ pub fn check_key(ops: &[&Op]) -> Result<usize, String> {
     }
     let n = list.len();
     if n == 0 {
-        return Ok(0);
+        return Ok(Search { configurations: 0, exhausted: false });
     }
     let words = n.div_ceil(64);
     let mut seen: HashSet<(Vec<u64>, State)> = HashSet::new();
@@ -91,10 +101,10 @@ pub fn check_key(ops: &[&Op]) -> Result<usize, String> {
     let is_placed = |placed: &[u64], i: usize| placed[i / 64] & (1 << (i % 64)) != 0;
     loop {
         if list.iter().enumerate().all(|(i, e)| !e.required || is_placed(&placed, i)) {
-            return Ok(seen.len());
+            return Ok(Search { configurations: seen.len(), exhausted: false });
         }
         if seen.len() > MAX_CONFIGURATIONS {
-            return Ok(seen.len());
+            return Ok(Search { configurations: seen.len(), exhausted: true });
         }
         // The earliest completion among unplaced required ops bounds what may go next.
         let bound = list
@@ -132,7 +142,7 @@ pub fn check_key(ops: &[&Op]) -> Result<usize, String> {
                             e.op.kind.name(),
                             e.op.client,
                             e.op.invoke,
-                            e.op.outcome.as_ref().map(crate::history::summary).unwrap_or_default(),
+                            e.op.outcome.as_ref().map(crate::summary).unwrap_or_default(),
                             state
                         ),
                     );
@@ -153,22 +163,42 @@ pub fn check_key(ops: &[&Op]) -> Result<usize, String> {
     }
 }
 
-pub fn check(ops: &[Op]) -> Vec<Violation> {
-    let mut out = Vec::new();
+/// The per-key results of a whole history.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub violations: Vec<Violation>,
+    /// Keys checked.
+    pub keys: usize,
+    /// Keys whose search ran out of budget: neither valid nor invalid.
+    pub unchecked: Vec<String>,
+}
+
+pub fn check_all(ops: &[Op]) -> Report {
+    let mut report = Report::default();
     for (key, list) in super::per_key(ops) {
-        if let Err(why) = check_key(&list) {
-            out.push(Violation { invariant: "linearizable", detail: format!("key {key}: {why}") });
+        report.keys += 1;
+        match check_key(&list) {
+            Err(why) => {
+                report.violations.push(Violation { invariant: "linearizable", detail: format!("key {key}: {why}") })
+            }
+            Ok(search) if search.exhausted => report.unchecked.push(key.to_string()),
+            Ok(_) => {}
         }
     }
-    out
+    report
+}
+
+/// The violations alone (a key past the search budget counts as none).
+pub fn check(ops: &[Op]) -> Vec<Violation> {
+    check_all(ops).violations
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::invariants::testing::{ciphertext, key, op};
+    use crate::check::testing::{ciphertext, key, op};
 
-    fn run(ops: &[Op]) -> Result<usize, String> {
+    fn run(ops: &[Op]) -> Result<Search, String> {
         let refs: Vec<&Op> = ops.iter().collect();
         check_key(&refs)
     }

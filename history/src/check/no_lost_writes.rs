@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::history::{Op, OpKind, Outcome, Value, Violation};
+use crate::{Op, OpKind, Outcome, Value, Violation};
 
 pub fn check(ops: &[Op]) -> Vec<Violation> {
     let mut out = Vec::new();
@@ -58,7 +58,7 @@ pub fn check(ops: &[Op]) -> Vec<Violation> {
                 detail: format!(
                     "after healing, n{node} could not read acknowledged key {}: {}",
                     op.key,
-                    op.outcome.as_ref().map(crate::history::summary).unwrap_or_default()
+                    op.outcome.as_ref().map(crate::summary).unwrap_or_default()
                 ),
             }),
         }

@@ -5,7 +5,7 @@
 //! between its invocation and its acknowledgement, so an EnableKey overlapping that window may
 //! come after it.
 
-use crate::history::{Op, OpKind, Outcome, Violation};
+use crate::{Op, OpKind, Outcome, Violation};
 
 pub fn check(ops: &[Op]) -> Vec<Violation> {
     let mut out = Vec::new();
@@ -52,8 +52,8 @@ pub fn check(ops: &[Op]) -> Vec<Violation> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::KeyStatus;
-    use crate::invariants::testing::{self, op};
+    use crate::check::testing::{self, op};
+    use crate::KeyStatus;
 
     fn key(status: KeyStatus) -> Outcome {
         testing::key(status, 1)

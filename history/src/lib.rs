@@ -1,0 +1,209 @@
+//! What clients saw: the history of a run as Jepsen records it. Every call is an invocation
+//! and a completion, each with a global sequence number (so all events of a run are ordered
+//! exactly), and an outcome: `ok` with the value returned, `fail` when the cluster definitely
+//! refused it, or `unknown` (Jepsen's `:info`) when it timed out or the connection broke and
+//! it may or may not have taken effect.
+//!
+//! The simulator (`chaos`) and the Jepsen harness (`jepsen`) record the same history through
+//! [`ops::execute`] and judge it with the same checkers ([`check`]).
+
+pub mod check;
+pub mod ops;
+
+use serde::{Deserialize, Serialize};
+
+/// A key's metadata as a read returned it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyStatus {
+    Enabled,
+    Disabled,
+    PendingDeletion,
+    Destroyed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyView {
+    pub key_id: String,
+    pub status: KeyStatus,
+    pub primary: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "f")]
+pub enum OpKind {
+    /// CreateKey with the op's key as alias and `create-<key>` as idempotency token: every
+    /// client creates each key, and they must get one key.
+    Create,
+    /// CreateKey without an alias: the op's key is the idempotency token, also written as the
+    /// new key's description, and the caller retries it with the same token after an unknown
+    /// outcome (`check::idempotent_create`).
+    CreateByToken,
+    Rotate,
+    Disable,
+    Enable,
+    ScheduleDeletion,
+    CancelDeletion,
+    Describe {
+        node: Option<u64>,
+    },
+    Encrypt {
+        #[serde(with = "hex_bytes")]
+        plaintext: Vec<u8>,
+    },
+    Decrypt {
+        #[serde(with = "hex_bytes")]
+        ciphertext: Vec<u8>,
+        #[serde(with = "hex_bytes")]
+        plaintext: Vec<u8>,
+        node: Option<u64>,
+    },
+    DataKey,
+}
+
+impl OpKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            OpKind::Create => "create",
+            OpKind::CreateByToken => "create-by-token",
+            OpKind::Rotate => "rotate",
+            OpKind::Disable => "disable",
+            OpKind::Enable => "enable",
+            OpKind::ScheduleDeletion => "schedule-deletion",
+            OpKind::CancelDeletion => "cancel-deletion",
+            OpKind::Describe { .. } => "describe",
+            OpKind::Encrypt { .. } => "encrypt",
+            OpKind::Decrypt { .. } => "decrypt",
+            OpKind::DataKey => "datakey",
+        }
+    }
+
+    pub fn is_write(&self) -> bool {
+        matches!(
+            self,
+            OpKind::Create
+                | OpKind::CreateByToken
+                | OpKind::Rotate
+                | OpKind::Disable
+                | OpKind::Enable
+                | OpKind::ScheduleDeletion
+                | OpKind::CancelDeletion
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Value {
+    Key(KeyView),
+    Ciphertext {
+        #[serde(with = "hex_bytes")]
+        ciphertext: Vec<u8>,
+        #[serde(with = "hex_bytes")]
+        plaintext: Vec<u8>,
+        key_id: String,
+        version: u32,
+    },
+    Plaintext {
+        #[serde(with = "hex_bytes")]
+        plaintext: Vec<u8>,
+        version: u32,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    Ok(Value),
+    /// A definite failure: the request was refused (gRPC code name, message).
+    Fail(String, String),
+    /// Timed out or the connection broke: it may or may not have taken effect.
+    Unknown(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Op {
+    pub client: String,
+    /// The key's alias (`k0`, `k1`, ...).
+    pub key: String,
+    pub kind: OpKind,
+    /// Global sequence numbers: every invoke and completion gets the next one, so they
+    /// order all events of the run exactly.
+    pub invoke: u64,
+    pub complete: Option<u64>,
+    pub invoke_ms: u64,
+    pub complete_ms: u64,
+    pub outcome: Option<Outcome>,
+}
+
+impl Op {
+    /// Completion for ordering: an op with an unknown outcome may take effect until the end.
+    pub fn effective_complete(&self) -> u64 {
+        match self.outcome {
+            Some(Outcome::Unknown(_)) | None => u64::MAX,
+            _ => self.complete.unwrap_or(u64::MAX),
+        }
+    }
+
+    pub fn ok(&self) -> Option<&Value> {
+        match &self.outcome {
+            Some(Outcome::Ok(v)) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// A violated invariant.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Violation {
+    pub invariant: &'static str,
+    pub detail: String,
+}
+
+/// One short line for an outcome (no ciphertext bytes).
+pub fn summary(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Ok(Value::Key(k)) => format!("ok {:?} v{}", k.status, k.primary),
+        Outcome::Ok(Value::Ciphertext { version, .. }) => format!("ok v{version}"),
+        Outcome::Ok(Value::Plaintext { version, .. }) => format!("ok v{version}"),
+        Outcome::Fail(code, msg) => format!("fail {code} {msg}"),
+        Outcome::Unknown(why) => format!("unknown {why}"),
+    }
+}
+
+/// Bytes as hex strings in JSON (histories are read by people too).
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(bytes))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        hex::decode(text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_op_survives_a_json_round_trip() {
+        let op = Op {
+            client: "c1".into(),
+            key: "k0".into(),
+            kind: OpKind::Decrypt { ciphertext: vec![1, 2], plaintext: b"p".to_vec(), node: Some(3) },
+            invoke: 4,
+            complete: Some(9),
+            invoke_ms: 10,
+            complete_ms: 12,
+            outcome: Some(Outcome::Ok(Value::Plaintext { plaintext: b"p".to_vec(), version: 2 })),
+        };
+        let text = serde_json::to_string(&op).unwrap_or_default();
+        assert!(text.contains(r#""f":"decrypt""#) && text.contains(r#""ciphertext":"0102""#), "{text}");
+        let back: Op = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert_eq!((back.kind, back.outcome), (op.kind, op.outcome));
+    }
+}

@@ -1,0 +1,200 @@
+//! The KMS calls behind each operation kind, through the production client library, and how
+//! their results become outcomes: a gRPC status that leaves the effect in doubt
+//! (unavailable, deadline, cancelled, unknown, internal) is `unknown`, any other refusal
+//! `fail`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use client::pb;
+use client::Client;
+use tonic::{Code, Status};
+
+use crate::{KeyStatus, KeyView, OpKind, Outcome, Value};
+
+/// Longest a client waits for one call before recording it as unknown.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn alias(key: &str) -> String {
+    format!("alias/{key}")
+}
+
+fn linearizable() -> Option<pb::Consistency> {
+    Some(pb::Consistency { level: Some(pb::consistency::Level::Linearizable(pb::Linearizable {})) })
+}
+
+fn view(meta: Option<pb::KeyMetadata>) -> Result<KeyView, Status> {
+    let meta = meta.ok_or_else(|| Status::internal("response without key metadata"))?;
+    let status = match pb::KeyState::try_from(meta.state) {
+        Ok(pb::KeyState::Enabled) => KeyStatus::Enabled,
+        Ok(pb::KeyState::Disabled) => KeyStatus::Disabled,
+        Ok(pb::KeyState::PendingDeletion) => KeyStatus::PendingDeletion,
+        Ok(pb::KeyState::Destroyed) => KeyStatus::Destroyed,
+        _ => return Err(Status::internal(format!("unknown key state {}", meta.state))),
+    };
+    Ok(KeyView { key_id: meta.key_id, status, primary: meta.primary_version })
+}
+
+fn context(key: &str) -> HashMap<String, String> {
+    HashMap::from([("purpose".to_string(), format!("workload-{key}"))])
+}
+
+/// The regions a workload key is restricted to, from its name: `k3-in-region-b` is allowed
+/// only in `region-b` (the simulator names such keys).
+fn allowed_regions(key: &str) -> Vec<String> {
+    key.split_once("-in-").map(|(_, region)| vec![region.to_string()]).unwrap_or_default()
+}
+
+/// Whether a failed call may still have taken effect.
+fn indeterminate(s: &Status) -> bool {
+    matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown | Code::Internal)
+}
+
+/// Runs one operation and returns its outcome.
+pub async fn execute(client: &Client, key: &str, kind: &OpKind, token: &str) -> Outcome {
+    let call = run(client, key, kind, token);
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Err(_) => Outcome::Unknown("client timeout".into()),
+        Ok(Ok(v)) => Outcome::Ok(v),
+        Ok(Err(s)) if indeterminate(&s) => Outcome::Unknown(format!("{:?}", s.code())),
+        Ok(Err(s)) => Outcome::Fail(format!("{:?}", s.code()), s.message().chars().take(120).collect()),
+    }
+}
+
+async fn run(client: &Client, key: &str, kind: &OpKind, token: &str) -> Result<Value, Status> {
+    let k = alias(key);
+    let key_call = |r: Result<pb::KeyResponse, Status>| r.and_then(|r| view(r.key)).map(Value::Key);
+    match kind {
+        OpKind::Create | OpKind::CreateByToken => {
+            let base = pb::CreateKeyRequest {
+                spec: pb::KeySpec::Aes256GcmSiv as i32,
+                usage: pb::KeyUsage::EncryptDecrypt as i32,
+                ..Default::default()
+            };
+            let req = if *kind == OpKind::Create {
+                pb::CreateKeyRequest {
+                    alias: key.to_string(),
+                    idempotency_token: token.to_string(),
+                    allowed_regions: allowed_regions(key),
+                    ..base
+                }
+            } else {
+                pb::CreateKeyRequest { description: key.to_string(), idempotency_token: key.to_string(), ..base }
+            };
+            key_call(
+                client
+                    .kms(|mut c| {
+                        let req = req.clone();
+                        async move { c.create_key(req).await }
+                    })
+                    .await,
+            )
+        }
+        OpKind::Rotate => {
+            let req = pb::RotateKeyRequest { key: k, idempotency_token: token.to_string() };
+            key_call(
+                client
+                    .kms(|mut c| {
+                        let req = req.clone();
+                        async move { c.rotate_key(req).await }
+                    })
+                    .await,
+            )
+        }
+        OpKind::Disable | OpKind::Enable | OpKind::CancelDeletion => {
+            let req = pb::KeyRequest { key: k, idempotency_token: token.to_string() };
+            let r = client
+                .kms(|mut c| {
+                    let req = req.clone();
+                    let kind = kind.clone();
+                    async move {
+                        match kind {
+                            OpKind::Disable => c.disable_key(req).await,
+                            OpKind::Enable => c.enable_key(req).await,
+                            _ => c.cancel_key_deletion(req).await,
+                        }
+                    }
+                })
+                .await;
+            key_call(r)
+        }
+        OpKind::ScheduleDeletion => {
+            let req =
+                pb::ScheduleKeyDeletionRequest { key: k, pending_window_days: 7, idempotency_token: token.to_string() };
+            key_call(
+                client
+                    .kms(|mut c| {
+                        let req = req.clone();
+                        async move { c.schedule_key_deletion(req).await }
+                    })
+                    .await,
+            )
+        }
+        OpKind::Describe { .. } => {
+            let req = pb::DescribeKeyRequest { key: k, consistency: linearizable() };
+            key_call(
+                client
+                    .kms(|mut c| {
+                        let req = req.clone();
+                        async move { c.describe_key(req).await }
+                    })
+                    .await,
+            )
+        }
+        OpKind::Encrypt { plaintext } => {
+            let req = pb::EncryptRequest {
+                key: k,
+                plaintext: plaintext.clone(),
+                encryption_context: context(key),
+                consistency: linearizable(),
+            };
+            let r = client
+                .kms(|mut c| {
+                    let req = req.clone();
+                    async move { c.encrypt(req).await }
+                })
+                .await?;
+            Ok(Value::Ciphertext {
+                ciphertext: r.ciphertext,
+                plaintext: plaintext.clone(),
+                key_id: r.key_id,
+                version: r.key_version,
+            })
+        }
+        OpKind::DataKey => {
+            let req = pb::GenerateDataKeyRequest {
+                key: k,
+                encryption_context: context(key),
+                number_of_bytes: 32,
+                consistency: linearizable(),
+            };
+            let r = client
+                .kms(|mut c| {
+                    let req = req.clone();
+                    async move { c.generate_data_key(req).await }
+                })
+                .await?;
+            Ok(Value::Ciphertext {
+                ciphertext: r.ciphertext,
+                plaintext: r.plaintext,
+                key_id: r.key_id,
+                version: r.key_version,
+            })
+        }
+        OpKind::Decrypt { ciphertext, .. } => {
+            let req = pb::DecryptRequest {
+                ciphertext: ciphertext.clone(),
+                encryption_context: context(key),
+                consistency: linearizable(),
+                key: k,
+            };
+            let r = client
+                .kms(|mut c| {
+                    let req = req.clone();
+                    async move { c.decrypt(req).await }
+                })
+                .await?;
+            Ok(Value::Plaintext { plaintext: r.plaintext, version: r.key_version })
+        }
+    }
+}
