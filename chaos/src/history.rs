@@ -98,16 +98,7 @@ impl Recorder {
             println!("{line}");
         }
         inner.trace.push(line);
-        inner.ops.push(Op {
-            client: client.to_string(),
-            key: key.to_string(),
-            kind,
-            invoke: seq,
-            complete: None,
-            invoke_ms: ms,
-            complete_ms: 0,
-            outcome: None,
-        });
+        inner.ops.push(Op::invoked(client, key, kind, seq, ms));
         inner.ops.len() - 1
     }
 

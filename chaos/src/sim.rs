@@ -13,7 +13,7 @@ use crate::cluster::{mix, World};
 use crate::faults::Faults;
 use crate::history::{now_ms, set_driver_ms, OpKind, Outcome, Recorder, Value, Violation};
 use crate::plan::{stream, Plan, STREAM_CHECKER, STREAM_FAULTS, STREAM_RAFT, STREAM_SERVICE_CLIENTS};
-use crate::workload::{client_for, execute, pinned_client, run_client};
+use crate::workload::{client_for, execute, execute_until_answered, pinned_client, run_client};
 
 /// How long the healed cluster has to elect a leader, converge and serve every kind of
 /// request (simulated time).
@@ -423,21 +423,7 @@ async fn final_phase(world: &World) {
             let op = recorder.invoke("checker", key, kind.clone());
             let (pinned, recorder, key) = (pinned.clone(), recorder.clone(), key.clone());
             tasks.spawn(async move {
-                // Durability is the question here, not availability: a member that cannot
-                // answer for now (a leadership transfer under way, say) is asked again.
-                let give_up = tokio::time::Instant::now() + Duration::from_secs(60);
-                let outcome = loop {
-                    let outcome = execute(&pinned, &key, &kind, "").await;
-                    let unanswered = match &outcome {
-                        Outcome::Unknown(_) => true,
-                        Outcome::Fail(code, _) => code == "Unavailable",
-                        Outcome::Ok(_) => false,
-                    };
-                    if !unanswered || tokio::time::Instant::now() >= give_up {
-                        break outcome;
-                    }
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                };
+                let outcome = execute_until_answered(&pinned, &key, &kind, "", Duration::from_secs(60)).await;
                 recorder.complete(op, outcome);
             });
         }

@@ -12,7 +12,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::history::{OpKind, Outcome, Recorder, Value};
 use crate::plan::{shuffle, ClientPlan, Plan};
-pub use ::history::ops::{execute, CALL_TIMEOUT};
+pub use ::history::ops::{execute, execute_until_answered, CALL_TIMEOUT};
 
 /// The production client over the simulated network, starting from `addrs`: it discovers the
 /// rest of the cluster, prefers `region`, and draws its jitter from `seed`.

@@ -121,6 +121,18 @@ pub enum Outcome {
     Unknown(String),
 }
 
+impl Outcome {
+    /// Whether the node answered: anything but an unknown outcome or `Unavailable` (a node
+    /// that cannot serve for now, during an election say).
+    pub fn answered(&self) -> bool {
+        match self {
+            Outcome::Unknown(_) => false,
+            Outcome::Fail(code, _) => code != "Unavailable",
+            Outcome::Ok(_) => true,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Op {
     pub client: String,
@@ -137,6 +149,20 @@ pub struct Op {
 }
 
 impl Op {
+    /// An operation just invoked at sequence number `seq`, `ms` into the run.
+    pub fn invoked(client: &str, key: &str, kind: OpKind, seq: u64, ms: u64) -> Self {
+        Op {
+            client: client.to_string(),
+            key: key.to_string(),
+            kind,
+            invoke: seq,
+            complete: None,
+            invoke_ms: ms,
+            complete_ms: 0,
+            outcome: None,
+        }
+    }
+
     /// Completion for ordering: an op with an unknown outcome may take effect until the end.
     pub fn effective_complete(&self) -> u64 {
         match self.outcome {

@@ -61,6 +61,27 @@ pub async fn execute(client: &Client, key: &str, kind: &OpKind, token: &str) -> 
     }
 }
 
+/// Runs one operation again and again (every 500 ms) until it is answered
+/// ([`Outcome::answered`]) or `bound` has passed; the last outcome. For checks after healing,
+/// where durability is the question, not availability: a node that cannot answer for now (a
+/// leadership transfer under way, say) is asked again.
+pub async fn execute_until_answered(
+    client: &Client,
+    key: &str,
+    kind: &OpKind,
+    token: &str,
+    bound: Duration,
+) -> Outcome {
+    let give_up = tokio::time::Instant::now() + bound;
+    loop {
+        let outcome = execute(client, key, kind, token).await;
+        if outcome.answered() || tokio::time::Instant::now() >= give_up {
+            return outcome;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 async fn run(client: &Client, key: &str, kind: &OpKind, token: &str) -> Result<Value, Status> {
     let k = alias(key);
     let key_call = |r: Result<pb::KeyResponse, Status>| r.and_then(|r| view(r.key)).map(Value::Key);

@@ -12,7 +12,15 @@ use anyhow::Context;
 pub async fn run(data_dir: PathBuf, nodes: u64, base_port: u16, wan: WanOptions) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find the keyquorum binary")?;
     let with_wan = wan.relayed();
-    let spec = Spec { data_dir: data_dir.clone(), nodes, regions: nodes as usize, base_port, wan: wan.clone(), exe };
+    let spec = Spec {
+        data_dir: data_dir.clone(),
+        nodes,
+        regions: nodes as usize,
+        base_port,
+        wan: wan.clone(),
+        exe,
+        faketime: None,
+    };
     let mut cluster = LocalCluster::start(spec).await?;
     for m in &cluster.members {
         let pid = cluster.pid(m.id).unwrap_or_default();

@@ -60,6 +60,10 @@ pub struct Spec {
     pub wan: WanOptions,
     /// The `keyquorum` binary to run.
     pub exe: PathBuf,
+    /// libfaketime's shared library: when set, every node runs under it (`LD_PRELOAD`) with
+    /// its wall clock offset by [`LocalCluster::set_clock_offset`]; monotonic time (all of
+    /// Raft's timers) is left alone.
+    pub faketime: Option<PathBuf>,
 }
 
 /// The running cluster. Dropping it stops every node (SIGTERM, then SIGKILL after 10 s).
@@ -258,6 +262,22 @@ impl LocalCluster {
             .with_context(|| format!("cannot signal node {id}"))
     }
 
+    /// Sets node `id`'s wall clock `offset_secs` from the real one (the cluster must run under
+    /// libfaketime, `Spec::faketime`); takes effect within a second, and survives restarts.
+    pub fn set_clock_offset(&self, id: u64, offset_secs: i64) -> anyhow::Result<()> {
+        if self.spec.faketime.is_none() {
+            bail!("the nodes do not run under libfaketime");
+        }
+        let file = self.clock_file(id);
+        let tmp = file.with_extension("tmp");
+        std::fs::write(&tmp, format!("{offset_secs:+}\n"))?;
+        std::fs::rename(&tmp, &file).with_context(|| format!("cannot write {}", file.display()))
+    }
+
+    fn clock_file(&self, id: u64) -> PathBuf {
+        self.spec.data_dir.join(format!("node-{id}/faketime.rc"))
+    }
+
     /// The nodes that exited since the last call, with how.
     pub fn reap(&mut self) -> Vec<(u64, std::process::ExitStatus)> {
         let mut gone = Vec::new();
@@ -281,6 +301,18 @@ impl LocalCluster {
             if k.to_str().is_some_and(|k| k.starts_with("KEYQUORUM_") && k != "KEYQUORUM_LOG") {
                 command.env_remove(&k);
             }
+        }
+        if let Some(lib) = &self.spec.faketime {
+            let file = self.clock_file(id);
+            if !file.exists() {
+                std::fs::write(&file, "+0\n")?;
+            }
+            command
+                .env("LD_PRELOAD", lib)
+                .env("FAKETIME_TIMESTAMP_FILE", file)
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+                // Re-read the offset at most once a second.
+                .env("FAKETIME_CACHE_DURATION", "1");
         }
         let child = command
             .arg("server")

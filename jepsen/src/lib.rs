@@ -1,0 +1,10 @@
+//! Jepsen-style tests of real `keyquorum` processes (see `jepsen/README.md`): a local cluster
+//! of real nodes on loopback through the WAN relay, concurrent clients recording every call
+//! as ok / fail / info, nemeses (kill -9, SIGSTOP, partitions, clock bumps, membership
+//! changes, leadership transfers, root-key rotations), and the shared `history` checkers.
+
+pub mod nemesis;
+pub mod recorder;
+pub mod results;
+pub mod run;
+pub mod workload;

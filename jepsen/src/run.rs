@@ -1,0 +1,290 @@
+//! One test run: start the cluster, run the clients and the nemesis for the time limit, heal,
+//! read everything back from every node, check the history, and write the run's directory.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use client::{pb, Client, ClientOptions};
+use history::check::idempotent_create::Listing;
+use history::ops::execute_until_answered;
+use history::{Op, OpKind, Outcome, Value};
+use node::local::{region_name, LocalCluster, Spec, WanOptions};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::nemesis::{self, Fault, NemesisOptions, SharedCluster};
+use crate::recorder::Recorder;
+use crate::results::{self, Results};
+use crate::workload::{self, KeyPool, Workload, WorkloadOptions};
+
+/// libfaketime as Debian installs it (`apt-get install faketime`, which `scripts/setup.sh`
+/// does): `/usr/lib/<multiarch>/faketime/libfaketime.so.1`.
+pub fn libfaketime() -> Option<PathBuf> {
+    let dirs = std::fs::read_dir("/usr/lib").ok()?;
+    dirs.flatten().map(|d| d.path().join("faketime/libfaketime.so.1")).find(|p| p.exists())
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The run's directory; must not exist or be empty.
+    pub out: PathBuf,
+    pub nodes: u64,
+    pub regions: usize,
+    pub time_limit: Duration,
+    pub clients: usize,
+    pub workload: WorkloadOptions,
+    pub nemesis: NemesisOptions,
+    /// One-way latency between regions through the relay.
+    pub latency_ms: u64,
+    /// Seeds the workload's and the nemesis's choices (timing still differs between runs).
+    pub seed: u64,
+    /// The `keyquorum` binary.
+    pub exe: PathBuf,
+}
+
+impl Options {
+    /// A short run with every workload and fault: what the test suite runs.
+    pub fn quick(out: PathBuf, exe: PathBuf) -> Self {
+        Self {
+            out,
+            nodes: 5,
+            regions: 3,
+            time_limit: Duration::from_secs(60),
+            clients: 6,
+            workload: WorkloadOptions {
+                workloads: vec![Workload::Register, Workload::Crypto, Workload::Create],
+                rate: 30.0,
+                active_keys: 4,
+                ops_per_key: 120,
+            },
+            nemesis: NemesisOptions {
+                faults: vec![
+                    Fault::Kill,
+                    Fault::Pause,
+                    Fault::Partition,
+                    Fault::Clock,
+                    Fault::Member,
+                    Fault::Transfer,
+                    Fault::RotateRoot,
+                ],
+                interval: Duration::from_secs(3),
+                hold: (Duration::from_secs(2), Duration::from_secs(6)),
+            },
+            latency_ms: 0,
+            seed: 1,
+            exe,
+        }
+    }
+}
+
+/// A client in region `r` (through the relay, from that region's client address).
+fn client_in(cluster: &LocalCluster, r: usize, seed: u64, discover: bool) -> anyhow::Result<Client> {
+    let mut endpoints = cluster.endpoints();
+    endpoints.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    let options = ClientOptions {
+        region: Some(region_name(r).to_string()),
+        local_address: cluster.spec.wan.relayed().then(|| Spec::client_ip(r).into()),
+        rng_seed: Some(seed),
+        discover,
+        ..ClientOptions::default()
+    };
+    Ok(Client::with_options(&endpoints, Some(cluster.admin_tls()?), options)?)
+}
+
+/// A client of node `id` alone.
+fn pinned(cluster: &LocalCluster, id: u64) -> anyhow::Result<Client> {
+    let m = cluster.members.iter().find(|m| m.id == id).context("no such node")?;
+    let options = ClientOptions { discover: false, ..ClientOptions::default() };
+    Ok(Client::with_options(std::slice::from_ref(&m.addr), Some(cluster.admin_tls()?), options)?)
+}
+
+pub async fn run(options: Options) -> anyhow::Result<Results> {
+    let out = &options.out;
+    if out.exists() && std::fs::read_dir(out)?.next().is_some() {
+        bail!("{} is not empty: give each run its own directory", out.display());
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let faketime = match options.nemesis.faults.contains(&Fault::Clock) {
+        true => Some(libfaketime().context("the clock nemesis needs libfaketime: run scripts/setup.sh")?),
+        false => None,
+    };
+    let spec = Spec {
+        data_dir: out.join("cluster"),
+        nodes: options.nodes,
+        regions: options.regions,
+        base_port: 0,
+        wan: WanOptions { latency_ms: options.latency_ms, force_relay: true, ..Default::default() },
+        exe: options.exe.clone(),
+        faketime,
+    };
+    println!("starting {} nodes over {} regions in {}", options.nodes, options.regions, spec.data_dir.display());
+    let cluster = LocalCluster::start(spec).await?;
+    cluster.wait_up(Duration::from_secs(60)).await?;
+    cluster.init_if_needed().await?;
+    cluster.wait_ready(Duration::from_secs(120)).await?;
+    let admin_client = cluster.client()?;
+    let cluster: SharedCluster = Arc::new(tokio::sync::Mutex::new(cluster));
+    let recorder = Arc::new(Recorder::default());
+    let pool = Arc::new(Mutex::new(KeyPool::new(options.workload.active_keys, options.workload.ops_per_key)));
+    let stop = Arc::new(AtomicBool::new(false));
+
+    println!("running the workload for {:?}", options.time_limit);
+    let mut clients = tokio::task::JoinSet::new();
+    for i in 0..options.clients {
+        let seed = options.seed.wrapping_mul(1000).wrapping_add(i as u64);
+        let client = client_in(&*cluster.lock().await, i % options.regions, seed, true)?;
+        clients.spawn(workload::run_client(
+            format!("c{i}"),
+            client,
+            pool.clone(),
+            recorder.clone(),
+            options.workload.clone(),
+            options.clients,
+            seed,
+            stop.clone(),
+        ));
+    }
+    let nemesis_stop = Arc::new(AtomicBool::new(false));
+    let nemesis = tokio::spawn(nemesis::run(
+        cluster.clone(),
+        recorder.clone(),
+        options.nemesis.clone(),
+        options.seed,
+        nemesis_stop.clone(),
+    ));
+    tokio::time::sleep(options.time_limit).await;
+    nemesis_stop.store(true, Ordering::Relaxed);
+    nemesis.await.context("the nemesis panicked")??;
+    stop.store(true, Ordering::Relaxed);
+    while clients.join_next().await.is_some() {}
+
+    println!("healing, then reading everything back from every node");
+    nemesis::heal_all(&cluster, &admin_client).await?;
+    recorder.nemesis("final", "done", "every fault healed");
+    cluster.lock().await.wait_ready(Duration::from_secs(120)).await?;
+    let keys = pool.lock().map(|p| p.all.clone()).unwrap_or_else(|p| p.into_inner().all.clone());
+    let (listings, unreadable) = final_reads(&cluster, &recorder, &keys).await?;
+
+    let ops = recorder.ops();
+    let members: Vec<u64> = cluster.lock().await.members.iter().map(|m| m.id).collect();
+    let results = results::check(&options, &ops, &recorder.nemesis_events(), &listings, &unreadable, &members);
+    results::write(out, &ops, &recorder.nemesis_events(), &results)?;
+    let cluster = Arc::try_unwrap(cluster).map_err(|_| anyhow::anyhow!("the cluster is still shared"))?.into_inner();
+    drop(cluster);
+    Ok(results)
+}
+
+/// One recorded operation, asked again until answered (for a minute at most).
+async fn answered(recorder: &Recorder, client: &Client, key: &str, kind: OpKind, token: &str) -> Outcome {
+    let op = recorder.invoke("checker", key, kind.clone());
+    let outcome = execute_until_answered(client, key, &kind, token, Duration::from_secs(60)).await;
+    recorder.complete(op, outcome.clone());
+    outcome
+}
+
+/// After healing: every key enabled again; then at every node, every key described, every
+/// acknowledged ciphertext decrypted, and every key listed.
+/// Returns the listings and, for nodes that could not list, why.
+async fn final_reads(
+    cluster: &SharedCluster,
+    recorder: &Arc<Recorder>,
+    keys: &[String],
+) -> anyhow::Result<(Vec<Listing>, Vec<String>)> {
+    let client = client_in(&*cluster.lock().await, 0, 7, true)?;
+    for (i, key) in keys.iter().enumerate() {
+        answered(recorder, &client, key, OpKind::Create, &format!("create-{key}")).await;
+        answered(recorder, &client, key, OpKind::CancelDeletion, &format!("final-cancel-{i}")).await;
+        answered(recorder, &client, key, OpKind::Enable, &format!("final-enable-{i}")).await;
+    }
+    let ciphertexts: Vec<(String, Vec<u8>, Vec<u8>)> = recorder
+        .ops()
+        .iter()
+        .filter_map(|o| match o.ok() {
+            Some(Value::Ciphertext { ciphertext, plaintext, .. }) if !plaintext.is_empty() => {
+                Some((o.key.clone(), ciphertext.clone(), plaintext.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    let ids: Vec<u64> = cluster.lock().await.members.iter().map(|m| m.id).collect();
+    let (mut listings, mut unreadable) = (Vec::new(), Vec::new());
+    for id in ids {
+        let node = Arc::new(pinned(&*cluster.lock().await, id)?);
+        for key in keys {
+            answered(recorder, &node, key, OpKind::Describe { node: Some(id) }, "").await;
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for chunk in ciphertexts.chunks(ciphertexts.len().div_ceil(8).max(1)) {
+            let (node, recorder, chunk) = (node.clone(), recorder.clone(), chunk.to_vec());
+            tasks.spawn(async move {
+                for (key, ciphertext, plaintext) in chunk {
+                    let kind = OpKind::Decrypt { ciphertext, plaintext, node: Some(id) };
+                    answered(&recorder, &node, &key, kind, "").await;
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        match list_keys(&node, id).await {
+            Ok(listing) => listings.push(listing),
+            Err(e) => unreadable.push(format!("{e:#}")),
+        }
+    }
+    Ok((listings, unreadable))
+}
+
+/// Every key node `id` holds, read linearizably at that node (retried for a minute).
+async fn list_keys(node: &Client, id: u64) -> anyhow::Result<Listing> {
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match list_once(node, id).await {
+            Err(e) if tokio::time::Instant::now() < give_up => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn list_once(node: &Client, id: u64) -> anyhow::Result<Listing> {
+    let mut keys = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let req = pb::ListKeysRequest {
+            page_size: 1000,
+            page_token: page_token.clone(),
+            consistency: Some(pb::Consistency {
+                level: Some(pb::consistency::Level::Linearizable(pb::Linearizable {})),
+            }),
+        };
+        let page = tokio::time::timeout(
+            history::ops::CALL_TIMEOUT,
+            node.kms(|mut k| {
+                let req = req.clone();
+                async move { k.list_keys(req).await }
+            }),
+        )
+        .await
+        .with_context(|| format!("n{id} did not list its keys in time"))?
+        .with_context(|| format!("n{id} could not list its keys"))?;
+        keys.extend(page.keys.into_iter().map(|k| (k.key_id, k.description)));
+        if page.next_page_token.is_empty() {
+            return Ok(Listing { node: id, keys });
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// What the operations did, by kind and outcome: `(f, type) -> count`.
+pub fn counts(ops: &[Op]) -> std::collections::BTreeMap<String, std::collections::BTreeMap<&'static str, u64>> {
+    let mut out: std::collections::BTreeMap<String, std::collections::BTreeMap<&'static str, u64>> = Default::default();
+    for o in ops {
+        let t = results::outcome_type(o.outcome.as_ref());
+        *out.entry(o.kind.name().to_string()).or_default().entry(t).or_default() += 1;
+    }
+    out
+}
