@@ -394,17 +394,7 @@ async fn final_phase(world: &World) {
     let members = wait_converged(world).await;
 
     // Every ciphertext ever acknowledged, and every key, at every member.
-    let ciphertexts: Vec<(String, Vec<u8>, Vec<u8>)> = recorder
-        .lock()
-        .ops
-        .iter()
-        .filter_map(|o| match o.ok() {
-            Some(Value::Ciphertext { ciphertext, plaintext, .. }) if !plaintext.is_empty() => {
-                Some((o.key.clone(), ciphertext.clone(), plaintext.clone()))
-            }
-            _ => None,
-        })
-        .collect();
+    let ciphertexts = ::history::acknowledged_ciphertexts(&recorder.lock().ops);
     for id in &members {
         let Some(n) = plan.node(*id) else { continue };
         let Ok(pinned) = pinned_client(&world.pki.app, &n.addr(), mix(plan.seed, STREAM_CHECKER + *id)) else {

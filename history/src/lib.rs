@@ -186,6 +186,19 @@ pub struct Violation {
     pub detail: String,
 }
 
+/// Every ciphertext a client was given, as `(key, ciphertext, plaintext)`: what the final
+/// reads decrypt at every node (`check::crypto_set`).
+pub fn acknowledged_ciphertexts(ops: &[Op]) -> Vec<(String, Vec<u8>, Vec<u8>)> {
+    ops.iter()
+        .filter_map(|o| match o.ok() {
+            Some(Value::Ciphertext { ciphertext, plaintext, .. }) if !plaintext.is_empty() => {
+                Some((o.key.clone(), ciphertext.clone(), plaintext.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// One short line for an outcome (no ciphertext bytes).
 pub fn summary(outcome: &Outcome) -> String {
     match outcome {

@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use client::{pb, Client, ClientOptions};
 use history::check::idempotent_create::Listing;
 use history::ops::execute_until_answered;
-use history::{Op, OpKind, Outcome, Value};
+use history::{Op, OpKind, Outcome};
 use node::local::{region_name, LocalCluster, Spec, WanOptions};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -200,16 +200,7 @@ async fn final_reads(
         answered(recorder, &client, key, OpKind::CancelDeletion, &format!("final-cancel-{i}")).await;
         answered(recorder, &client, key, OpKind::Enable, &format!("final-enable-{i}")).await;
     }
-    let ciphertexts: Vec<(String, Vec<u8>, Vec<u8>)> = recorder
-        .ops()
-        .iter()
-        .filter_map(|o| match o.ok() {
-            Some(Value::Ciphertext { ciphertext, plaintext, .. }) if !plaintext.is_empty() => {
-                Some((o.key.clone(), ciphertext.clone(), plaintext.clone()))
-            }
-            _ => None,
-        })
-        .collect();
+    let ciphertexts = history::acknowledged_ciphertexts(&recorder.ops());
     let ids: Vec<u64> = cluster.lock().await.members.iter().map(|m| m.id).collect();
     let (mut listings, mut unreadable) = (Vec::new(), Vec::new());
     for id in ids {
