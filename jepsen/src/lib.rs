@@ -5,6 +5,7 @@
 
 pub mod nemesis;
 pub mod recorder;
+pub mod report;
 pub mod results;
 pub mod run;
 pub mod workload;

@@ -133,6 +133,7 @@ fn options(a: TestArgs) -> anyhow::Result<Options> {
         latency_ms: a.latency_ms,
         seed: a.seed,
         exe,
+        node_env: Vec::new(),
     })
 }
 

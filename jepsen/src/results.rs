@@ -155,5 +155,6 @@ pub fn write(dir: &Path, ops: &[Op], nemesis: &[NemesisEvent], results: &Results
     }
     history.flush()?;
     std::fs::write(dir.join("results.json"), serde_json::to_string_pretty(results)?)?;
+    std::fs::write(dir.join("report.html"), crate::report::html(results, ops, nemesis))?;
     Ok(())
 }

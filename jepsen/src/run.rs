@@ -44,6 +44,8 @@ pub struct Options {
     pub seed: u64,
     /// The `keyquorum` binary.
     pub exe: PathBuf,
+    /// More environment for every node (`FAILPOINTS` for a failpoint build).
+    pub node_env: Vec<(String, String)>,
 }
 
 impl Options {
@@ -77,6 +79,7 @@ impl Options {
             latency_ms: 0,
             seed: 1,
             exe,
+            node_env: Vec::new(),
         }
     }
 }
@@ -120,6 +123,7 @@ pub async fn run(options: Options) -> anyhow::Result<Results> {
         wan: WanOptions { latency_ms: options.latency_ms, force_relay: true, ..Default::default() },
         exe: options.exe.clone(),
         faketime,
+        env: options.node_env.clone(),
     };
     println!("starting {} nodes over {} regions in {}", options.nodes, options.regions, spec.data_dir.display());
     let cluster = LocalCluster::start(spec).await?;

@@ -20,6 +20,7 @@ pub async fn run(data_dir: PathBuf, nodes: u64, base_port: u16, wan: WanOptions)
         wan: wan.clone(),
         exe,
         faketime: None,
+        env: vec![],
     };
     let mut cluster = LocalCluster::start(spec).await?;
     for m in &cluster.members {

@@ -64,6 +64,8 @@ pub struct Spec {
     /// its wall clock offset by [`LocalCluster::set_clock_offset`]; monotonic time (all of
     /// Raft's timers) is left alone.
     pub faketime: Option<PathBuf>,
+    /// More environment for every node (`FAILPOINTS` for a failpoint build, say).
+    pub env: Vec<(String, String)>,
 }
 
 /// The running cluster. Dropping it stops every node (SIGTERM, then SIGKILL after 10 s).
@@ -314,6 +316,7 @@ impl LocalCluster {
                 // Re-read the offset at most once a second.
                 .env("FAKETIME_CACHE_DURATION", "1");
         }
+        command.envs(self.spec.env.iter().map(|(k, v)| (k, v)));
         let child = command
             .arg("server")
             .arg("--config")

@@ -3,6 +3,10 @@ use node::cli::{Cli, Commands};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // A failpoint build (the harnesses' self-tests only) takes its injected bugs from the
+    // FAILPOINTS environment variable, e.g. `node::read-without-read-index=return`.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let filter = tracing_subscriber::EnvFilter::try_from_env("KEYQUORUM_LOG").unwrap_or_else(|_| {
         let level = if matches!(cli.command, Commands::Server { .. }) { "info,openraft=warn" } else { "warn" };
         tracing_subscriber::EnvFilter::new(level)

@@ -40,6 +40,7 @@ async fn a_local_cluster_survives_kill_pause_and_partition_and_stops_on_drop() {
             wan: WanOptions { force_relay: true, ..Default::default() },
             exe: env!("CARGO_BIN_EXE_keyquorum").into(),
             faketime: None,
+            env: vec![],
         };
         let mut cluster = LocalCluster::start(spec).await.unwrap();
         let regions: Vec<&str> = cluster.members.iter().map(|m| m.region.as_str()).collect();

@@ -1,0 +1,54 @@
+//! Proof that a Jepsen run can fail: nodes built with injected bugs must be caught by the
+//! checkers. Runs only with `--features failpoints`, against `keyquorum-failpoints` (the node
+//! built with its `failpoints` feature), which scripts/test.sh builds next to `keyquorum`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use jepsen::nemesis::Fault;
+use jepsen::results::Validity;
+use jepsen::run::{run, Options};
+use jepsen::workload::Workload;
+
+fn failpoint_build() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().and_then(|deps| deps.parent()).unwrap().join("keyquorum-failpoints");
+    assert!(
+        bin.exists(),
+        "{} is missing: scripts/test.sh builds it (cargo build -p node --bin keyquorum --features failpoints, copied)",
+        bin.display()
+    );
+    bin
+}
+
+/// Nodes that answer linearizable reads from local state, skipping the read index: a node
+/// cut off with its region's clients keeps answering them while the majority moves on, and
+/// the per-key linearizability checker must report the stale reads. A run in which no
+/// partition happened to separate a reader from a rotation is repeated (at most three runs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_reads_of_a_node_that_skips_the_read_index_are_caught() {
+    for attempt in 1..=3 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = Options::quick(dir.path().join("run"), failpoint_build());
+        options.time_limit = Duration::from_secs(40);
+        options.workload.workloads = vec![Workload::Register];
+        options.nemesis.faults = vec![Fault::Partition];
+        options.nemesis.interval = Duration::from_secs(2);
+        options.nemesis.hold = (Duration::from_secs(6), Duration::from_secs(10));
+        options.node_env = vec![("FAILPOINTS".into(), "node::read-without-read-index=return".into())];
+        options.seed = attempt;
+        let results = tokio::time::timeout(Duration::from_secs(170), run(options))
+            .await
+            .expect("the run took over 170 s")
+            .unwrap();
+        if let Some((n, first)) = results.anomalies.get("linearizable") {
+            assert_eq!(results.valid, Validity::Invalid);
+            eprintln!("run {attempt}: {n} keys with stale reads, e.g. {}", first[0]);
+            return;
+        }
+        eprintln!("run {attempt}: not caught ({:?}); again", results.anomalies.keys().collect::<Vec<_>>());
+    }
+    panic!("three runs of a node that skips the read index, and no stale read was caught");
+}
