@@ -166,7 +166,19 @@ async fn main() -> ExitCode {
             for (checker, (n, first)) in &results.anomalies {
                 println!("ANOMALY {checker}: {n}, first: {}", first.first().map(String::as_str).unwrap_or(""));
             }
-            println!("valid: {:?}   ({})", results.valid, out.join("results.json").display());
+            let total = |t: &str| results.counts.values().filter_map(|by| by.get(t)).sum::<u64>();
+            println!(
+                "summary: valid={:?} ops={} ok={} fail={} info={} faults={} keys={} unchecked={}",
+                results.valid,
+                results.ops,
+                total("ok"),
+                total("fail"),
+                total("info"),
+                results.faults.values().sum::<u64>(),
+                results.keys_checked,
+                results.keys_unchecked.len()
+            );
+            println!("valid: {:?}   ({})", results.valid, out.join("report.html").display());
             match results.valid {
                 Validity::Valid => ExitCode::SUCCESS,
                 Validity::Invalid => ExitCode::from(1),
