@@ -34,7 +34,7 @@ struct TestArgs {
     regions: u64,
     /// Faults to inject, comma-separated; `none` for a fault-free run.
     #[arg(long, value_delimiter = ',', value_parser = nemesis_arg,
-          default_value = "kill,pause,partition,clock,member,transfer,rotate-root")]
+          default_value = "kill,kill-all,pause,partition,clock,member,transfer,rotate-root")]
     nemesis: Vec<Option<Fault>>,
     /// Workloads the clients mix, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "register,crypto,create")]
@@ -63,6 +63,10 @@ struct TestArgs {
     /// One-way latency between regions, through the relay.
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
+    /// Seconds the final reads (after healing) may take in all; the reads left are then
+    /// skipped and reported as anomalies.
+    #[arg(long, default_value_t = 600)]
+    final_budget: u64,
     /// Seeds the workload's and the nemesis's choices.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -134,6 +138,7 @@ fn options(a: TestArgs) -> anyhow::Result<Options> {
         seed: a.seed,
         exe,
         node_env: Vec::new(),
+        final_budget: Duration::from_secs(a.final_budget),
     })
 }
 

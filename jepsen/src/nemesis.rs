@@ -5,6 +5,7 @@
 //! | fault | what it does | heal |
 //! |---|---|---|
 //! | `kill` | kill -9 of a random node, the leader, or every node of a region | restart on the same data dir |
+//! | `kill-all` | kill -9 of every node at once (a power loss of the whole cluster) | restart them all |
 //! | `pause` | SIGSTOP of a random node or the leader | SIGCONT |
 //! | `partition` | through the WAN relay: a region isolated, the leader's region isolated (leader in the minority), a bridge (two regions cut apart, a third talks to both), or one direction between two regions | lift every block |
 //! | `clock` | libfaketime: every node's wall clock bumped by up to ±5 min, or one node's by an hour | offsets back to 0 |
@@ -31,6 +32,7 @@ use crate::recorder::Recorder;
 #[serde(rename_all = "kebab-case")]
 pub enum Fault {
     Kill,
+    KillAll,
     Pause,
     Partition,
     Clock,
@@ -43,6 +45,7 @@ impl Fault {
     pub fn name(self) -> &'static str {
         match self {
             Fault::Kill => "kill",
+            Fault::KillAll => "kill-all",
             Fault::Pause => "pause",
             Fault::Partition => "partition",
             Fault::Clock => "clock",
@@ -188,6 +191,13 @@ async fn inject(
                 c.kill(*id)?;
             }
             Ok((Heal::Restart(targets.clone()), format!("kill -9 {what}: {targets:?}")))
+        }
+        Fault::KillAll => {
+            let mut c = cluster.lock().await;
+            for id in ids {
+                c.kill(*id)?;
+            }
+            Ok((Heal::Restart(ids.to_vec()), format!("kill -9 every node: {ids:?}")))
         }
         Fault::Pause => {
             let (id, what) = match rng.gen_bool(0.5) {
