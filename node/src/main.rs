@@ -11,7 +11,9 @@ fn main() -> std::process::ExitCode {
         let level = if matches!(cli.command, Commands::Server { .. }) { "info,openraft=warn" } else { "warn" };
         tracing_subscriber::EnvFilter::new(level)
     });
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // Colours only on a terminal: a node's log is usually a file (`keyquorum dev`, the Jepsen harness).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
