@@ -78,8 +78,20 @@ enum Heal {
 
 pub type SharedCluster = Arc<Mutex<LocalCluster>>;
 
-/// Admin calls fail after this long (the fault is then recorded as an error).
-const ADMIN_TIMEOUT: Duration = Duration::from_secs(20);
+/// Admin calls fail after this long (the fault is then recorded as an error). Membership
+/// changes and root rotations run a key-generation round before they answer, so one attempt
+/// may take all of it.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The operator's client for the nemesis's admin calls.
+pub fn admin_client(cluster: &LocalCluster) -> anyhow::Result<Client> {
+    let options = client::ClientOptions {
+        call_timeout: ADMIN_TIMEOUT,
+        attempt_timeout: ADMIN_TIMEOUT,
+        ..client::ClientOptions::default()
+    };
+    Ok(Client::with_options(&cluster.endpoints(), Some(cluster.admin_tls()?), options)?)
+}
 
 async fn admin<T, F, Fut>(client: &Client, call: F) -> anyhow::Result<T>
 where
@@ -107,7 +119,7 @@ pub async fn run(
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let admin_client = cluster.lock().await.client()?;
+    let admin_client = admin_client(&*cluster.lock().await)?;
     let ids: Vec<u64> = cluster.lock().await.members.iter().map(|m| m.id).collect();
     let regions = cluster.lock().await.spec.regions.min(ids.len());
     if options.faults.is_empty() {

@@ -135,7 +135,7 @@ pub async fn run(options: Options) -> anyhow::Result<Results> {
     cluster.wait_up(Duration::from_secs(60)).await?;
     cluster.init_if_needed().await?;
     cluster.wait_ready(Duration::from_secs(120)).await?;
-    let admin_client = cluster.client()?;
+    let admin_client = nemesis::admin_client(&cluster)?;
     let cluster: SharedCluster = Arc::new(tokio::sync::Mutex::new(cluster));
     let recorder = Arc::new(Recorder::default());
     let pool = Arc::new(Mutex::new(KeyPool::new(options.workload.active_keys, options.workload.ops_per_key)));

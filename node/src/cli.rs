@@ -828,7 +828,12 @@ async fn key_command(command: KeyCommand, common: &Common) -> anyhow::Result<()>
 }
 
 async fn cluster_command(command: ClusterCommand, common: &Common) -> anyhow::Result<()> {
-    let c = client(common)?;
+    // Membership changes and root rotation run a key-generation round before they answer: one
+    // attempt may take the whole call's time (the default 5 s per attempt cut them off, and
+    // the retry asked for the change again).
+    let mut options = common.client_options();
+    options.attempt_timeout = options.call_timeout;
+    let c = Client::with_options(&common.endpoints, tls(common)?, options)?;
     match command {
         ClusterCommand::Init { members } => {
             let req = pb::InitRequest { members };
