@@ -33,7 +33,9 @@ async fn a_short_run_with_every_fault_is_valid() {
     for f in ["create", "rotate", "describe", "encrypt", "decrypt", "create-by-token"] {
         assert!(ok(f) > 0, "no {f} succeeded: {:?}", results.counts);
     }
-    for fault in [Fault::Kill, Fault::Pause, Fault::Partition, Fault::Clock, Fault::Member, Fault::Transfer] {
+    for fault in
+        [Fault::Kill, Fault::KillAll, Fault::Pause, Fault::Partition, Fault::Clock, Fault::Member, Fault::Transfer]
+    {
         assert!(
             results.faults.contains_key(fault.name()),
             "{} was never injected: {:?}",
