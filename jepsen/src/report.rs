@@ -52,6 +52,15 @@ fn spans(nemesis: &[NemesisEvent], end: f64) -> Vec<(f64, f64, String)> {
     out
 }
 
+/// The pink background of every fault that lasted, from `low` to `high` on the y axis.
+fn bands(spans: &[(f64, f64, String)], low: f64, high: f64) -> Vec<Rectangle<(f64, f64)>> {
+    spans
+        .iter()
+        .filter(|(s, e, _)| e > s)
+        .map(|(s, e, _)| Rectangle::new([(*s, low), (*e, high)], FAULT.mix(0.5).filled()))
+        .collect()
+}
+
 fn svg(height: u32, draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, Shift>) -> Plot) -> String {
     let mut buf = String::new();
     {
@@ -99,12 +108,7 @@ fn timeline(ops: &[Op], nemesis: &[NemesisEvent], end: f64) -> String {
             .x_desc("seconds since the start")
             .draw()?;
         let spans = spans(nemesis, end);
-        chart.draw_series(
-            spans
-                .iter()
-                .filter(|(s, e, _)| e > s)
-                .map(|(s, e, _)| Rectangle::new([(*s, -0.5), (*e, n as f64 - 0.5)], FAULT.mix(0.5).filled())),
-        )?;
+        chart.draw_series(bands(&spans, -0.5, n as f64 - 0.5))?;
         chart.draw_series(spans.iter().map(|(s, e, label)| {
             EmptyElement::at((*s, 0.0))
                 + Rectangle::new(
@@ -145,12 +149,7 @@ fn latency(ops: &[Op], nemesis: &[NemesisEvent], end: f64) -> String {
             .y_label_area_size(60)
             .build_cartesian_2d(0f64..end.max(1.0), (1f64..top).log_scale())?;
         chart.configure_mesh().x_desc("seconds since the start").y_desc("ms").draw()?;
-        chart.draw_series(
-            spans(nemesis, end)
-                .iter()
-                .filter(|(s, e, _)| e > s)
-                .map(|(s, e, _)| Rectangle::new([(*s, 1.0), (*e, top)], FAULT.mix(0.5).filled())),
-        )?;
+        chart.draw_series(bands(&spans(nemesis, end), 1.0, top))?;
         chart.draw_series(points.iter().map(|(t, ms, c)| Circle::new((*t, *ms), 2, c.filled())))?;
         Ok(())
     })
@@ -173,12 +172,7 @@ fn throughput(ops: &[Op], nemesis: &[NemesisEvent], end: f64) -> String {
             .y_label_area_size(60)
             .build_cartesian_2d(0f64..end.max(1.0), 0f64..top.max(1.0))?;
         chart.configure_mesh().x_desc("seconds since the start").y_desc("ops/s").draw()?;
-        chart.draw_series(
-            spans(nemesis, end)
-                .iter()
-                .filter(|(s, e, _)| e > s)
-                .map(|(s, e, _)| Rectangle::new([(*s, 0.0), (*e, top)], FAULT.mix(0.5).filled())),
-        )?;
+        chart.draw_series(bands(&spans(nemesis, end), 0.0, top))?;
         for (kind, counts) in &per {
             let c = match *kind {
                 "ok" => OK,

@@ -55,6 +55,16 @@ pub fn outcome_type(outcome: Option<&Outcome>) -> &'static str {
     }
 }
 
+/// What the operations did, by kind and outcome: `(f, type) -> count`.
+pub fn counts(ops: &[Op]) -> BTreeMap<String, BTreeMap<&'static str, u64>> {
+    let mut out: BTreeMap<String, BTreeMap<&'static str, u64>> = Default::default();
+    for o in ops {
+        let t = outcome_type(o.outcome.as_ref());
+        *out.entry(o.kind.name().to_string()).or_default().entry(t).or_default() += 1;
+    }
+    out
+}
+
 pub fn check(
     options: &Options,
     ops: &[Op],
@@ -96,7 +106,7 @@ pub fn check(
         valid,
         anomalies,
         ops: ops.len(),
-        counts: crate::run::counts(ops),
+        counts: counts(ops),
         keys_checked: lin.keys,
         keys_unchecked: lin.unchecked,
         faults,

@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use client::{pb, Client, ClientOptions};
 use history::check::idempotent_create::Listing;
 use history::ops::execute_until_answered;
-use history::{Op, OpKind, Outcome};
+use history::{OpKind, Outcome};
 use node::local::{region_name, LocalCluster, Spec, WanOptions};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -263,10 +263,7 @@ async fn list_keys(node: &Client, id: u64) -> anyhow::Result<Listing> {
     let give_up = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         match list_once(node, id).await {
-            Err(e) if tokio::time::Instant::now() < give_up => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
+            Err(_) if tokio::time::Instant::now() < give_up => tokio::time::sleep(Duration::from_millis(500)).await,
             other => return other,
         }
     }
@@ -299,14 +296,4 @@ async fn list_once(node: &Client, id: u64) -> anyhow::Result<Listing> {
         }
         page_token = page.next_page_token;
     }
-}
-
-/// What the operations did, by kind and outcome: `(f, type) -> count`.
-pub fn counts(ops: &[Op]) -> std::collections::BTreeMap<String, std::collections::BTreeMap<&'static str, u64>> {
-    let mut out: std::collections::BTreeMap<String, std::collections::BTreeMap<&'static str, u64>> = Default::default();
-    for o in ops {
-        let t = results::outcome_type(o.outcome.as_ref());
-        *out.entry(o.kind.name().to_string()).or_default().entry(t).or_default() += 1;
-    }
-    out
 }

@@ -23,6 +23,15 @@ fn failpoint_build() -> PathBuf {
     bin
 }
 
+/// A run of failpoint-built nodes with `failpoints` active, `faults` only, and `workloads`.
+fn options(dir: &std::path::Path, failpoints: &str, faults: Vec<Fault>, workloads: Vec<Workload>) -> Options {
+    let mut options = Options::quick(dir.join("run"), failpoint_build());
+    options.workload.workloads = workloads;
+    options.nemesis.faults = faults;
+    options.node_env = vec![("FAILPOINTS".into(), failpoints.into())];
+    options
+}
+
 /// Nodes that answer linearizable reads from local state, skipping the read index: a node
 /// cut off with its region's clients keeps answering them while the majority moves on, and
 /// the per-key linearizability checker must report the stale reads. A run in which no
@@ -31,13 +40,15 @@ fn failpoint_build() -> PathBuf {
 async fn stale_reads_of_a_node_that_skips_the_read_index_are_caught() {
     for attempt in 1..=3 {
         let dir = tempfile::tempdir().unwrap();
-        let mut options = Options::quick(dir.path().join("run"), failpoint_build());
+        let mut options = options(
+            dir.path(),
+            "node::read-without-read-index=return",
+            vec![Fault::Partition],
+            vec![Workload::Register],
+        );
         options.time_limit = Duration::from_secs(40);
-        options.workload.workloads = vec![Workload::Register];
-        options.nemesis.faults = vec![Fault::Partition];
         options.nemesis.interval = Duration::from_secs(2);
         options.nemesis.hold = (Duration::from_secs(6), Duration::from_secs(10));
-        options.node_env = vec![("FAILPOINTS".into(), "node::read-without-read-index=return".into())];
         options.seed = attempt;
         let results = tokio::time::timeout(Duration::from_secs(170), run(options))
             .await
@@ -62,13 +73,15 @@ async fn stale_reads_of_a_node_that_skips_the_read_index_are_caught() {
 async fn writes_acknowledged_before_they_are_durable_are_lost_on_power_loss_and_caught() {
     for attempt in 1..=3 {
         let dir = tempfile::tempdir().unwrap();
-        let mut options = Options::quick(dir.path().join("run"), failpoint_build());
+        let mut options = options(
+            dir.path(),
+            "storage::log-writes-unsynced=return",
+            vec![Fault::KillAll],
+            vec![Workload::Register, Workload::Crypto],
+        );
         options.time_limit = Duration::from_secs(30);
-        options.workload.workloads = vec![Workload::Register, Workload::Crypto];
-        options.nemesis.faults = vec![Fault::KillAll];
         options.nemesis.interval = Duration::from_secs(4);
         options.nemesis.hold = (Duration::from_secs(1), Duration::from_secs(2));
-        options.node_env = vec![("FAILPOINTS".into(), "storage::log-writes-unsynced=return".into())];
         options.final_budget = Duration::from_secs(60);
         options.seed = attempt;
         let results = tokio::time::timeout(Duration::from_secs(600), run(options))
