@@ -395,7 +395,7 @@ impl Faults {
             let client = crate::workload::client_for(&admin, &addrs, seed, None).map_err(|e| e.to_string())?;
             let call = async {
                 if rotate {
-                    client.admin(|mut c| async move { c.rotate_root(pb::RotateRootRequest {}).await }).await.map(drop)
+                    client.rotate_root(pb::RotateRootRequest {}).await.map(drop)
                 } else if add {
                     let m = pb::Member {
                         id: spare.id,
@@ -404,16 +404,10 @@ impl Faults {
                         zone: spare.zone.clone(),
                     };
                     let req = pb::AddNodeRequest { member: Some(m) };
-                    client
-                        .admin(|mut c| {
-                            let req = req.clone();
-                            async move { c.add_node(req).await }
-                        })
-                        .await
-                        .map(drop)
+                    client.add_node(req).await.map(drop)
                 } else {
                     let req = pb::RemoveNodeRequest { id: spare.id };
-                    client.admin(|mut c| async move { c.remove_node(req).await }).await.map(drop)
+                    client.remove_node(req).await.map(drop)
                 }
             };
             let result = tokio::time::timeout(Duration::from_secs(20), call).await;

@@ -179,7 +179,7 @@ fn run(sim: &mut turmoil::Sim<'_>, world: &World, seed: u64) -> Result<(), ()> {
             let client = pinned_client(&admin, &first, mix(seed, STREAM_SERVICE_CLIENTS)).map_err(|e| e.to_string())?;
             loop {
                 let req = pb::InitRequest { members: members.clone() };
-                match client.admin_at(0, |mut c| async move { c.init(req).await }).await {
+                match client.init(req).await {
                     Ok(_) => break,
                     Err(s) if s.code() == tonic::Code::AlreadyExists => break,
                     Err(s) => recorder.event(format!("init: {:?}, retrying", s.code())),
@@ -274,7 +274,7 @@ async fn probe_sealed(world: World, probing: Arc<AtomicBool>) -> turmoil::Result
                 continue;
             };
             let req = pb::GenerateRandomRequest { number_of_bytes: 8 };
-            let call = client.kms(|mut k| async move { k.generate_random(req).await });
+            let call = client.generate_random(req);
             let answered = tokio::time::timeout(Duration::from_secs(2), call).await;
             if matches!(answered, Ok(Ok(_))) && matches!(watch.has_changed(), Ok(false)) && reported.insert(id) {
                 world.recorder.violation(

@@ -32,7 +32,7 @@ fn make_client(tls: &ClientTlsConfig, addrs: &[String], options: ClientOptions) 
     let tls = tls.clone();
     let connect: client::Connect = Arc::new(move |addr: &str| {
         crate::net::client_channel(addr, &tls)
-            .map_err(|e| client::ClientError::InvalidEndpoint(addr.to_string(), e.to_string()))
+            .map_err(|e| client::SetupError::InvalidEndpoint(addr.to_string(), e.to_string()))
     });
     Ok(Client::with_connector(addrs, options, connect)?)
 }

@@ -16,6 +16,8 @@
 //! Every knob is in [`ClientOptions`]. Time is read through `tokio::time` and randomness comes
 //! from a seedable RNG, so the simulator runs this code unchanged.
 
+mod api;
+mod error;
 mod health;
 mod options;
 
@@ -27,31 +29,19 @@ use proto::v1::admin_client::AdminClient;
 use proto::v1::kms_client::KmsClient;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use thiserror::Error;
 use tokio::time::Instant;
 pub use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Status};
+use tonic::Status;
 
+pub use crate::error::{Error, ErrorKind, SetupError};
 use crate::health::{Admission, Breaker, Latency, RetryBudget};
 pub use crate::options::{CallKind, ClientOptions};
 pub use proto::v1 as pb;
-
-/// Response metadata naming the leader's address, set by nodes on errors that a call at the
-/// leader would not have had.
-pub const LEADER_HINT: &str = "x-keyquorum-leader";
-
-#[derive(Debug, Error)]
-#[non_exhaustive]
-pub enum ClientError {
-    #[error("no endpoints given: pass --endpoints or set KEYQUORUM_ENDPOINTS")]
-    NoEndpoints,
-    #[error("invalid endpoint {0:?}: {1}")]
-    InvalidEndpoint(String, String),
-}
+pub use proto::LEADER_HINT;
 
 /// Makes a channel to an address (the simulator makes them over its own network).
-pub type Connect = Arc<dyn Fn(&str) -> Result<Channel, ClientError> + Send + Sync>;
+pub type Connect = Arc<dyn Fn(&str) -> Result<Channel, SetupError> + Send + Sync>;
 
 /// A client over a cluster's nodes. Cheap to share behind an `Arc`; all state is internal.
 pub struct Client {
@@ -104,7 +94,7 @@ impl Client {
     /// `tls` (the cluster CA and this client's certificate) every connection is mTLS over
     /// `https`; without, plaintext `http` for clusters that run with `tls.insecure_plaintext`.
     /// Connections are made lazily. Default options.
-    pub fn new<S: AsRef<str>>(endpoints: &[S], tls: Option<ClientTlsConfig>) -> Result<Self, ClientError> {
+    pub fn new<S: AsRef<str>>(endpoints: &[S], tls: Option<ClientTlsConfig>) -> Result<Self, SetupError> {
         Self::with_options(endpoints, tls, ClientOptions::default())
     }
 
@@ -112,7 +102,7 @@ impl Client {
         endpoints: &[S],
         tls: Option<ClientTlsConfig>,
         options: ClientOptions,
-    ) -> Result<Self, ClientError> {
+    ) -> Result<Self, SetupError> {
         let (connect_timeout, local) = (options.connect_timeout, options.local_address);
         let connect: Connect = Arc::new(move |addr: &str| {
             Ok(endpoint(addr, tls.as_ref())?
@@ -130,7 +120,7 @@ impl Client {
         endpoints: &[S],
         options: ClientOptions,
         connect: Connect,
-    ) -> Result<Self, ClientError> {
+    ) -> Result<Self, SetupError> {
         let mut list = Vec::new();
         for e in endpoints {
             let e = e.as_ref().trim();
@@ -144,7 +134,7 @@ impl Client {
             list.push(EndpointState::new(addr.clone(), connect(&addr)?, region));
         }
         if list.is_empty() {
-            return Err(ClientError::NoEndpoints);
+            return Err(SetupError::NoEndpoints);
         }
         let rng = match options.rng_seed {
             Some(seed) => ChaCha8Rng::seed_from_u64(seed),
@@ -178,9 +168,20 @@ impl Client {
         Shared::discover(&self.shared).await
     }
 
-    /// A KMS call, retried as `kind` allows, e.g.
-    /// `client.kms_call(CallKind::Read, |mut c| async move { c.describe_key(req).await })`.
-    pub async fn kms_call<T, F, Fut>(&self, kind: CallKind, call: F) -> Result<T, Status>
+    /// A client of this client's endpoint `index` (in the order given) alone, with the same
+    /// options but no discovery: for calls that must reach one node (its own status, `Init`).
+    pub fn only(&self, index: usize) -> Result<Client, SetupError> {
+        let addr = {
+            let state = self.shared.lock();
+            state.endpoints.get(index).map(|e| e.addr.clone())
+        };
+        let addr = addr.ok_or_else(|| SetupError::InvalidEndpoint(format!("#{index}"), "no such endpoint".into()))?;
+        let options = ClientOptions { discover: false, ..self.shared.options.clone() };
+        Self::with_connector(&[addr], options, self.shared.connect.clone())
+    }
+
+    /// A KMS call, retried as `kind` allows (the typed methods in `api.rs` call this).
+    async fn kms_call<T, F, Fut>(&self, kind: CallKind, call: F) -> Result<T, Error>
     where
         F: Fn(KmsClient<Channel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
@@ -191,37 +192,13 @@ impl Client {
             .await
     }
 
-    /// A KMS call that is safe to retry: a read, a crypto call, or a write with an
-    /// idempotency token (the CLI always sets one). Never hedged.
-    pub async fn kms<T, F, Fut>(&self, call: F) -> Result<T, Status>
-    where
-        F: Fn(KmsClient<Channel>) -> Fut,
-        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
-    {
-        self.kms_call(CallKind::Idempotent, call).await
-    }
-
-    /// An Admin call, retried (admin calls are idempotent or report "already done").
-    pub async fn admin<T, F, Fut>(&self, call: F) -> Result<T, Status>
+    /// An Admin call, retried as `kind` allows.
+    async fn admin_call<T, F, Fut>(&self, kind: CallKind, call: F) -> Result<T, Error>
     where
         F: Fn(AdminClient<Channel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
-        self.shared.call(CallKind::Idempotent, |ch| call(AdminClient::new(ch))).await
-    }
-
-    /// An Admin call to one given endpoint (by its index in the list given), no failover.
-    pub async fn admin_at<T, F, Fut>(&self, index: usize, call: F) -> Result<T, Status>
-    where
-        F: FnOnce(AdminClient<Channel>) -> Fut,
-        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
-    {
-        let ch = {
-            let state = self.shared.lock();
-            state.endpoints.get(index).map(|e| e.channel.clone())
-        };
-        let ch = ch.ok_or_else(|| Status::invalid_argument("no such endpoint"))?;
-        call(AdminClient::new(ch)).await.map(|r| r.into_inner())
+        self.shared.call(kind, |ch| call(AdminClient::new(ch))).await
     }
 }
 
@@ -270,7 +247,7 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn call<T, F, Fut>(self: &Arc<Self>, kind: CallKind, call: F) -> Result<T, Status>
+    async fn call<T, F, Fut>(self: &Arc<Self>, kind: CallKind, call: F) -> Result<T, Error>
     where
         F: Fn(Channel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
@@ -282,26 +259,27 @@ impl Shared {
         let mut tried: Vec<usize> = Vec::new();
         let mut hint: Option<String> = None;
         let mut last = Status::unavailable("no endpoint answered");
+        // Whether any attempt may have reached a node.
+        let mut sent_any = false;
+        let fail = |status: Status, sent: bool| Error::new(kind, status, sent);
         for retry in 0u32.. {
             if retry > 0 {
                 let wait = {
                     let mut state = self.lock();
                     if !state.budget.try_retry(Instant::now()) {
-                        return Err(Status::new(
-                            last.code(),
-                            format!("{} (the client's retry budget is spent; not retrying)", last.message()),
-                        ));
+                        let why = format!("{} (the client's retry budget is spent; not retrying)", last.message());
+                        return Err(fail(Status::new(last.code(), why), sent_any));
                     }
                     let cap = o.backoff_max.min(o.backoff_base.saturating_mul(1 << (retry - 1).min(16)));
                     Duration::from_micros(state.rng.gen_range(0..=cap.as_micros() as u64))
                 };
                 if Instant::now() + wait >= deadline {
-                    return Err(deadline_status(&last));
+                    return Err(fail(deadline_status(&last), sent_any));
                 }
                 tokio::time::sleep(wait).await;
             }
             let Some((first, second)) = self.pick(&mut tried, hint.take(), kind, deadline).await else {
-                return Err(deadline_status(&last));
+                return Err(fail(deadline_status(&last), sent_any));
             };
             let outcome = match second {
                 Some(second) => self.hedged(first, second, &call, deadline).await,
@@ -309,23 +287,26 @@ impl Shared {
             };
             match outcome {
                 Outcome::Ok(t) => return Ok(t),
-                Outcome::Fail(s) => return Err(s),
+                Outcome::Fail(s) => return Err(fail(s, true)),
                 Outcome::Retry { status, sent } => {
+                    sent_any |= sent;
                     if sent && kind == CallKind::Unsafe {
-                        return Err(Status::new(
-                            status.code(),
-                            format!("{} (the write may or may not have been applied: it carries no idempotency token, so it is not retried)", status.message()),
-                        ));
+                        let why = format!(
+                            "{} (the write may or may not have been applied: it carries no idempotency token, so it \
+                             is not retried)",
+                            status.message()
+                        );
+                        return Err(fail(Status::new(status.code(), why), true));
                     }
                     hint = status.metadata().get(LEADER_HINT).and_then(|v| v.to_str().ok()).map(str::to_string);
                     last = status;
                 }
             }
             if Instant::now() >= deadline {
-                return Err(deadline_status(&last));
+                return Err(fail(deadline_status(&last), sent_any));
             }
         }
-        Err(last)
+        Err(fail(last, sent_any))
     }
 
     /// The endpoint(s) for the next attempt: the hinted leader if known, else the first in
@@ -600,8 +581,8 @@ fn deadline_status(last: &Status) -> Status {
 /// The endpoint for `e` (`host:port`, or a URL whose scheme matches `tls`): `https` with the
 /// TLS config (the cluster CA and our certificate), `http` without. Nodes dial each other
 /// through this too.
-pub fn endpoint(e: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint, ClientError> {
-    let invalid = |why: &str| ClientError::InvalidEndpoint(e.to_string(), why.to_string());
+pub fn endpoint(e: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint, SetupError> {
+    let invalid = |why: &str| SetupError::InvalidEndpoint(e.to_string(), why.to_string());
     let url = match (e.split_once("://"), tls) {
         (None, Some(_)) => format!("https://{e}"),
         (None, None) => format!("http://{e}"),
@@ -626,13 +607,7 @@ pub fn endpoint(e: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint, Clie
 
 /// Whether another endpoint may succeed where this one failed.
 fn retryable(s: &Status) -> bool {
-    match s.code() {
-        Code::Unavailable => true,
-        // Transport-level failures (connection reset) surface as Unknown/Cancelled with no
-        // response from a server.
-        Code::Unknown | Code::Cancelled => s.metadata().is_empty(),
-        _ => false,
-    }
+    proto::retry_elsewhere(s)
 }
 
 /// Whether the request certainly never reached a node: the connection was never made.
@@ -687,14 +662,12 @@ mod tests {
             ..ClientOptions::default()
         };
         let c = Client::with_options(&["127.0.0.1:1"], None, options).unwrap();
-        let err = c
-            .kms_call(CallKind::Unsafe, |mut k| async move {
-                k.generate_random(pb::GenerateRandomRequest { number_of_bytes: 1 }).await
-            })
-            .await
-            .unwrap_err();
+        // CreateAlias carries no token: retried only while it certainly was never sent.
+        let req = pb::CreateAliasRequest { alias: "a".into(), key: "k".into() };
+        let err = c.create_alias(req).await.unwrap_err();
         // Retried (never sent) until the breaker opened and the deadline passed.
-        assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+        assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+        assert_eq!(err.kind(), ErrorKind::Retry, "nothing was sent, so nothing happened: {err:?}");
         assert!(err.message().contains("127.0.0.1:1"), "{err:?}");
         assert!(err.message().contains("deadline passed"), "retried until the deadline: {err:?}");
         assert!(!err.message().contains("may or may not"), "a refused connection sent nothing: {err:?}");

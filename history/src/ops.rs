@@ -7,8 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use client::pb;
-use client::Client;
-use tonic::{Code, Status};
+use client::{Client, Error};
 
 use crate::{KeyStatus, KeyView, OpKind, Outcome, Value};
 
@@ -23,14 +22,14 @@ fn linearizable() -> Option<pb::Consistency> {
     Some(pb::Consistency { level: Some(pb::consistency::Level::Linearizable(pb::Linearizable {})) })
 }
 
-fn view(meta: Option<pb::KeyMetadata>) -> Result<KeyView, Status> {
-    let meta = meta.ok_or_else(|| Status::internal("response without key metadata"))?;
+fn view(meta: Option<pb::KeyMetadata>) -> Result<KeyView, Failure> {
+    let meta = meta.ok_or_else(|| Failure::Malformed("response without key metadata".into()))?;
     let status = match pb::KeyState::try_from(meta.state) {
         Ok(pb::KeyState::Enabled) => KeyStatus::Enabled,
         Ok(pb::KeyState::Disabled) => KeyStatus::Disabled,
         Ok(pb::KeyState::PendingDeletion) => KeyStatus::PendingDeletion,
         Ok(pb::KeyState::Destroyed) => KeyStatus::Destroyed,
-        _ => return Err(Status::internal(format!("unknown key state {}", meta.state))),
+        _ => return Err(Failure::Malformed(format!("unknown key state {}", meta.state))),
     };
     Ok(KeyView { key_id: meta.key_id, status, primary: meta.primary_version })
 }
@@ -45,9 +44,17 @@ fn allowed_regions(key: &str) -> Vec<String> {
     key.split_once("-in-").map(|(_, region)| vec![region.to_string()]).unwrap_or_default()
 }
 
-/// Whether a failed call may still have taken effect.
-fn indeterminate(s: &Status) -> bool {
-    matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown | Code::Internal)
+/// Why an operation did not complete.
+enum Failure {
+    Call(Error),
+    /// The answer did not make sense; whether the call took effect is unknown.
+    Malformed(String),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Call(e)
+    }
 }
 
 /// Runs one operation and returns its outcome.
@@ -56,8 +63,10 @@ pub async fn execute(client: &Client, key: &str, kind: &OpKind, token: &str) -> 
     match tokio::time::timeout(CALL_TIMEOUT, call).await {
         Err(_) => Outcome::Unknown("client timeout".into()),
         Ok(Ok(v)) => Outcome::Ok(v),
-        Ok(Err(s)) if indeterminate(&s) => Outcome::Unknown(format!("{:?}", s.code())),
-        Ok(Err(s)) => Outcome::Fail(format!("{:?}", s.code()), s.message().chars().take(120).collect()),
+        // A call that was not refused outright may have taken effect (`client::ErrorKind`).
+        Ok(Err(Failure::Call(e))) if e.effect_in_doubt() => Outcome::Unknown(format!("{:?}", e.code())),
+        Ok(Err(Failure::Call(e))) => Outcome::Fail(format!("{:?}", e.code()), e.message().chars().take(120).collect()),
+        Ok(Err(Failure::Malformed(why))) => Outcome::Unknown(why),
     }
 }
 
@@ -82,9 +91,9 @@ pub async fn execute_until_answered(
     }
 }
 
-async fn run(client: &Client, key: &str, kind: &OpKind, token: &str) -> Result<Value, Status> {
+async fn run(client: &Client, key: &str, kind: &OpKind, token: &str) -> Result<Value, Failure> {
     let k = alias(key);
-    let key_call = |r: Result<pb::KeyResponse, Status>| r.and_then(|r| view(r.key)).map(Value::Key);
+    let key_call = |r: Result<pb::KeyResponse, Error>| view(r?.key).map(Value::Key);
     match kind {
         OpKind::Create | OpKind::CreateByToken => {
             let base = pb::CreateKeyRequest {
@@ -102,65 +111,29 @@ async fn run(client: &Client, key: &str, kind: &OpKind, token: &str) -> Result<V
             } else {
                 pb::CreateKeyRequest { description: key.to_string(), idempotency_token: key.to_string(), ..base }
             };
-            key_call(
-                client
-                    .kms(|mut c| {
-                        let req = req.clone();
-                        async move { c.create_key(req).await }
-                    })
-                    .await,
-            )
+            key_call(client.create_key(req).await)
         }
         OpKind::Rotate => {
             let req = pb::RotateKeyRequest { key: k, idempotency_token: token.to_string() };
-            key_call(
-                client
-                    .kms(|mut c| {
-                        let req = req.clone();
-                        async move { c.rotate_key(req).await }
-                    })
-                    .await,
-            )
+            key_call(client.rotate_key(req).await)
         }
         OpKind::Disable | OpKind::Enable | OpKind::CancelDeletion => {
             let req = pb::KeyRequest { key: k, idempotency_token: token.to_string() };
-            let r = client
-                .kms(|mut c| {
-                    let req = req.clone();
-                    let kind = kind.clone();
-                    async move {
-                        match kind {
-                            OpKind::Disable => c.disable_key(req).await,
-                            OpKind::Enable => c.enable_key(req).await,
-                            _ => c.cancel_key_deletion(req).await,
-                        }
-                    }
-                })
-                .await;
+            let r = match kind {
+                OpKind::Disable => client.disable_key(req).await,
+                OpKind::Enable => client.enable_key(req).await,
+                _ => client.cancel_key_deletion(req).await,
+            };
             key_call(r)
         }
         OpKind::ScheduleDeletion => {
             let req =
                 pb::ScheduleKeyDeletionRequest { key: k, pending_window_days: 7, idempotency_token: token.to_string() };
-            key_call(
-                client
-                    .kms(|mut c| {
-                        let req = req.clone();
-                        async move { c.schedule_key_deletion(req).await }
-                    })
-                    .await,
-            )
+            key_call(client.schedule_key_deletion(req).await)
         }
         OpKind::Describe { .. } => {
             let req = pb::DescribeKeyRequest { key: k, consistency: linearizable() };
-            key_call(
-                client
-                    .kms(|mut c| {
-                        let req = req.clone();
-                        async move { c.describe_key(req).await }
-                    })
-                    .await,
-            )
+            key_call(client.describe_key(req).await)
         }
         OpKind::Encrypt { plaintext } => {
             let req = pb::EncryptRequest {
@@ -169,12 +142,7 @@ async fn run(client: &Client, key: &str, kind: &OpKind, token: &str) -> Result<V
                 encryption_context: context(key),
                 consistency: linearizable(),
             };
-            let r = client
-                .kms(|mut c| {
-                    let req = req.clone();
-                    async move { c.encrypt(req).await }
-                })
-                .await?;
+            let r = client.encrypt(req).await?;
             Ok(Value::Ciphertext {
                 ciphertext: r.ciphertext,
                 plaintext: plaintext.clone(),
@@ -189,12 +157,7 @@ async fn run(client: &Client, key: &str, kind: &OpKind, token: &str) -> Result<V
                 number_of_bytes: 32,
                 consistency: linearizable(),
             };
-            let r = client
-                .kms(|mut c| {
-                    let req = req.clone();
-                    async move { c.generate_data_key(req).await }
-                })
-                .await?;
+            let r = client.generate_data_key(req).await?;
             Ok(Value::Ciphertext {
                 ciphertext: r.ciphertext,
                 plaintext: r.plaintext,
@@ -209,12 +172,7 @@ async fn run(client: &Client, key: &str, kind: &OpKind, token: &str) -> Result<V
                 consistency: linearizable(),
                 key: k,
             };
-            let r = client
-                .kms(|mut c| {
-                    let req = req.clone();
-                    async move { c.decrypt(req).await }
-                })
-                .await?;
+            let r = client.decrypt(req).await?;
             Ok(Value::Plaintext { plaintext: r.plaintext, version: r.key_version })
         }
     }

@@ -93,20 +93,16 @@ pub fn admin_client(cluster: &LocalCluster) -> anyhow::Result<Client> {
     Ok(Client::with_options(&cluster.endpoints(), Some(cluster.admin_tls()?), options)?)
 }
 
-async fn admin<T, F, Fut>(client: &Client, call: F) -> anyhow::Result<T>
-where
-    F: Fn(pb::admin_client::AdminClient<tonic::transport::Channel>) -> Fut,
-    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-{
-    match tokio::time::timeout(ADMIN_TIMEOUT, client.admin(call)).await {
-        Ok(r) => r.map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message())),
+async fn admin<T>(call: impl std::future::Future<Output = Result<T, client::Error>>) -> anyhow::Result<T> {
+    match tokio::time::timeout(ADMIN_TIMEOUT, call).await {
+        Ok(r) => Ok(r?),
         Err(_) => anyhow::bail!("timed out after {ADMIN_TIMEOUT:?}"),
     }
 }
 
 /// The current leader, as the cluster reports it.
 pub async fn leader(client: &Client) -> Option<u64> {
-    let status = admin(client, |mut a| async move { a.status(pb::StatusRequest {}).await }).await.ok()?;
+    let status = admin(client.status(pb::StatusRequest {})).await.ok()?;
     (status.leader_id != 0).then_some(status.leader_id)
 }
 
@@ -280,7 +276,7 @@ async fn inject(
         Fault::Member => {
             let id = random_node(rng);
             let req = pb::RemoveNodeRequest { id };
-            admin(admin_client, |mut a| async move { a.remove_node(req).await }).await?;
+            admin(admin_client.remove_node(req)).await?;
             Ok((Heal::AddBack(id), format!("remove n{id}")))
         }
         Fault::Transfer => {
@@ -288,11 +284,11 @@ async fn inject(
             let others: Vec<u64> = ids.iter().copied().filter(|id| Some(*id) != current).collect();
             let id = *others.choose(rng).context("no node to transfer to")?;
             let req = pb::TransferLeaderRequest { id };
-            admin(admin_client, |mut a| async move { a.transfer_leader(req).await }).await?;
+            admin(admin_client.transfer_leader(req)).await?;
             Ok((Heal::Nothing, format!("leadership n{} -> n{id}", current.unwrap_or(0))))
         }
         Fault::RotateRoot => {
-            let r = admin(admin_client, |mut a| async move { a.rotate_root(pb::RotateRootRequest {}).await }).await?;
+            let r = admin(admin_client.rotate_root(pb::RotateRootRequest {})).await?;
             Ok((Heal::Nothing, format!("root epoch {} over {:?}", r.root_epoch, r.holders)))
         }
     }
@@ -337,12 +333,7 @@ async fn undo(heal: Heal, cluster: &SharedCluster, admin_client: &Client) -> any
 pub async fn add_back(cluster: &SharedCluster, admin_client: &Client, id: u64) -> anyhow::Result<()> {
     let member = cluster.lock().await.members.iter().find(|m| m.id == id).cloned().context("no such member")?;
     let req = pb::AddNodeRequest { member: Some(member) };
-    admin(admin_client, |mut a| {
-        let req = req.clone();
-        async move { a.add_node(req).await }
-    })
-    .await
-    .map(drop)
+    admin(admin_client.add_node(req)).await.map(drop)
 }
 
 /// Undoes every fault there may be: every node running and resumed, the relay healed, the
@@ -363,7 +354,7 @@ pub async fn heal_all(cluster: &SharedCluster, admin_client: &Client) -> anyhow:
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
-        let status = admin(admin_client, |mut a| async move { a.status(pb::StatusRequest {}).await }).await;
+        let status = admin(admin_client.status(pb::StatusRequest {})).await;
         let missing: Vec<u64> = match &status {
             Ok(s) => {
                 let voters: BTreeSet<u64> = s.nodes.iter().filter(|n| n.voter).map(|n| n.id).collect();

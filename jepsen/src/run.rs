@@ -280,16 +280,10 @@ async fn list_once(node: &Client, id: u64) -> anyhow::Result<Listing> {
                 level: Some(pb::consistency::Level::Linearizable(pb::Linearizable {})),
             }),
         };
-        let page = tokio::time::timeout(
-            history::ops::CALL_TIMEOUT,
-            node.kms(|mut k| {
-                let req = req.clone();
-                async move { k.list_keys(req).await }
-            }),
-        )
-        .await
-        .with_context(|| format!("n{id} did not list its keys in time"))?
-        .with_context(|| format!("n{id} could not list its keys"))?;
+        let page = tokio::time::timeout(history::ops::CALL_TIMEOUT, node.list_keys(req))
+            .await
+            .with_context(|| format!("n{id} did not list its keys in time"))?
+            .with_context(|| format!("n{id} could not list its keys"))?;
         keys.extend(page.keys.into_iter().map(|k| (k.key_id, k.description)));
         if page.next_page_token.is_empty() {
             return Ok(Listing { node: id, keys });

@@ -66,12 +66,7 @@ async fn encrypt(c: &Client, key: &str, consistency: &pb::Consistency) -> anyhow
         consistency: Some(*consistency),
     };
     let started = Instant::now();
-    c.kms(|mut k| {
-        let req = req.clone();
-        async move { k.encrypt(req).await }
-    })
-    .await
-    .map_err(|s| anyhow::anyhow!("encrypt under {key} failed: {}", s.message()))?;
+    c.encrypt(req).await.map_err(|s| anyhow::anyhow!("encrypt under {key} failed: {}", s.message()))?;
     Ok(started.elapsed())
 }
 
@@ -121,10 +116,7 @@ pub(crate) async fn run(
             ..Default::default()
         };
         let created = at_creator
-            .kms(|mut k| {
-                let req = req.clone();
-                async move { k.create_key(req).await }
-            })
+            .create_key(req)
             .await
             .map_err(|s| anyhow::anyhow!("creating a bench key failed: {}", s.message()))?;
         keys.push(created.key.map(|k| k.key_id).unwrap_or_default());

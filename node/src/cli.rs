@@ -449,10 +449,6 @@ fn token() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-fn status_error(s: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{:?}: {}", s.code(), s.message())
-}
-
 fn print_key(output: Output, key: Option<pb::KeyMetadata>) -> anyhow::Result<()> {
     let key = key.context("the server returned no key")?;
     match output {
@@ -545,13 +541,7 @@ pub async fn run_client(command: Commands) -> anyhow::Result<()> {
                 encryption_context: context(&io.context),
                 consistency: None,
             };
-            let r = c
-                .kms(|mut k| {
-                    let req = req.clone();
-                    async move { k.encrypt(req).await }
-                })
-                .await
-                .map_err(status_error)?;
+            let r = c.encrypt(req).await?;
             match common.output {
                 Output::Text => write_output(&io.output_file, &r.ciphertext),
                 Output::Json => {
@@ -568,13 +558,7 @@ pub async fn run_client(command: Commands) -> anyhow::Result<()> {
                 consistency: None,
                 key: String::new(),
             };
-            let r = c
-                .kms(|mut k| {
-                    let req = req.clone();
-                    async move { k.decrypt(req).await }
-                })
-                .await
-                .map_err(status_error)?;
+            let r = c.decrypt(req).await?;
             match common.output {
                 Output::Text => write_output(&io.output_file, &r.plaintext),
                 Output::Json => {
@@ -597,13 +581,7 @@ pub async fn run_client(command: Commands) -> anyhow::Result<()> {
                 destination_key: key.unwrap_or_default(),
                 consistency: None,
             };
-            let r = c
-                .kms(|mut k| {
-                    let req = req.clone();
-                    async move { k.re_encrypt(req).await }
-                })
-                .await
-                .map_err(status_error)?;
+            let r = c.re_encrypt(req).await?;
             match common.output {
                 Output::Text => write_output(&io.output_file, &r.ciphertext),
                 Output::Json => {
@@ -622,19 +600,10 @@ pub async fn run_client(command: Commands) -> anyhow::Result<()> {
                 consistency: None,
             };
             let r = if without_plaintext {
-                c.kms(|mut k| {
-                    let req = req.clone();
-                    async move { k.generate_data_key_without_plaintext(req).await }
-                })
-                .await
+                c.generate_data_key_without_plaintext(req).await
             } else {
-                c.kms(|mut k| {
-                    let req = req.clone();
-                    async move { k.generate_data_key(req).await }
-                })
-                .await
-            }
-            .map_err(status_error)?;
+                c.generate_data_key(req).await
+            }?;
             let j = serde_json::json!({"plaintext": b64(&r.plaintext), "ciphertext": b64(&r.ciphertext), "key_id": r.key_id, "key_version": r.key_version});
             match common.output {
                 Output::Json => println!("{j}"),
@@ -651,13 +620,7 @@ pub async fn run_client(command: Commands) -> anyhow::Result<()> {
         Commands::Sign { key, input, output_file, common } => {
             let c = client(&common)?;
             let req = pb::SignRequest { key, message: read_input(&input)?, consistency: None };
-            let r = c
-                .kms(|mut k| {
-                    let req = req.clone();
-                    async move { k.sign(req).await }
-                })
-                .await
-                .map_err(status_error)?;
+            let r = c.sign(req).await?;
             write_output(&output_file, &r.signature)?;
             if common.output == Output::Json {
                 eprintln!(
@@ -676,13 +639,7 @@ pub async fn run_client(command: Commands) -> anyhow::Result<()> {
                 key_version,
                 consistency: None,
             };
-            let r = c
-                .kms(|mut k| {
-                    let req = req.clone();
-                    async move { k.verify(req).await }
-                })
-                .await
-                .map_err(status_error)?;
+            let r = c.verify(req).await?;
             match common.output {
                 Output::Json => println!("{}", serde_json::json!({"valid": r.valid})),
                 Output::Text => println!("{}", if r.valid { "valid" } else { "INVALID" }),
@@ -695,13 +652,7 @@ pub async fn run_client(command: Commands) -> anyhow::Result<()> {
         Commands::Pubkey { key, common } => {
             let c = client(&common)?;
             let req = pb::GetPublicKeyRequest { key, key_version: 0, consistency: None };
-            let r = c
-                .kms(|mut k| {
-                    let req = req.clone();
-                    async move { k.get_public_key(req).await }
-                })
-                .await
-                .map_err(status_error)?;
+            let r = c.get_public_key(req).await?;
             match common.output {
                 Output::Json => println!(
                     "{}",
@@ -714,7 +665,7 @@ pub async fn run_client(command: Commands) -> anyhow::Result<()> {
         Commands::Random { bytes, common } => {
             let c = client(&common)?;
             let req = pb::GenerateRandomRequest { number_of_bytes: bytes };
-            let r = c.kms(|mut k| async move { k.generate_random(req).await }).await.map_err(status_error)?;
+            let r = c.generate_random(req).await?;
             match common.output {
                 Output::Json => println!("{}", serde_json::json!({"random": b64(&r.random)})),
                 Output::Text => println!("{}", hex::encode(&r.random)),
@@ -730,12 +681,7 @@ async fn key_command(command: KeyCommand, common: &Common) -> anyhow::Result<()>
     macro_rules! call {
         ($method:ident, $req:expr) => {{
             let req = $req;
-            c.kms(|mut k| {
-                let req = req.clone();
-                async move { k.$method(req).await }
-            })
-            .await
-            .map_err(status_error)?
+            c.$method(req).await?
         }};
     }
     let key = match command {
@@ -837,11 +783,11 @@ async fn cluster_command(command: ClusterCommand, common: &Common) -> anyhow::Re
     match command {
         ClusterCommand::Init { members } => {
             let req = pb::InitRequest { members };
-            let r = c.admin_at(0, |mut a| async move { a.init(req).await }).await.map_err(status_error)?;
+            let r = c.only(0)?.init(req).await?;
             println!("initialised: {} share holders, any {} can unwrap", r.holders, r.shares_needed);
         }
         ClusterCommand::Status => {
-            let r = c.admin(|mut a| async move { a.status(pb::StatusRequest {}).await }).await.map_err(status_error)?;
+            let r = c.status(pb::StatusRequest {}).await?;
             if common.output == Output::Json {
                 let nodes: Vec<_> = r
                     .nodes
@@ -908,36 +854,23 @@ async fn cluster_command(command: ClusterCommand, common: &Common) -> anyhow::Re
         }
         ClusterCommand::AddNode { id, addr, region } => {
             let req = pb::AddNodeRequest { member: Some(pb::Member { id, addr, region, zone: String::new() }) };
-            c.admin(|mut a| {
-                let req = req.clone();
-                async move { a.add_node(req).await }
-            })
-            .await
-            .map_err(status_error)?;
+            c.add_node(req).await?;
             println!("node {id} added as a voter");
         }
         ClusterCommand::RemoveNode { id } => {
-            c.admin(|mut a| async move { a.remove_node(pb::RemoveNodeRequest { id }).await })
-                .await
-                .map_err(status_error)?;
+            c.remove_node(pb::RemoveNodeRequest { id }).await?;
             println!("node {id} removed");
         }
         ClusterCommand::TransferLeader { id } => {
-            c.admin(|mut a| async move { a.transfer_leader(pb::TransferLeaderRequest { id }).await })
-                .await
-                .map_err(status_error)?;
+            c.transfer_leader(pb::TransferLeaderRequest { id }).await?;
             println!("leadership moved to node {id}");
         }
         ClusterCommand::Snapshot => {
-            let r =
-                c.admin(|mut a| async move { a.snapshot(pb::SnapshotRequest {}).await }).await.map_err(status_error)?;
+            let r = c.snapshot(pb::SnapshotRequest {}).await?;
             println!("snapshot at log index {}", r.last_log_index);
         }
         ClusterCommand::RotateRoot => {
-            let r = c
-                .admin(|mut a| async move { a.rotate_root(pb::RotateRootRequest {}).await })
-                .await
-                .map_err(status_error)?;
+            let r = c.rotate_root(pb::RotateRootRequest {}).await?;
             if common.output == Output::Json {
                 println!(
                     "{}",

@@ -187,12 +187,9 @@ impl LocalCluster {
             if !self.children.contains_key(&m.id) {
                 continue;
             }
+            let node = client.only(i)?;
             let up = tokio::time::timeout(bound, async {
-                while client
-                    .admin_at(i, |mut a| async move { a.local_status(pb::StatusRequest {}).await })
-                    .await
-                    .is_err()
-                {
+                while node.local_status(pb::StatusRequest {}).await.is_err() {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             });
@@ -205,13 +202,13 @@ impl LocalCluster {
 
     /// Initialises the cluster through node 1 unless it already is; returns whether it did.
     pub async fn init_if_needed(&self) -> anyhow::Result<Option<pb::InitResponse>> {
-        let client = self.client()?;
-        let status = client.admin_at(0, |mut a| async move { a.local_status(pb::StatusRequest {}).await }).await?;
+        let first = self.client()?.only(0)?;
+        let status = first.local_status(pb::StatusRequest {}).await?;
         if status.initialized {
             return Ok(None);
         }
         let req = pb::InitRequest { members: self.members.clone() };
-        Ok(Some(client.admin_at(0, |mut a| async move { a.init(req).await }).await?))
+        Ok(Some(first.init(req).await?))
     }
 
     /// Waits (at most `bound`) until a linearizable read succeeds.
@@ -220,10 +217,7 @@ impl LocalCluster {
         let ready = tokio::time::timeout(bound, async {
             loop {
                 let req = pb::ListKeysRequest { page_size: 1, page_token: String::new(), consistency: None };
-                let listed = client.kms(|mut k| {
-                    let req = req.clone();
-                    async move { k.list_keys(req).await }
-                });
+                let listed = client.list_keys(req);
                 if listed.await.is_ok() {
                     return;
                 }

@@ -49,12 +49,7 @@ async fn nothing_confidential_is_on_disk_and_a_killed_cluster_unseals_itself() {
             idempotency_token: "needle".into(),
             ..Default::default()
         };
-        c.kms(|mut k| {
-            let req = req.clone();
-            async move { k.create_key(req).await }
-        })
-        .await
-        .unwrap();
+        c.create_key(req).await.unwrap();
         let ct = encrypt(&c, &format!("alias/{ALIAS}"), b"at rest", &[("tenant", "t1")]).await.unwrap();
         // Past `snapshot_every_entries`, so snapshots are written too.
         for i in 0..25 {

@@ -33,13 +33,7 @@ async fn a_cluster_survives_leader_loss_catches_up_by_snapshot_and_a_full_restar
         let ct1 = encrypt(&c, "alias/app", b"first secret", &[("tenant", "t1")]).await.unwrap();
         assert_eq!(decrypt(&c, &ct1.ciphertext, &[("tenant", "t1")]).await.unwrap().plaintext, b"first secret");
         let req = pb::GenerateDataKeyRequest { key: "alias/app".into(), ..Default::default() };
-        let dk = c
-            .kms(|mut k| {
-                let req = req.clone();
-                async move { k.generate_data_key(req).await }
-            })
-            .await
-            .unwrap();
+        let dk = c.generate_data_key(req).await.unwrap();
         assert_eq!(dk.plaintext.len(), 32);
         assert_eq!(decrypt(&c, &dk.ciphertext, &[]).await.unwrap().plaintext, dk.plaintext);
         let sig = sign(&c, &ecc.key_id, b"release").await.unwrap();
@@ -104,13 +98,7 @@ async fn a_cluster_survives_leader_loss_catches_up_by_snapshot_and_a_full_restar
         let sig2 = sign(&c, "alias/signer", b"after restart").await.unwrap();
         assert!(verify(&c, &ecc.key_id, b"after restart", &sig2.signature, 1).await.unwrap());
         let req = pb::ListKeysRequest { page_size: 1000, ..Default::default() };
-        let all = c
-            .kms(|mut k| {
-                let req = req.clone();
-                async move { k.list_keys(req).await }
-            })
-            .await
-            .unwrap();
+        let all = c.list_keys(req).await.unwrap();
         assert_eq!(all.keys.len(), 32);
     })
     .await;
@@ -138,10 +126,9 @@ async fn rotation_disabling_and_bad_inputs_get_the_right_answers() {
         assert_eq!(old.key_version, 1);
 
         // Rotation: new ciphertexts carry v2, old ones still decrypt.
-        let rotated = key_call(&c, |mut k| async move {
-            k.rotate_key(pb::RotateKeyRequest { key: "alias/rot".into(), idempotency_token: "rot-1".into() }).await
-        })
-        .await
+        let rotated = key_of(
+            c.rotate_key(pb::RotateKeyRequest { key: "alias/rot".into(), idempotency_token: "rot-1".into() }).await,
+        )
         .unwrap();
         assert_eq!(rotated.primary_version, 2);
         let new = encrypt(&c, &key.key_id, b"v2 data", &[]).await.unwrap();
@@ -152,15 +139,14 @@ async fn rotation_disabling_and_bad_inputs_get_the_right_answers() {
         let disable_v = |v: u32| {
             let c = &c;
             async move {
-                key_call(c, |mut k| async move {
-                    k.disable_key_version(pb::KeyVersionRequest {
+                key_of(
+                    c.disable_key_version(pb::KeyVersionRequest {
                         key: "alias/rot".into(),
                         version: v,
                         ..Default::default()
                     })
-                    .await
-                })
-                .await
+                    .await,
+                )
             }
         };
         disable_v(1).await.unwrap();
@@ -180,13 +166,7 @@ async fn rotation_disabling_and_bad_inputs_get_the_right_answers() {
         // A ciphertext of another key.
         let req =
             pb::DecryptRequest { ciphertext: new.ciphertext.clone(), key: other.key_id.clone(), ..Default::default() };
-        let err = c
-            .kms(|mut k| {
-                let req = req.clone();
-                async move { k.decrypt(req).await }
-            })
-            .await
-            .unwrap_err();
+        let err = c.decrypt(req).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
 
         // Size limit, unknown alias, duplicate alias, invalid names and days.
@@ -194,9 +174,7 @@ async fn rotation_disabling_and_bad_inputs_get_the_right_answers() {
         assert_eq!(encrypt(&c, "alias/rot", &big, &[]).await.unwrap_err().code(), Code::InvalidArgument);
         assert_eq!(encrypt(&c, "alias/nope", b"x", &[]).await.unwrap_err().code(), Code::NotFound);
         let dup = c
-            .kms(|mut k| async move {
-                k.create_alias(pb::CreateAliasRequest { alias: "alias/other".into(), key: "alias/rot".into() }).await
-            })
+            .create_alias(pb::CreateAliasRequest { alias: "alias/other".into(), key: "alias/rot".into() })
             .await
             .unwrap_err();
         assert_eq!(dup.code(), Code::AlreadyExists);
@@ -205,26 +183,21 @@ async fn rotation_disabling_and_bad_inputs_get_the_right_answers() {
         let schedule = |days: u32| {
             let c = &c;
             async move {
-                key_call(c, |mut k| async move {
-                    k.schedule_key_deletion(pb::ScheduleKeyDeletionRequest {
+                key_of(
+                    c.schedule_key_deletion(pb::ScheduleKeyDeletionRequest {
                         key: "alias/other".into(),
                         pending_window_days: days,
                         ..Default::default()
                     })
-                    .await
-                })
-                .await
+                    .await,
+                )
             }
         };
         assert_eq!(schedule(3).await.unwrap_err().code(), Code::InvalidArgument);
         assert_eq!(schedule(31).await.unwrap_err().code(), Code::InvalidArgument);
 
         // Disabled and pending-deletion keys refuse crypto.
-        key_call(&c, |mut k| async move {
-            k.disable_key(pb::KeyRequest { key: "alias/rot".into(), ..Default::default() }).await
-        })
-        .await
-        .unwrap();
+        key_of(c.disable_key(pb::KeyRequest { key: "alias/rot".into(), ..Default::default() }).await).unwrap();
         assert_eq!(encrypt(&c, "alias/rot", b"x", &[]).await.unwrap_err().code(), Code::FailedPrecondition);
         assert_eq!(decrypt(&c, &new.ciphertext, &[]).await.unwrap_err().code(), Code::FailedPrecondition);
         let pending = schedule(7).await.unwrap();
@@ -250,11 +223,7 @@ async fn rotation_disabling_and_bad_inputs_get_the_right_answers() {
         let c = cluster.client();
         let k = eventually("the key is back", || async {
             let req = pb::DescribeKeyRequest { key: "alias/rot".into(), consistency: None };
-            c.kms(|mut k| {
-                let req = req.clone();
-                async move { k.describe_key(req).await }
-            })
-            .await
+            c.describe_key(req).await
         })
         .await;
         assert_eq!(k.key.unwrap().state, pb::KeyState::Disabled as i32);
@@ -278,16 +247,9 @@ async fn a_node_is_added_as_learner_then_voter_serves_and_is_removed() {
         // Sent to a follower on purpose: admin writes are passed on to the leader.
         let leader = cluster.leader().await;
         let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
-        cluster
-            .client_for(&[follower])
-            .admin(|mut a| {
-                let req = req.clone();
-                async move { a.add_node(req).await }
-            })
-            .await
-            .unwrap();
+        cluster.client_for(&[follower]).add_node(req).await.unwrap();
         eventually("every node sees node 4 as a reachable voter", || async {
-            let status = c.admin(|mut a| async move { a.status(pb::StatusRequest {}).await }).await?;
+            let status = c.status(pb::StatusRequest {}).await?;
             let four = status.nodes.into_iter().find(|n| n.id == 4).expect("node 4 in status");
             if four.voter && four.reachable {
                 Ok(())
@@ -308,16 +270,15 @@ async fn a_node_is_added_as_learner_then_voter_serves_and_is_removed() {
         // (Idempotent: a retry after a lost answer finds node 4 leading. Under CI load an
         // election may be under way when it is asked: "no leader is known; retry".)
         eventually("leadership moves to node 4", || async {
-            c.admin(|mut a| async move { a.transfer_leader(pb::TransferLeaderRequest { id: 4 }).await }).await
+            c.transfer_leader(pb::TransferLeaderRequest { id: 4 }).await
         })
         .await;
         assert_eq!(cluster.leader().await, 4);
-        c.admin(|mut a| async move { a.remove_node(pb::RemoveNodeRequest { id: 4 }).await }).await.unwrap();
+        c.remove_node(pb::RemoveNodeRequest { id: 4 }).await.unwrap();
         assert_ne!(cluster.leader().await, 4);
-        let status = c.admin(|mut a| async move { a.status(pb::StatusRequest {}).await }).await.unwrap();
+        let status = c.status(pb::StatusRequest {}).await.unwrap();
         assert_eq!(status.nodes.iter().map(|n| n.id).collect::<Vec<_>>(), vec![1, 2, 3]);
-        let missing =
-            c.admin(|mut a| async move { a.remove_node(pb::RemoveNodeRequest { id: 9 }).await }).await.unwrap_err();
+        let missing = c.remove_node(pb::RemoveNodeRequest { id: 9 }).await.unwrap_err();
         assert_eq!(missing.code(), tonic::Code::NotFound);
         // Still a working 3-node cluster.
         assert_eq!(decrypt(&c, &ct.ciphertext, &[]).await.unwrap().plaintext, b"old data");
@@ -335,23 +296,19 @@ async fn leadership_moves_to_the_named_node_and_back() {
         let first = cluster.leader().await;
         for target in [1u64, 2, 3].into_iter().filter(|id| *id != first).chain([first]) {
             // Sent through any node: followers pass it to the leader.
-            c.admin(|mut a| async move { a.transfer_leader(pb::TransferLeaderRequest { id: target }).await })
+            c.transfer_leader(pb::TransferLeaderRequest { id: target })
                 .await
                 .unwrap_or_else(|e| panic!("transfer to {target}: {e:?}"));
             assert_eq!(cluster.leader().await, target);
             // The cluster keeps taking writes under its new leader.
-            let rotated = key_call(&c, |mut k| async move {
-                k.rotate_key(pb::RotateKeyRequest { key: "alias/k".into(), idempotency_token: format!("t{target}") })
-                    .await
-            })
-            .await
+            let rotated = key_of(
+                c.rotate_key(pb::RotateKeyRequest { key: "alias/k".into(), idempotency_token: format!("t{target}") })
+                    .await,
+            )
             .unwrap();
             assert!(rotated.primary_version >= 2);
         }
-        let err = c
-            .admin(|mut a| async move { a.transfer_leader(pb::TransferLeaderRequest { id: 7 }).await })
-            .await
-            .unwrap_err();
+        let err = c.transfer_leader(pb::TransferLeaderRequest { id: 7 }).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::NotFound);
     })
     .await;
@@ -379,11 +336,7 @@ async fn cached_material_is_counted_and_evicted_on_every_node_when_its_key_is_di
         }
 
         // Disabling the key evicts its material on every node, not only where it was asked.
-        key_call(&c, |mut k| async move {
-            k.disable_key(pb::KeyRequest { key: "alias/cached".into(), ..Default::default() }).await
-        })
-        .await
-        .unwrap();
+        key_of(c.disable_key(pb::KeyRequest { key: "alias/cached".into(), ..Default::default() }).await).unwrap();
         for id in 1..=3 {
             eventually("evicted everywhere", || async {
                 let s = cluster.local_status(id).await?;

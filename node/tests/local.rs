@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use client::{pb, CallKind, Client};
+use client::{pb, Client};
 use node::local::{region_name, LocalCluster, Spec, WanOptions};
 
 async fn bounded<F: std::future::Future<Output = ()>>(test: F) {
@@ -15,12 +15,7 @@ async fn bounded<F: std::future::Future<Output = ()>>(test: F) {
 
 async fn rotate(c: &Client, key: &str, token: &str) -> Result<u32, tonic::Status> {
     let req = pb::RotateKeyRequest { key: key.into(), idempotency_token: token.into() };
-    c.kms_call(CallKind::Idempotent, |mut k| {
-        let req = req.clone();
-        async move { k.rotate_key(req).await }
-    })
-    .await
-    .map(|r| r.key.unwrap().primary_version)
+    c.rotate_key(req).await.map(|r| r.key.unwrap().primary_version).map_err(Into::into)
 }
 
 fn alive(pid: u32) -> bool {
@@ -51,16 +46,7 @@ async fn a_local_cluster_survives_kill_pause_and_partition_and_stops_on_drop() {
         cluster.wait_ready(Duration::from_secs(60)).await.unwrap();
         let c = cluster.client().unwrap();
         let req = pb::CreateKeyRequest { idempotency_token: "local".into(), ..Default::default() };
-        let key = c
-            .kms_call(CallKind::Idempotent, |mut k| {
-                let req = req.clone();
-                async move { k.create_key(req).await }
-            })
-            .await
-            .unwrap()
-            .key
-            .unwrap()
-            .key_id;
+        let key = c.create_key(req).await.unwrap().key.unwrap().key_id;
 
         // kill -9 of two nodes: three of five remain, and serve.
         let pids: Vec<u32> = (1..=5).map(|id| cluster.pid(id).unwrap()).collect();

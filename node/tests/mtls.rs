@@ -26,16 +26,12 @@ fn internal(addr: &str, tls: ClientTlsConfig) -> InternalClient<tonic::transport
 }
 
 async fn status(c: &Client) -> Result<pb::NodeStatus, tonic::Status> {
-    c.admin_at(0, |mut a| async move { a.local_status(pb::StatusRequest {}).await }).await
+    c.only(0).unwrap().local_status(pb::StatusRequest {}).await.map_err(Into::into)
 }
 
 async fn list_keys(c: &Client) -> Result<pb::ListKeysResponse, tonic::Status> {
     let req = pb::ListKeysRequest::default();
-    c.kms(|mut k| {
-        let req = req.clone();
-        async move { k.list_keys(req).await }
-    })
-    .await
+    c.list_keys(req).await.map_err(Into::into)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -42,12 +42,7 @@ async fn share_request(cluster: &Cluster, from: u64, to: u64, key_id: &str) -> R
 
 async fn set_regions(c: &client::Client, key: &str, regions: &[String]) -> pb::KeyMetadata {
     let req = pb::SetAllowedRegionsRequest { key: key.into(), allowed_regions: regions.to_vec(), ..Default::default() };
-    key_call(c, |mut k| {
-        let req = req.clone();
-        async move { k.set_allowed_regions(req).await }
-    })
-    .await
-    .unwrap()
+    key_of(c.set_allowed_regions(req.clone()).await).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,21 +64,11 @@ async fn a_region_restricted_key_is_unwrapped_only_inside_its_regions() {
             allowed_regions: vec![region(inside)],
             ..Default::default()
         };
-        let key = key_call(&at_outside, |mut k| {
-            let req = req.clone();
-            async move { k.create_key(req).await }
-        })
-        .await
-        .unwrap();
+        let key = key_of(at_outside.create_key(req.clone()).await).unwrap();
         assert_eq!(key.allowed_regions, vec![region(inside)]);
         create_key(&at_outside, "anywhere", pb::KeySpec::Aes256GcmSiv).await.unwrap();
         let bad = pb::CreateKeyRequest { allowed_regions: vec!["not a region!".into()], ..req.clone() };
-        let err = key_call(&at_outside, |mut k| {
-            let req = bad.clone();
-            async move { k.create_key(req).await }
-        })
-        .await
-        .unwrap_err();
+        let err = key_of(at_outside.create_key(bad.clone()).await).unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
 
         // Every crypto call at the outside node works, by forwarding.
@@ -97,22 +82,10 @@ async fn a_region_restricted_key_is_unwrapped_only_inside_its_regions() {
             destination_key: "alias/anywhere".into(),
             ..Default::default()
         };
-        let moved = at_outside
-            .kms(|mut k| {
-                let req = req.clone();
-                async move { k.re_encrypt(req).await }
-            })
-            .await
-            .unwrap();
+        let moved = at_outside.re_encrypt(req).await.unwrap();
         assert_eq!(decrypt(&at_outside, &moved.ciphertext, &[]).await.unwrap().plaintext, b"stays in its region");
         let req = pb::GenerateDataKeyRequest { key: "alias/eu".into(), ..Default::default() };
-        let dk = at_outside
-            .kms(|mut k| {
-                let req = req.clone();
-                async move { k.generate_data_key(req).await }
-            })
-            .await
-            .unwrap();
+        let dk = at_outside.generate_data_key(req).await.unwrap();
         assert_eq!(decrypt(&at_outside, &dk.ciphertext, &[]).await.unwrap().plaintext, dk.plaintext);
 
         // The holders' side: a share of it goes to the node inside, never to one outside.
@@ -127,7 +100,7 @@ async fn a_region_restricted_key_is_unwrapped_only_inside_its_regions() {
         }
 
         // The root key rotates: the leader, outside, has the node inside re-wrap the key.
-        let rotated = at_leader.admin(|mut a| async move { a.rotate_root(pb::RotateRootRequest {}).await }).await;
+        let rotated = at_leader.rotate_root(pb::RotateRootRequest {}).await;
         assert!(rotated.unwrap().root_epoch > 1);
         assert_eq!(decrypt(&at_outside, &ct, &[("app", "r")]).await.unwrap().plaintext, b"stays in its region");
         assert!(cluster.log(leader).contains("re-wrap"), "the leader logs nothing about re-wrapping");

@@ -46,18 +46,11 @@ async fn custody_settles(cluster: &Cluster, voters: &[u64], epoch: u64) {
 
 async fn set_enabled(c: &client::Client, alias: &str, enabled: bool) {
     let req = pb::KeyRequest { key: format!("alias/{alias}"), ..Default::default() };
-    c.kms(|mut k| {
-        let req = req.clone();
-        async move {
-            if enabled {
-                k.enable_key(req).await
-            } else {
-                k.disable_key(req).await
-            }
-        }
-    })
-    .await
-    .unwrap();
+    if enabled {
+        c.enable_key(req).await.unwrap();
+    } else {
+        c.disable_key(req).await.unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,12 +71,7 @@ async fn custody_follows_the_voters_and_rotates_under_load() {
         eventually("node 4 answers", || cluster.local_status(4)).await;
         let member = pb::Member { id: 4, addr: cluster.addrs[&4].clone(), region: region(4), zone: String::new() };
         let req = pb::AddNodeRequest { member: Some(member) };
-        c.admin(|mut a| {
-            let req = req.clone();
-            async move { a.add_node(req).await }
-        })
-        .await
-        .unwrap();
+        c.add_node(req).await.unwrap();
         custody_settles(&cluster, &[1, 2, 3, 4], 2).await;
         let c = cluster.client();
         assert_eq!(decrypt(&c, &ct, &[]).await.unwrap().plaintext, b"before any resharing");
@@ -117,7 +105,7 @@ async fn custody_follows_the_voters_and_rotates_under_load() {
                 }
             })
         };
-        let rotated = c.admin(|mut a| async move { a.rotate_root(pb::RotateRootRequest {}).await }).await.unwrap();
+        let rotated = c.rotate_root(pb::RotateRootRequest {}).await.unwrap();
         assert_eq!((rotated.root_epoch, rotated.holders.clone(), rotated.shares_needed), (3, vec![1, 2, 3, 4], 3));
         custody_settles(&cluster, &[1, 2, 3, 4], 3).await;
         stop.store(true, Ordering::Relaxed);
@@ -127,7 +115,7 @@ async fn custody_follows_the_voters_and_rotates_under_load() {
         assert_eq!(failed.load(Ordering::Relaxed), 0, "client calls failed during the root rotation");
 
         // A voter leaves: custody moves to the remaining three.
-        c.admin(|mut a| async move { a.remove_node(pb::RemoveNodeRequest { id: 1 }).await }).await.unwrap();
+        c.remove_node(pb::RemoveNodeRequest { id: 1 }).await.unwrap();
         custody_settles(&cluster, &[2, 3, 4], 4).await;
         let c = cluster.client_for(&[2, 3, 4]);
         assert_eq!(decrypt(&c, &ct, &[]).await.unwrap().plaintext, b"before any resharing");
@@ -154,10 +142,10 @@ async fn custody_follows_the_voters_and_rotates_under_load() {
                 one.identity_rounds
             );
         }
-        let status = c.admin(|mut a| async move { a.status(pb::StatusRequest {}).await }).await.unwrap();
+        let status = c.status(pb::StatusRequest {}).await.unwrap();
         assert_eq!(status.nodes.iter().map(|n| n.id).collect::<Vec<_>>(), vec![2, 3, 4]);
         let removed = cluster.client_for(&[1]);
-        let refused = removed.kms(|mut k| async move { k.list_keys(pb::ListKeysRequest::default()).await }).await;
+        let refused = removed.list_keys(pb::ListKeysRequest::default()).await;
         assert_eq!(refused.unwrap_err().code(), Code::Unavailable);
     })
     .await;

@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use client::{pb, CallKind, ClientOptions};
+use client::{pb, ClientOptions};
 use common::*;
 use tonic::Code;
 
@@ -40,12 +40,7 @@ async fn describe(
         key: key.into(),
         consistency: consistency.map(|l| pb::Consistency { level: Some(l) }),
     };
-    c.kms_call(CallKind::Read, |mut k| {
-        let req = req.clone();
-        async move { k.describe_key(req).await }
-    })
-    .await
-    .map(|r| r.key.unwrap())
+    c.describe_key(req).await.map(|r| r.key.unwrap()).map_err(Into::into)
 }
 
 fn bounded_staleness(ms: u64) -> Option<pb::consistency::Level> {
@@ -87,7 +82,7 @@ async fn transfer_to(cluster: &Cluster, id: u64) {
     eventually(&format!("node {id} leads"), || {
         let c = &c;
         async move {
-            c.admin(|mut a| async move { a.transfer_leader(pb::TransferLeaderRequest { id }).await }).await?;
+            c.transfer_leader(pb::TransferLeaderRequest { id }).await?;
             match cluster.local_status(id).await? {
                 s if s.role == "leader" => Ok(()),
                 _ => Err(tonic::Status::unavailable("not yet")),
@@ -117,10 +112,7 @@ async fn a_client_keeps_working_when_its_region_dies() {
         assert_eq!(c.endpoints()[0], cluster.addrs[&1], "own region first");
 
         // The topology answer itself: every member, its region, role and health.
-        let t = c
-            .kms_call(CallKind::Read, |mut k| async move { k.get_topology(pb::GetTopologyRequest {}).await })
-            .await
-            .unwrap();
+        let t = c.get_topology(pb::GetTopologyRequest {}).await.unwrap();
         assert_eq!(t.leader_id, 2);
         assert!(t.placement_warnings.is_empty(), "{:?}", t.placement_warnings);
         assert!(t.from_leader, "a follower asks the leader for health");
@@ -142,10 +134,7 @@ async fn a_client_keeps_working_when_its_region_dies() {
         // Writes and crypto keep working through regions b and c.
         let other = create_key(&c, "wan-after", pb::KeySpec::Aes256GcmSiv).await.unwrap();
         encrypt(&c, &other.key_id, b"still here", &[]).await.unwrap();
-        let t = c
-            .kms_call(CallKind::Read, |mut k| async move { k.get_topology(pb::GetTopologyRequest {}).await })
-            .await
-            .unwrap();
+        let t = c.get_topology(pb::GetTopologyRequest {}).await.unwrap();
         let dead = t.members.iter().find(|m| m.id == 1).unwrap();
         // The leader stops hearing from node 1 within its election timeout.
         assert_ne!(dead.health, pb::Health::Unknown as i32);
@@ -165,11 +154,14 @@ async fn a_follower_region_reads_linearizably_and_within_its_bound() {
         for i in 0..5 {
             // A rotation acknowledged in region b is seen at once by a linearizable read
             // served in region c (a follower: one read-index round trip to the leader).
-            let rotated = key_call(&writer, |mut k| {
-                let req = pb::RotateKeyRequest { key: key.key_id.clone(), idempotency_token: format!("rotate-{i}") };
-                async move { k.rotate_key(req).await }
-            })
-            .await
+            let rotated = key_of(
+                writer
+                    .rotate_key(pb::RotateKeyRequest {
+                        key: key.key_id.clone(),
+                        idempotency_token: format!("rotate-{i}"),
+                    })
+                    .await,
+            )
             .unwrap();
             let seen = describe(&reader, &key.key_id, None).await.unwrap();
             assert_eq!(seen.primary_version, rotated.primary_version, "a linearizable read missed a write");
@@ -234,7 +226,7 @@ async fn leadership_returns_to_the_preferred_region_after_it_heals() {
             }
         })
         .await;
-        let status = cluster.client().admin(|mut a| async move { a.status(pb::StatusRequest {}).await }).await.unwrap();
+        let status = cluster.client().status(pb::StatusRequest {}).await.unwrap();
         assert!(status.nodes.iter().all(|n| n.preferred_leader_region == "region-a"), "{:?}", status.nodes);
         assert!(status.placement_warnings.is_empty(), "{:?}", status.placement_warnings);
         let key = create_key(&cluster.client(), "preferred", pb::KeySpec::Aes256GcmSiv).await.unwrap();
@@ -254,11 +246,14 @@ async fn leadership_returns_to_the_preferred_region_after_it_heals() {
         // term), but its read lease has run out: it must not answer from its stale state while
         // the new leader takes a write.
         let writer = client_in(&cluster, 1, &[2]);
-        let rotated = key_call(&writer, |mut k| {
-            let req = pb::RotateKeyRequest { key: key.key_id.clone(), idempotency_token: "while-a-is-cut-off".into() };
-            async move { k.rotate_key(req).await }
-        })
-        .await
+        let rotated = key_of(
+            writer
+                .rotate_key(pb::RotateKeyRequest {
+                    key: key.key_id.clone(),
+                    idempotency_token: "while-a-is-cut-off".into(),
+                })
+                .await,
+        )
         .unwrap();
         let node1 = direct(&cluster, 1, 0);
         for consistency in [None, bounded_staleness(500)] {
@@ -325,13 +320,11 @@ async fn a_hedged_read_gets_past_a_node_that_never_answers() {
         // has since learnt that node 3 answers).
         let fresh = cluster.client_with(&[2, 3], options(Some(Duration::from_millis(100))));
         assert_eq!(fresh.endpoints()[0], cluster.addrs[&2]);
-        let err = fresh
-            .kms_call(CallKind::Unsafe, |mut k| async move {
-                k.generate_random(pb::GenerateRandomRequest { number_of_bytes: 8 }).await
-            })
-            .await
-            .unwrap_err();
+        // CreateAlias is a write without a token: never hedged, never retried once sent.
+        let alias = pb::CreateAliasRequest { alias: "never-made".into(), key: key.key_id.clone() };
+        let err = fresh.create_alias(alias).await.unwrap_err();
         assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+        assert_eq!(err.kind(), client::ErrorKind::Unknown, "it may have reached node 2: {err:?}");
     })
     .await;
 }

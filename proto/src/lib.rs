@@ -13,3 +13,19 @@ pub mod v1 {
 pub mod internal {
     tonic::include_proto!("keyquorum.internal.v1");
 }
+
+/// Response metadata naming the leader's address, set by nodes on error answers that a call
+/// at the leader would not have had: a client tries the leader next.
+pub const LEADER_HINT: &str = "x-keyquorum-leader";
+
+/// Whether another node may succeed where this answer (or its absence) failed: the node could
+/// not serve the call now, no answer came in time, or the transport failed before any answer
+/// (`Unknown`/`Cancelled` with no response metadata). The one place clients and forwarding
+/// nodes decide it.
+pub fn retry_elsewhere(status: &tonic::Status) -> bool {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => true,
+        tonic::Code::Unknown | tonic::Code::Cancelled => status.metadata().is_empty(),
+        _ => false,
+    }
+}

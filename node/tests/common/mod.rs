@@ -261,7 +261,7 @@ impl Cluster {
     }
 
     pub async fn local_status(&self, id: u64) -> Result<pb::NodeStatus, Status> {
-        self.client_for(&[id]).admin_at(0, |mut a| async move { a.local_status(pb::StatusRequest {}).await }).await
+        self.client_for(&[id]).local_status(pb::StatusRequest {}).await.map_err(Status::from)
     }
 
     /// Waits until every running node answers, then initialises through node 1.
@@ -270,7 +270,7 @@ impl Cluster {
             eventually(&format!("node {id} answers"), || async move { self.local_status(*id).await.map(drop) }).await;
         }
         let req = pb::InitRequest { members: self.members() };
-        let r = self.client_for(&[1]).admin_at(0, |mut a| async move { a.init(req).await }).await.unwrap();
+        let r = self.client_for(&[1]).only(0).unwrap().init(req).await.unwrap();
         assert_eq!((r.holders, r.shares_needed), (self.addrs.len() as u32, self.addrs.len() as u32 / 2 + 1));
     }
 
@@ -307,10 +307,11 @@ impl Drop for Cluster {
 }
 
 /// Retries `f` every 100 ms until it succeeds, for at most 30 s; panics with the last error.
-pub async fn eventually<T, F, Fut>(what: &str, f: F) -> T
+pub async fn eventually<T, E, F, Fut>(what: &str, f: F) -> T
 where
+    E: std::fmt::Debug,
     F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<T, Status>>,
+    Fut: std::future::Future<Output = Result<T, E>>,
 {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -336,12 +337,7 @@ pub async fn create_key(c: &Client, alias: &str, spec: pb::KeySpec) -> Result<pb
         idempotency_token: format!("create-{alias}"),
         ..Default::default()
     };
-    c.kms(|mut k| {
-        let req = req.clone();
-        async move { k.create_key(req).await }
-    })
-    .await
-    .map(|r| r.key.unwrap())
+    c.create_key(req).await.map_err(Status::from).map(|r| r.key.unwrap())
 }
 
 pub async fn encrypt(
@@ -356,30 +352,18 @@ pub async fn encrypt(
         encryption_context: ctx(context),
         consistency: None,
     };
-    c.kms(|mut k| {
-        let req = req.clone();
-        async move { k.encrypt(req).await }
-    })
-    .await
+    c.encrypt(req).await.map_err(Status::from)
 }
 
 pub async fn decrypt(c: &Client, ciphertext: &[u8], context: &[(&str, &str)]) -> Result<pb::DecryptResponse, Status> {
     let req =
         pb::DecryptRequest { ciphertext: ciphertext.to_vec(), encryption_context: ctx(context), ..Default::default() };
-    c.kms(|mut k| {
-        let req = req.clone();
-        async move { k.decrypt(req).await }
-    })
-    .await
+    c.decrypt(req).await.map_err(Status::from)
 }
 
 pub async fn sign(c: &Client, key: &str, message: &[u8]) -> Result<pb::SignResponse, Status> {
     let req = pb::SignRequest { key: key.into(), message: message.to_vec(), consistency: None };
-    c.kms(|mut k| {
-        let req = req.clone();
-        async move { k.sign(req).await }
-    })
-    .await
+    c.sign(req).await.map_err(Status::from)
 }
 
 pub async fn verify(c: &Client, key: &str, message: &[u8], signature: &[u8], key_version: u32) -> Result<bool, Status> {
@@ -390,18 +374,10 @@ pub async fn verify(c: &Client, key: &str, message: &[u8], signature: &[u8], key
         key_version,
         consistency: None,
     };
-    c.kms(|mut k| {
-        let req = req.clone();
-        async move { k.verify(req).await }
-    })
-    .await
-    .map(|r| r.valid)
+    c.verify(req).await.map_err(Status::from).map(|r| r.valid)
 }
 
-pub async fn key_call<F, Fut>(c: &Client, f: F) -> Result<pb::KeyMetadata, Status>
-where
-    F: Fn(client::pb::kms_client::KmsClient<tonic::transport::Channel>) -> Fut,
-    Fut: std::future::Future<Output = Result<tonic::Response<pb::KeyResponse>, Status>>,
-{
-    c.kms(f).await.map(|r| r.key.unwrap())
+/// The key a key call answered with.
+pub fn key_of(r: Result<pb::KeyResponse, client::Error>) -> Result<pb::KeyMetadata, Status> {
+    r.map(|r| r.key.unwrap()).map_err(Status::from)
 }
