@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo build -p node
+cargo build -p cli
 exec target/debug/keyquorum dev "$@"

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 runs=${1:-10}
 seconds=${2:-300}
 dir=${3:-jepsen-runs/campaign-$(date +%s)}
-cargo build -p node --bin keyquorum -p jepsen
+cargo build -p cli --bin keyquorum -p jepsen
 bin="${CARGO_TARGET_DIR:-target}/debug"
 mkdir -p "$dir"
 status=0

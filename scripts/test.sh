@@ -17,9 +17,9 @@ cargo test -p chaos --features failpoints --test failpoints 2>&1 | tee -a "$log"
 # The Jepsen self-test runs real nodes built with failpoints: `keyquorum-failpoints`, then the
 # production binary back in its place.
 bin="${CARGO_TARGET_DIR:-target}/debug"
-cargo build -p node --bin keyquorum --features failpoints
+cargo build -p cli --bin keyquorum --features failpoints
 cp "$bin/keyquorum" "$bin/keyquorum-failpoints"
-cargo build -p node --bin keyquorum
+cargo build -p cli --bin keyquorum
 cargo test -p jepsen --features failpoints --test failpoints 2>&1 | tee -a "$log" || status=$?
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "summary: %d passed, %d failed\n", p, f }' "$log"

@@ -67,7 +67,7 @@ pub fn timings() -> RaftTimings {
 }
 
 impl World {
-    pub fn new(plan: Plan, recorder: Recorder) -> node::error::Result<Self> {
+    pub fn new(plan: Plan, recorder: Recorder) -> anyhow::Result<Self> {
         let pki = Arc::new(SimPki::new(&plan)?);
         Ok(Self {
             pki,

@@ -10,7 +10,9 @@ use std::time::Duration;
 use hyper_util::rt::TokioIo;
 use node::error::{NodeError, Result};
 use node::network::Connector;
-use node::tls::{Authority, Credentials, Role};
+use node::tls::Credentials;
+use raft::Principal;
+use testbed::Authority;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_stream::Stream;
 
@@ -58,19 +60,20 @@ pub struct SimPki {
 }
 
 impl SimPki {
-    pub fn new(plan: &Plan) -> Result<Self> {
+    pub fn new(plan: &Plan) -> anyhow::Result<Self> {
         let ca = Authority::generate("simulated cluster CA", 1)?;
-        let credentials = |role: Role, hosts: &[String]| -> Result<Credentials> {
-            Ok(Credentials { ca: ca.cert_pem().to_string(), own: ca.issue(&role, hosts, 1)? })
+        let credentials = |who: Principal, hosts: &[String]| -> anyhow::Result<Credentials> {
+            let issued = ca.issue(&who, hosts, 1)?;
+            Ok(Credentials { ca: ca.cert_pem().to_string(), cert: issued.cert, key: issued.key })
         };
         let mut nodes = BTreeMap::new();
         for n in plan.all_nodes() {
-            nodes.insert(n.id, credentials(Role::Node(n.id), std::slice::from_ref(&n.host))?);
+            nodes.insert(n.id, credentials(Principal::Node(n.id), std::slice::from_ref(&n.host))?);
         }
         Ok(Self {
             nodes,
-            admin: credentials(Role::Admin("chaos".into()), &[])?.client_config(),
-            app: credentials(Role::Client("workload".into()), &[])?.client_config(),
+            admin: credentials(Principal::Admin("chaos".into()), &[])?.client_config(),
+            app: credentials(Principal::Client("workload".into()), &[])?.client_config(),
         })
     }
 

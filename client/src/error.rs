@@ -15,6 +15,8 @@ pub enum SetupError {
     NoEndpoints,
     #[error("invalid endpoint {0:?}: {1}")]
     InvalidEndpoint(String, String),
+    #[error("TLS credentials: {0}")]
+    Credentials(String),
 }
 
 /// What the caller of a failed call can do about it.

@@ -605,6 +605,28 @@ pub fn endpoint(e: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint, Setu
     }
 }
 
+/// mTLS for a client: trust the cluster CA (`ca_pem`), present `cert_pem` with `key_pem`.
+pub fn tls_config(ca_pem: &str, cert_pem: &str, key_pem: &str) -> ClientTlsConfig {
+    ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem)).identity(Identity::from_pem(cert_pem, key_pem))
+}
+
+/// [`tls_config`] from the PEM files `keyquorum cert` writes.
+pub fn tls_config_from_files(
+    ca: &std::path::Path,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<ClientTlsConfig, SetupError> {
+    let read = |path: &std::path::Path, label: &str| {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| SetupError::Credentials(format!("cannot read {}: {e}", path.display())))?;
+        if !text.lines().any(|l| l.starts_with("-----BEGIN ") && l.contains(label)) {
+            return Err(SetupError::Credentials(format!("{} holds no PEM {label} block", path.display())));
+        }
+        Ok(zeroize::Zeroizing::new(text))
+    };
+    Ok(tls_config(&read(ca, "CERTIFICATE")?, &read(cert, "CERTIFICATE")?, &read(key, "PRIVATE KEY")?))
+}
+
 /// Whether another endpoint may succeed where this one failed.
 fn retryable(s: &Status) -> bool {
     proto::retry_elsewhere(s)

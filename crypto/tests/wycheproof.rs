@@ -1,5 +1,6 @@
-//! Project Wycheproof vectors (../shared/vectors/wycheproof) through keyquorum's own crypto API:
-//! every `valid` case must be accepted and every `invalid` case rejected.
+//! Project Wycheproof vectors (`tests/vectors/wycheproof`, copied with their licence) through
+//! keyquorum's own crypto API: every `valid` case must be accepted and every `invalid` case
+//! rejected.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
@@ -8,10 +9,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 fn vectors(name: &str) -> Value {
-    let path =
-        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string()))
-            .join("../../shared/vectors/wycheproof")
-            .join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/wycheproof").join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
 }

@@ -97,7 +97,7 @@ fn options(a: TestArgs) -> anyhow::Result<Options> {
     };
     if !exe.exists() {
         anyhow::bail!(
-            "{} does not exist: build it with `cargo build -p node --bin keyquorum` or pass --keyquorum",
+            "{} does not exist: build it with `cargo build -p cli --bin keyquorum` or pass --keyquorum",
             exe.display()
         );
     }

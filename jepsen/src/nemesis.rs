@@ -20,10 +20,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use client::{pb, Client};
-use node::local::{region_name, LocalCluster};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use testbed::{region_name, LocalCluster};
 use tokio::sync::Mutex;
 
 use crate::recorder::Recorder;

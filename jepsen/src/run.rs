@@ -11,10 +11,10 @@ use client::{pb, Client, ClientOptions};
 use history::check::idempotent_create::Listing;
 use history::ops::execute_until_answered;
 use history::{OpKind, Outcome};
-use node::local::{region_name, LocalCluster, Spec, WanOptions};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use testbed::{region_name, LocalCluster, Spec, WanOptions};
 
 use crate::nemesis::{self, Fault, NemesisOptions, SharedCluster};
 use crate::recorder::Recorder;
@@ -121,14 +121,11 @@ pub async fn run(options: Options) -> anyhow::Result<Results> {
         false => None,
     };
     let spec = Spec {
-        data_dir: out.join("cluster"),
-        nodes: options.nodes,
         regions: options.regions,
-        base_port: 0,
         wan: WanOptions { latency_ms: options.latency_ms, force_relay: true, ..Default::default() },
-        exe: options.exe.clone(),
         faketime,
         env: options.node_env.clone(),
+        ..Spec::new(out.join("cluster"), options.nodes, options.exe.clone())
     };
     println!("starting {} nodes over {} regions in {}", options.nodes, options.regions, spec.data_dir.display());
     let cluster = LocalCluster::start(spec).await?;

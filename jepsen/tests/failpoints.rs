@@ -17,7 +17,7 @@ fn failpoint_build() -> PathBuf {
     let bin = exe.parent().and_then(|deps| deps.parent()).unwrap().join("keyquorum-failpoints");
     assert!(
         bin.exists(),
-        "{} is missing: scripts/test.sh builds it (cargo build -p node --bin keyquorum --features failpoints, copied)",
+        "{} is missing: scripts/test.sh builds it (cargo build -p cli --bin keyquorum --features failpoints, copied)",
         bin.display()
     );
     bin

@@ -1,22 +1,18 @@
 //! The keyquorum server: gRPC services (KMS, Admin, node-to-node), custody of the root-key
-//! share, configuration, and the `keyquorum` binary's commands.
+//! share, and configuration. The `keyquorum` binary (`cli/`) runs it.
 //!
-//! **Architecture Invariant:** the only crate that knows tonic servers, the filesystem layout
-//! and process signals. Node code reads time only through `tokio::time` and the injected
+//! **Architecture Invariant:** the only library crate that knows tonic servers, rustls and the
+//! filesystem layout of a node. Node code reads time only through `tokio::time` and the injected
 //! [`node::Clock`], and randomness only from its injected [`crypto::SecureRng`].
 
-mod bench;
-pub mod cli;
 pub mod config;
 mod convert;
 mod custody;
-pub mod dev;
 mod election;
 pub mod error;
 pub mod identity;
 mod keygen;
 mod lease;
-pub mod local;
 pub mod network;
 pub mod node;
 mod region;

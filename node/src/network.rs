@@ -37,10 +37,16 @@ pub struct TcpConnector {
     pub local_address: Option<std::net::IpAddr>,
 }
 
-/// The endpoint for a peer at `addr` (`host:port`): `https` with the TLS config, `http`
-/// without (`client::endpoint`).
+/// The endpoint for a peer at `addr` (`host:port`, as its membership entry names it): `https`
+/// with the TLS config, `http` without.
 pub fn endpoint(addr: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint> {
-    client::endpoint(addr, tls).map_err(|e| NodeError::Invalid(format!("bad peer address: {e}")))
+    let invalid = |e: &dyn std::fmt::Display| NodeError::Invalid(format!("bad peer address {addr:?}: {e}"));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let endpoint = Endpoint::from_shared(format!("{scheme}://{addr}")).map_err(|e| invalid(&e))?;
+    match tls {
+        Some(tls) => endpoint.tls_config(tls.clone()).map_err(|e| invalid(&e)),
+        None => Ok(endpoint),
+    }
 }
 
 impl Connector for TcpConnector {

@@ -24,7 +24,8 @@ use crate::node::{system_clock, Node};
 use crate::service_admin::AdminService;
 use crate::service_internal::InternalService;
 use crate::service_kms::KmsService;
-use crate::tls::{Credentials, Policy, Role};
+use crate::tls::{Credentials, Policy};
+use raft::Principal;
 
 /// Opens storage and starts raft for a real (RocksDB, TCP) node. `credentials`: this node's
 /// mTLS credentials, `None` in plaintext mode.
@@ -34,7 +35,7 @@ pub async fn open_node(
 ) -> anyhow::Result<Arc<Node<TcpConnector>>> {
     if let Some(c) = credentials {
         match c.role()? {
-            Role::Node(id) if id == config.id => {}
+            Principal::Node(id) if id == config.id => {}
             role => anyhow::bail!("tls.cert is a certificate for {role}, but this is node {}", config.id),
         }
     }
@@ -84,7 +85,7 @@ where
     // stamping it from the node's clock first (hyper keeps one that is there) keeps the
     // node's bytes on the wire a function of its inputs, which the simulator's replay needs.
     // An error answer (gRPC's trailers-only response, with `grpc-status` in the headers) from
-    // a node that is not the leader also names the leader's address (`client::LEADER_HINT`),
+    // a node that is not the leader also names the leader's address (`proto::LEADER_HINT`),
     // so a client whose call failed here can try the leader next.
     let at = node.clone();
     let stamp = tower::util::MapResponseLayer::new(move |mut response: http::Response<tonic::body::Body>| {
@@ -95,7 +96,7 @@ where
         let failed = response.headers().get("grpc-status").is_some_and(|v| v.as_bytes() != b"0");
         if failed && !at.is_leader() {
             if let Some(value) = at.leader().and_then(|(_, addr)| http::HeaderValue::from_str(&addr).ok()) {
-                response.headers_mut().insert(client::LEADER_HINT, value);
+                response.headers_mut().insert(proto::LEADER_HINT, value);
             }
         }
         response

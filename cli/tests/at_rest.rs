@@ -38,7 +38,7 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_confidential_is_on_disk_and_a_killed_cluster_unseals_itself() {
     tokio::time::timeout(Duration::from_secs(240), async {
-        let mut cluster = Cluster::start(3);
+        let mut cluster = Cluster::start(3).await;
         cluster.init().await;
         let c = cluster.client();
         let req = pb::CreateKeyRequest {
@@ -63,7 +63,7 @@ async fn nothing_confidential_is_on_disk_and_a_killed_cluster_unseals_itself() {
             cluster.kill(id);
         }
         for id in 1..=3 {
-            let data = cluster.dir.path().join(format!("node-{id}/data"));
+            let data = cluster.spec.data_dir.join(format!("node-{id}/data"));
             let all = files(&data);
             // The scan can see: membership (node addresses) is stored in the clear.
             assert!(
@@ -119,8 +119,8 @@ async fn nothing_confidential_is_on_disk_and_a_killed_cluster_unseals_itself() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_identity_file_sealed_under_a_passphrase_opens_only_with_it() {
     tokio::time::timeout(Duration::from_secs(240), async {
-        let mut cluster = Cluster::start(3);
-        let pass = cluster.dir.path().join("node-1-passphrase");
+        let mut cluster = Cluster::start(3).await;
+        let pass = cluster.spec.data_dir.join("node-1-passphrase");
         std::fs::write(&pass, "correct horse battery staple\n").unwrap();
         cluster.kill(1);
         cluster.configure(1, &format!("identity_passphrase_file = \"{}\"", pass.display()));

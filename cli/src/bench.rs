@@ -7,9 +7,27 @@
 
 use std::time::{Duration, Instant};
 
-use client::{pb, Client, ClientOptions, ClientTlsConfig};
+use clap::Args;
+use client::{pb, Client, ClientOptions};
 
-use crate::cli::{Common, Output};
+use crate::common::{parse_consistency, Common};
+use crate::output::Output;
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// Cold Encrypts to time (one new key each).
+    #[arg(long, default_value_t = 50)]
+    cold: usize,
+    /// Warm Encrypts to time.
+    #[arg(long, default_value_t = 1000)]
+    warm: usize,
+    /// `linearizable` (a read index at the leader per call, shared by concurrent calls) or
+    /// `bounded:<ms>` (served from the node's state if it heard from the leader within ms).
+    #[arg(long, default_value = "linearizable", value_parser = parse_consistency)]
+    consistency: pb::Consistency,
+    #[command(flatten)]
+    common: Common,
+}
 
 fn describe(c: &pb::Consistency) -> String {
     match &c.level {
@@ -71,13 +89,9 @@ async fn encrypt(c: &Client, key: &str, consistency: &pb::Consistency) -> anyhow
 }
 
 /// Runs `cold` cold and `warm` warm Encrypts, one at a time, and prints the figures.
-pub(crate) async fn run(
-    common: &Common,
-    tls: Option<ClientTlsConfig>,
-    cold: usize,
-    warm: usize,
-    consistency: pb::Consistency,
-) -> anyhow::Result<()> {
+pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let BenchArgs { cold, warm, consistency, common } = args;
+    let tls = common.tls()?;
     let output = common.output;
     let pinned = ClientOptions { discover: false, ..common.client_options() };
     let (at_creator, at_user, user) = match (&common.endpoints[..], &common.region) {

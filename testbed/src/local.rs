@@ -1,6 +1,7 @@
 //! A cluster of real `keyquorum server` processes on this machine, on loopback, with RocksDB
-//! and mTLS, optionally through the WAN relay: what `keyquorum dev` runs, and what the Jepsen
-//! harness drives (kill -9 and restart, pause and resume, partitions through the relay).
+//! and mTLS, optionally through the WAN relay: what `keyquorum dev` runs, what the
+//! multi-process tests start, and what the Jepsen harness drives (kill -9 and restart, pause
+//! and resume, partitions through the relay, clock offsets).
 //!
 //! Node `id` is in region `(id - 1) % regions`. Its process's output goes to
 //! `<data_dir>/node-<id>/node.log`. Dropping the cluster stops every process it started.
@@ -11,17 +12,23 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use client::{pb, Client};
+use client::{pb, Client, ClientOptions, ClientTlsConfig};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use raft::Principal;
 
-use crate::tls::{Authority, Credentials, Role};
+use crate::pki::Authority;
 
 const REGIONS: [&str; 9] =
     ["region-a", "region-b", "region-c", "region-d", "region-e", "region-f", "region-g", "region-h", "region-i"];
 
 /// How long the local cluster's certificates last.
 const CERT_DAYS: u32 = 3650;
+
+/// `[raft]` settings for tests: short timeouts and frequent snapshots, so elections, catch-up
+/// by snapshot and failover happen in seconds on loopback.
+pub const QUICK_RAFT: &str = "heartbeat_ms = 50\nelection_timeout_ms_min = 300\nelection_timeout_ms_max = 600\n\
+    rpc_timeout_ms = 1000\nrequest_timeout_ms = 3000\nsnapshot_every_entries = 20\nkeep_entries_after_snapshot = 0\n";
 
 /// The name of region `index` (0-based): `region-a`, ...
 pub fn region_name(index: usize) -> &'static str {
@@ -66,6 +73,26 @@ pub struct Spec {
     pub faketime: Option<PathBuf>,
     /// More environment for every node (`FAILPOINTS` for a failpoint build, say).
     pub env: Vec<(String, String)>,
+    /// Lines for every node's `[raft]` table (e.g. [`QUICK_RAFT`]).
+    pub raft: String,
+}
+
+impl Spec {
+    /// `nodes` nodes, one per region (at most 9 regions), on free ports, talking directly,
+    /// running `exe`, with data in `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>, nodes: u64, exe: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            nodes,
+            regions: (nodes as usize).clamp(1, REGIONS.len()),
+            base_port: 0,
+            wan: WanOptions::default(),
+            exe: exe.into(),
+            faketime: None,
+            env: Vec::new(),
+            raft: String::new(),
+        }
+    }
 }
 
 /// The running cluster. Dropping it stops every node (SIGTERM, then SIGKILL after 10 s).
@@ -80,6 +107,11 @@ pub struct LocalCluster {
     ports: BTreeMap<u64, u16>,
     configs: BTreeMap<u64, PathBuf>,
     children: BTreeMap<u64, Child>,
+    /// Lines [`LocalCluster::configure`] put at the top of a node's config.
+    extra_config: BTreeMap<u64, String>,
+    /// The directory [`LocalCluster::start_in_temp_dir`] made; removed after the nodes stop,
+    /// unless `KQ_KEEP_TEST_DIRS` is set (for debugging a failed test).
+    temp: Option<tempfile::TempDir>,
 }
 
 impl LocalCluster {
@@ -100,50 +132,73 @@ impl LocalCluster {
             loss: 0.0,
         });
         if relayed {
-            for r in 0..spec.regions.min(spec.nodes as usize) {
+            for r in 0..spec.regions {
                 relay.add_region(region_name(r), wan::region_net(r))?;
             }
         }
-        let mut fronts = Vec::new();
-        let mut members = Vec::new();
-        let mut ports = BTreeMap::new();
-        for id in 1..=spec.nodes {
-            let port = if spec.base_port == 0 {
-                std::net::TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port()
-            } else {
-                spec.base_port.checked_add((id - 1) as u16).context("port out of range")?
-            };
-            if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
-                bail!("port {port} is in use: stop whatever holds it or pass another base port");
-            }
-            ports.insert(id, port);
-            let region = region_name(spec.region_index(id));
-            let addr = if relayed {
-                let front = std::net::SocketAddr::new(spec.front_ip(id).into(), port);
-                fronts.push(relay.listen(front, ([127, 0, 0, 1], port).into(), region).await?);
-                front.to_string()
-            } else {
-                format!("127.0.0.1:{port}")
-            };
-            members.push(pb::Member { id, addr, region: region.into(), zone: String::new() });
-        }
         let tls_dir = pki(&spec)?;
         let mut cluster = Self {
-            members,
+            members: Vec::new(),
             tls_dir,
             relay,
-            _fronts: fronts,
-            ports,
+            _fronts: Vec::new(),
+            ports: BTreeMap::new(),
             configs: BTreeMap::new(),
             children: BTreeMap::new(),
+            extra_config: BTreeMap::new(),
             spec,
+            temp: None,
         };
         for id in 1..=cluster.spec.nodes {
-            let config = cluster.write_config(id)?;
-            cluster.configs.insert(id, config);
-            cluster.spawn(id)?;
+            cluster.add_node(id).await?;
         }
         Ok(cluster)
+    }
+
+    /// [`LocalCluster::start`] in a new temporary directory (`spec.data_dir` is ignored),
+    /// removed when the cluster is dropped.
+    pub async fn start_in_temp_dir(mut spec: Spec) -> anyhow::Result<Self> {
+        let temp = tempfile::tempdir()?;
+        spec.data_dir = temp.path().to_path_buf();
+        let mut cluster = Self::start(spec).await?;
+        cluster.temp = Some(temp);
+        Ok(cluster)
+    }
+
+    /// Makes node `id` (its address, certificate, config and data dir, if missing) and starts
+    /// it. A node beyond the spec's first ones is not a member of the cluster until it is
+    /// added through the admin API.
+    pub async fn add_node(&mut self, id: u64) -> anyhow::Result<pb::Member> {
+        if self.ports.contains_key(&id) {
+            bail!("node {id} exists");
+        }
+        let spec = &self.spec;
+        let port = if spec.base_port == 0 {
+            std::net::TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port()
+        } else {
+            spec.base_port.checked_add((id - 1) as u16).context("port out of range")?
+        };
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            bail!("port {port} is in use: stop whatever holds it or pass another base port");
+        }
+        let region = region_name(spec.region_index(id));
+        let addr = if spec.wan.relayed() {
+            let front = std::net::SocketAddr::new(spec.front_ip(id).into(), port);
+            self._fronts.push(self.relay.listen(front, ([127, 0, 0, 1], port).into(), region).await?);
+            front.to_string()
+        } else {
+            format!("127.0.0.1:{port}")
+        };
+        self.ports.insert(id, port);
+        let member = pb::Member { id, addr, region: region.into(), zone: String::new() };
+        self.members.push(member.clone());
+        let ca = self.authority()?;
+        let hosts = ["127.0.0.1".to_string(), "localhost".to_string(), self.spec.front_ip(id).to_string()];
+        ca.issue(&Principal::Node(id), &hosts, CERT_DAYS)?.write(&self.tls_dir, &format!("node-{id}"))?;
+        let config = self.write_config(id)?;
+        self.configs.insert(id, config);
+        self.spawn(id)?;
+        Ok(member)
     }
 
     /// The relay between the regions (partitions, latency); inert without one.
@@ -156,13 +211,100 @@ impl LocalCluster {
     }
 
     pub fn log_path(&self, id: u64) -> PathBuf {
-        self.spec.data_dir.join(format!("node-{id}/node.log"))
+        self.node_dir(id).join("node.log")
+    }
+
+    /// What node `id` has logged so far (empty if nothing).
+    pub fn log(&self, id: u64) -> String {
+        std::fs::read_to_string(self.log_path(id)).unwrap_or_default()
+    }
+
+    /// Node `id`'s directory: its config, log and data.
+    pub fn node_dir(&self, id: u64) -> PathBuf {
+        self.spec.data_dir.join(format!("node-{id}"))
+    }
+
+    /// Node `id`'s data dir (`data_dir` in its config).
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.node_dir(id).join("data")
+    }
+
+    /// Puts `line` at the top of node `id`'s config (top-level keys go before the tables); it
+    /// takes effect at the node's next start.
+    pub fn configure(&mut self, id: u64, line: &str) -> anyhow::Result<()> {
+        if !self.configs.contains_key(&id) {
+            bail!("no node {id}");
+        }
+        self.extra_config.entry(id).or_default().push_str(&format!("{line}\n"));
+        self.write_config(id).map(drop)
+    }
+
+    /// Waits (at most `bound`) for node `id`'s process to exit by itself; its exit status, or
+    /// `None` if it still runs (or never ran).
+    pub async fn wait_exit(&mut self, id: u64, bound: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = tokio::time::Instant::now() + bound;
+        loop {
+            let status = self.children.get_mut(&id)?.try_wait().ok().flatten();
+            if let Some(status) = status {
+                self.children.remove(&id);
+                return Some(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// The operator's mTLS configuration.
-    pub fn admin_tls(&self) -> anyhow::Result<client::ClientTlsConfig> {
-        let (ca, cert, key) = self.admin_files();
-        Ok(Credentials::read(&ca, &cert, &key)?.client_config())
+    pub fn admin_tls(&self) -> anyhow::Result<ClientTlsConfig> {
+        self.tls("admin")
+    }
+
+    /// The cluster's CA, from its files.
+    pub fn authority(&self) -> anyhow::Result<Authority> {
+        Authority::read(&self.tls_dir.join("ca.pem"), &self.tls_dir.join("ca.key"))
+    }
+
+    /// Issues a certificate for `principal` as `<stem>.pem` and `<stem>.key` in the cluster's
+    /// tls directory.
+    pub fn issue(&self, principal: &Principal, stem: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
+        let hosts = ["127.0.0.1".to_string()];
+        self.authority()?.issue(principal, &hosts, CERT_DAYS)?.write(&self.tls_dir, stem)
+    }
+
+    /// mTLS presenting the certificate `<stem>` of the cluster's tls directory.
+    pub fn tls(&self, stem: &str) -> anyhow::Result<ClientTlsConfig> {
+        let dir = &self.tls_dir;
+        let (cert, key) = (dir.join(format!("{stem}.pem")), dir.join(format!("{stem}.key")));
+        Ok(client::tls_config_from_files(&dir.join("ca.pem"), &cert, &key)?)
+    }
+
+    /// Node `id`'s address.
+    pub fn addr(&self, id: u64) -> anyhow::Result<String> {
+        self.members.iter().find(|m| m.id == id).map(|m| m.addr.clone()).with_context(|| format!("no node {id}"))
+    }
+
+    /// Node `id`'s region.
+    pub fn region_of(&self, id: u64) -> String {
+        region_name(self.spec.region_index(id)).to_string()
+    }
+
+    /// A client presenting the certificate `<stem>` ([`LocalCluster::issue`]), starting from
+    /// the nodes `ids`, with `options`.
+    pub fn client_as(&self, stem: &str, ids: &[u64], options: ClientOptions) -> anyhow::Result<Client> {
+        let endpoints = ids.iter().map(|id| self.addr(*id)).collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Client::with_options(&endpoints, Some(self.tls(stem)?), options)?)
+    }
+
+    /// The operator's client of the nodes `ids` and no others (no discovery).
+    pub fn client_for(&self, ids: &[u64]) -> anyhow::Result<Client> {
+        self.client_as("admin", ids, ClientOptions { discover: false, ..ClientOptions::default() })
+    }
+
+    /// Node `id`'s own status, as its operator sees it.
+    pub async fn local_status(&self, id: u64) -> anyhow::Result<pb::NodeStatus> {
+        Ok(self.client_for(&[id])?.local_status(pb::StatusRequest {}).await?)
     }
 
     /// `ca.pem`, `admin.pem`, `admin.key`.
@@ -328,7 +470,7 @@ impl LocalCluster {
     /// advertises (and dials from) its region's front address.
     fn write_config(&self, id: u64) -> anyhow::Result<PathBuf> {
         let spec = &self.spec;
-        let dir = spec.data_dir.join(format!("node-{id}"));
+        let dir = self.node_dir(id);
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let dir = dir.canonicalize()?;
         let port = self.ports[&id];
@@ -340,11 +482,11 @@ impl LocalCluster {
             String::new()
         };
         let preferred = &spec.wan.preferred_leader_region;
-        let raft = if preferred.is_empty() {
-            String::new()
-        } else {
-            format!("[raft]\npreferred_leader_region = \"{preferred}\"\n\n")
-        };
+        let mut raft = spec.raft.clone();
+        if !preferred.is_empty() {
+            raft.push_str(&format!("preferred_leader_region = \"{preferred}\"\n"));
+        }
+        let raft = if raft.is_empty() { raft } else { format!("[raft]\n{raft}\n") };
         let tls = &self.tls_dir;
         let config = format!(
             "id = {id}\nlisten = \"127.0.0.1:{port}\"\n{wan}region = \"{region}\"\ndata_dir = \"{}\"\n\n{raft}[tls]\n\
@@ -355,7 +497,8 @@ impl LocalCluster {
             tls.join(format!("node-{id}.key")).display(),
         );
         let path = dir.join("config.toml");
-        std::fs::write(&path, config)?;
+        let extra = self.extra_config.get(&id).map(String::as_str).unwrap_or_default();
+        std::fs::write(&path, format!("{extra}{config}"))?;
         Ok(path)
     }
 }
@@ -402,11 +545,16 @@ impl Drop for LocalCluster {
                 }
             }
         }
+        if let Some(temp) = self.temp.take() {
+            if std::env::var_os("KQ_KEEP_TEST_DIRS").is_some() {
+                eprintln!("kept the cluster's directory: {}", temp.keep().display());
+            }
+        }
     }
 }
 
-/// The cluster's PKI in `<data_dir>/tls`: a CA (made once, kept), a certificate per node and
-/// one for the operator (`admin/dev`), each made when missing.
+/// The cluster's PKI in `<data_dir>/tls`: a CA (made once, kept) and a certificate for the
+/// operator (`admin/dev`, made when missing).
 fn pki(spec: &Spec) -> anyhow::Result<PathBuf> {
     let dir = spec.data_dir.join("tls");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -418,15 +566,11 @@ fn pki(spec: &Spec) -> anyhow::Result<PathBuf> {
         ca.write(&dir)?;
         ca
     };
-    // Node certificates are made afresh on every start (the CA stays): they name the WAN
-    // relay's front address too.
-    for id in 1..=spec.nodes {
-        let hosts = ["127.0.0.1".to_string(), "localhost".to_string(), spec.front_ip(id).to_string()];
-        ca.issue(&Role::Node(id), &hosts, CERT_DAYS)?.write(&dir, &format!("node-{id}"))?;
-    }
+    // Node certificates are made afresh on every start (the CA stays, `add_node`): they
+    // name the WAN relay's front address too.
     if !dir.join("admin.pem").exists() {
         let hosts = ["127.0.0.1".to_string(), "localhost".to_string()];
-        ca.issue(&Role::Admin("dev".into()), &hosts, CERT_DAYS)?.write(&dir, "admin")?;
+        ca.issue(&Principal::Admin("dev".into()), &hosts, CERT_DAYS)?.write(&dir, "admin")?;
     }
     Ok(dir)
 }

@@ -1,27 +1,47 @@
 //! `keyquorum dev`: a local cluster of real node processes, one per region, on loopback with
-//! RocksDB and mTLS (its CA and certificates are made on first run, in `<data_dir>/tls`). A second run on the same data dir reuses the cluster and its keys.
+//! RocksDB and mTLS (its CA and certificates are made on first run, in `<data_dir>/tls`). A
+//! second run on the same data dir reuses the cluster and its keys.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use crate::local::WanOptions;
-use crate::local::{LocalCluster, Spec};
-
 use anyhow::Context;
+use clap::Args;
+use testbed::{LocalCluster, Spec, WanOptions};
 
-pub async fn run(data_dir: PathBuf, nodes: u64, base_port: u16, wan: WanOptions) -> anyhow::Result<()> {
+#[derive(Debug, Args)]
+pub(crate) struct DevArgs {
+    #[arg(long, default_value = ".kq-dev")]
+    data_dir: PathBuf,
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=9))]
+    nodes: u64,
+    /// First node's port; node i listens on base_port + i - 1.
+    #[arg(long, default_value_t = 7401)]
+    base_port: u16,
+    /// Put this one-way latency (ms) between regions through a userspace relay: node i is
+    /// then reached at 127.0.i.1 (its region's front address) and a client chooses its
+    /// region with --source-ip 127.0.i.200. A data dir is made with or without it for good.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    wan_latency_ms: u64,
+    /// Extra random delay per chunk between regions, 0..=ms.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    wan_jitter_ms: u64,
+    /// Keep the leader in this region (every node's `raft.preferred_leader_region`).
+    #[arg(long)]
+    preferred_leader_region: Option<String>,
+}
+
+pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
+    let DevArgs { data_dir, nodes, base_port, wan_latency_ms, wan_jitter_ms, preferred_leader_region } = args;
+    let wan = WanOptions {
+        latency_ms: wan_latency_ms,
+        jitter_ms: wan_jitter_ms,
+        preferred_leader_region: preferred_leader_region.unwrap_or_default(),
+        ..Default::default()
+    };
     let exe = std::env::current_exe().context("cannot find the keyquorum binary")?;
     let with_wan = wan.relayed();
-    let spec = Spec {
-        data_dir: data_dir.clone(),
-        nodes,
-        regions: nodes as usize,
-        base_port,
-        wan: wan.clone(),
-        exe,
-        faketime: None,
-        env: vec![],
-    };
+    let spec = Spec { base_port, wan: wan.clone(), ..Spec::new(data_dir.clone(), nodes, exe) };
     let mut cluster = LocalCluster::start(spec).await?;
     for m in &cluster.members {
         let pid = cluster.pid(m.id).unwrap_or_default();

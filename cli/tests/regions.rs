@@ -48,7 +48,7 @@ async fn set_regions(c: &client::Client, key: &str, regions: &[String]) -> pb::K
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_region_restricted_key_is_unwrapped_only_inside_its_regions() {
     bounded(async {
-        let mut cluster = Cluster::start(3);
+        let mut cluster = Cluster::start(3).await;
         cluster.init().await;
         // `inside` is the only node in the key's region; `outside` and the leader are not.
         let leader = cluster.leader().await;

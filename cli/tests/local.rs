@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use client::{pb, Client};
-use node::local::{region_name, LocalCluster, Spec, WanOptions};
+use testbed::{region_name, LocalCluster, Spec, WanOptions};
 
 async fn bounded<F: std::future::Future<Output = ()>>(test: F) {
     tokio::time::timeout(Duration::from_secs(240), test).await.expect("test exceeded 240 s");
@@ -28,14 +28,9 @@ async fn a_local_cluster_survives_kill_pause_and_partition_and_stops_on_drop() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
         let spec = Spec {
-            data_dir: dir.path().to_path_buf(),
-            nodes: 5,
             regions: 3,
-            base_port: 0,
             wan: WanOptions { force_relay: true, ..Default::default() },
-            exe: env!("CARGO_BIN_EXE_keyquorum").into(),
-            faketime: None,
-            env: vec![],
+            ..Spec::new(dir.path(), 5, env!("CARGO_BIN_EXE_keyquorum"))
         };
         let mut cluster = LocalCluster::start(spec).await.unwrap();
         let regions: Vec<&str> = cluster.members.iter().map(|m| m.region.as_str()).collect();

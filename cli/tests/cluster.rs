@@ -18,7 +18,7 @@ async fn bounded<F: std::future::Future<Output = ()>>(test: F) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_survives_leader_loss_catches_up_by_snapshot_and_a_full_restart() {
     bounded(async {
-        let mut cluster = Cluster::start(3);
+        let mut cluster = Cluster::start(3).await;
         cluster.init().await;
         let c = cluster.client();
 
@@ -107,7 +107,7 @@ async fn a_cluster_survives_leader_loss_catches_up_by_snapshot_and_a_full_restar
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_disabling_and_bad_inputs_get_the_right_answers() {
     bounded(async {
-        let mut cluster = Cluster::start(3);
+        let mut cluster = Cluster::start(3).await;
         let c = cluster.client();
         for id in 1..=3 {
             eventually("node answers", || cluster.local_status(id)).await;
@@ -234,13 +234,13 @@ async fn rotation_disabling_and_bad_inputs_get_the_right_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_is_added_as_learner_then_voter_serves_and_is_removed() {
     bounded(async {
-        let mut cluster = Cluster::start(3);
+        let mut cluster = Cluster::start(3).await;
         cluster.init().await;
         let c = cluster.client_for(&[1, 2, 3]);
         create_key(&c, "before", pb::KeySpec::Aes256GcmSiv).await.unwrap();
         let ct = encrypt(&c, "alias/before", b"old data", &[]).await.unwrap();
 
-        cluster.add(4);
+        cluster.add(4).await;
         eventually("node 4 answers", || cluster.local_status(4)).await;
         let member = pb::Member { id: 4, addr: cluster.addrs[&4].clone(), region: region(4), zone: String::new() };
         let req = pb::AddNodeRequest { member: Some(member) };
@@ -289,7 +289,7 @@ async fn a_node_is_added_as_learner_then_voter_serves_and_is_removed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leadership_moves_to_the_named_node_and_back() {
     bounded(async {
-        let cluster = Cluster::start(3);
+        let cluster = Cluster::start(3).await;
         cluster.init().await;
         let c = cluster.client();
         create_key(&c, "k", pb::KeySpec::Aes256GcmSiv).await.unwrap();
@@ -317,7 +317,7 @@ async fn leadership_moves_to_the_named_node_and_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_material_is_counted_and_evicted_on_every_node_when_its_key_is_disabled() {
     bounded(async {
-        let cluster = Cluster::start(3);
+        let cluster = Cluster::start(3).await;
         cluster.init().await;
         let c = cluster.client();
         create_key(&c, "cached", pb::KeySpec::Aes256GcmSiv).await.unwrap();

@@ -172,7 +172,7 @@ async fn a_follower_region_reads_linearizably_and_within_its_bound() {
 
         // Cut region c off: node 3 stops hearing from the leader, and a pinned client there
         // gets a clear error once the bound has passed, not stale data.
-        let relay = cluster.relay.clone().unwrap();
+        let relay = cluster.relay().clone();
         relay.isolate(&wan_region(2));
         // Straight to node 3, from region c, with no client library in between (which would
         // follow the error's leader hint).
@@ -232,7 +232,7 @@ async fn leadership_returns_to_the_preferred_region_after_it_heals() {
         let key = create_key(&cluster.client(), "preferred", pb::KeySpec::Aes256GcmSiv).await.unwrap();
 
         // Region a is cut off: regions b and c elect a leader between them.
-        let relay = cluster.relay.clone().unwrap();
+        let relay = cluster.relay().clone();
         relay.isolate("region-a");
         eventually("b and c elect a leader of their own", || async {
             match leader_seen_by(2).await? {
@@ -294,7 +294,7 @@ async fn a_hedged_read_gets_past_a_node_that_never_answers() {
         // under a loaded CI machine) would leave the call waiting on node 2.
         let node3 = direct(&cluster, 3, 3);
         eventually("node 3 serves the key", || ask_describe(&node3, &key.key_id, None)).await;
-        let relay = cluster.relay.clone().unwrap();
+        let relay = cluster.relay().clone();
         relay.block(&wan_region(3), &wan_region(1));
         // Every wait but the call's deadline is longer than the deadline, so an attempt at
         // node 2 (blackholed: even its connection attempt hangs) can only end with the call.

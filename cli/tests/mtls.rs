@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use client::{pb, Client, ClientTlsConfig};
 use common::*;
-use node::tls::{Authority, Role};
 use proto::internal::internal_client::InternalClient;
 use proto::internal::DecryptionShareRequest;
+use raft::Principal;
+use testbed::Authority;
 use tonic::transport::{Certificate, Endpoint, Identity};
 use tonic::Code;
 
@@ -37,7 +38,7 @@ async fn list_keys(c: &Client) -> Result<pb::ListKeysResponse, tonic::Status> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_call_needs_a_certificate_from_the_cluster_ca_with_the_right_role() {
     bounded(async {
-        let cluster = Cluster::start(3);
+        let cluster = Cluster::start(3).await;
         cluster.init().await;
         let key = create_key(&cluster.client(), "mtls", pb::KeySpec::Aes256GcmSiv).await.unwrap();
         let key_id = uuid::Uuid::parse_str(&key.key_id).unwrap().as_bytes().to_vec();
@@ -53,7 +54,7 @@ async fn every_call_needs_a_certificate_from_the_cluster_ca_with_the_right_role(
         };
 
         // An application certificate: KMS yes, admin and node-to-node no.
-        cluster.issue(&Role::Client("app".into()), "app");
+        cluster.issue(&Principal::Client("app".into()), "app");
         let app = cluster.client_as("app", &[1]);
         list_keys(&app).await.unwrap();
         let denied = status(&app).await.unwrap_err();
@@ -69,26 +70,26 @@ async fn every_call_needs_a_certificate_from_the_cluster_ca_with_the_right_role(
 
         // A member node gets its share; it may not ask in another node's name; a node
         // certificate for a non-member gets nothing.
-        cluster.issue(&Role::Node(2), "node-2-again");
+        cluster.issue(&Principal::Node(2), "node-2-again");
         let share = internal(&addr, cluster.credentials("node-2-again")).decryption_share(share_request(2)).await;
         assert!(!share.unwrap().into_inner().share.is_empty());
         let denied =
             internal(&addr, cluster.credentials("node-2-again")).decryption_share(share_request(3)).await.unwrap_err();
         assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
         assert!(denied.message().contains("on behalf of node 3"), "{denied:?}");
-        cluster.issue(&Role::Node(99), "node-99");
+        cluster.issue(&Principal::Node(99), "node-99");
         let denied =
             internal(&addr, cluster.credentials("node-99")).decryption_share(share_request(99)).await.unwrap_err();
         assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
         assert!(denied.message().contains("node 99 is not a member"), "{denied:?}");
 
         // No client certificate, one from another CA, or plaintext: no service at all.
-        let ca = std::fs::read_to_string(cluster.dir.path().join("tls/ca.pem")).unwrap();
+        let ca = std::fs::read_to_string(cluster.spec.data_dir.join("tls/ca.pem")).unwrap();
         let anonymous = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca));
         let c = Client::new(&[addr.as_str()], Some(anonymous)).unwrap();
         assert!(list_keys(&c).await.is_err(), "a client without a certificate was served");
         let rogue = Authority::generate("rogue CA", 1).unwrap();
-        let forged = rogue.issue(&Role::Admin("mallory".into()), &[], 1).unwrap();
+        let forged = rogue.issue(&Principal::Admin("mallory".into()), &[], 1).unwrap();
         let forged = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(&ca))
             .identity(Identity::from_pem(&forged.cert, forged.key.as_bytes()));
@@ -101,7 +102,7 @@ async fn every_call_needs_a_certificate_from_the_cluster_ca_with_the_right_role(
         list_keys(&cluster.client()).await.unwrap();
 
         // And `keyquorum bench` measures it over mTLS (a smoke test: figures are for the note).
-        let tls = cluster.dir.path().join("tls");
+        let tls = cluster.spec.data_dir.join("tls");
         let out = Command::new(env!("CARGO_BIN_EXE_keyquorum"))
             .args(["bench", "--cold", "2", "--warm", "5", "--output", "json", "--endpoints"])
             .arg(format!("{},{}", cluster.addrs[&1], cluster.addrs[&2]))

@@ -56,7 +56,7 @@ async fn set_enabled(c: &client::Client, alias: &str, enabled: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn custody_follows_the_voters_and_rotates_under_load() {
     bounded(async {
-        let mut cluster = Cluster::start(3);
+        let mut cluster = Cluster::start(3).await;
         cluster.init().await;
         let c = cluster.client();
         create_key(&c, "kept", pb::KeySpec::Aes256GcmSiv).await.unwrap();
@@ -67,7 +67,7 @@ async fn custody_follows_the_voters_and_rotates_under_load() {
         custody_settles(&cluster, &[1, 2, 3], 1).await;
 
         // A voter joins: custody moves to the four of them.
-        cluster.add(4);
+        cluster.add(4).await;
         eventually("node 4 answers", || cluster.local_status(4)).await;
         let member = pb::Member { id: 4, addr: cluster.addrs[&4].clone(), region: region(4), zone: String::new() };
         let req = pb::AddNodeRequest { member: Some(member) };
