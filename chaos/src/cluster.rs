@@ -9,10 +9,9 @@ use std::time::Duration;
 
 use crypto::SecureRng;
 use node::config::{Limits, NodeConfig, RaftTimings};
-use node::identity::Identities;
-use node::network::{NetworkFactory, Peers};
-use node::node::{Clock, Node};
-use openraft::{Raft, ServerState};
+use node::consensus::Role;
+use node::custody::identity::{Identities, MemoryDisk};
+use node::node::{Clock, Env, Node};
 use sha2::{Digest, Sha256};
 use storage::{LogCipher, MemLogStore, MemSnapshots, StateMachineStore};
 
@@ -29,7 +28,7 @@ pub const EPOCH_MS: u64 = 1_767_225_600_000;
 pub struct Disk {
     pub log: MemLogStore,
     pub snapshots: MemSnapshots,
-    pub identities: node::identity::MemoryDisk,
+    pub identities: MemoryDisk,
 }
 
 /// State shared between the driver and every simulated host.
@@ -38,7 +37,7 @@ pub struct World {
     pub plan: Arc<Plan>,
     pub recorder: Recorder,
     pub disks: Arc<Mutex<BTreeMap<u64, Disk>>>,
-    pub running: Arc<Mutex<BTreeMap<u64, Arc<Node<SimConnector>>>>>,
+    pub running: Arc<Mutex<BTreeMap<u64, Arc<Node>>>>,
     /// Per node, milliseconds added to its wall clock (clock faults).
     pub skew_ms: Arc<Mutex<BTreeMap<u64, i64>>>,
     pub boots: Arc<Mutex<BTreeMap<u64, u64>>>,
@@ -85,7 +84,7 @@ impl World {
         lock(&self.disks).entry(id).or_default().clone()
     }
 
-    pub fn node(&self, id: u64) -> Option<Arc<Node<SimConnector>>> {
+    pub fn node(&self, id: u64) -> Option<Arc<Node>> {
         lock(&self.running).get(&id).cloned()
     }
 
@@ -165,18 +164,16 @@ impl World {
         let log = disk.log.with_cipher(cipher.clone());
         let sm = StateMachineStore::open(disk.snapshots.clone(), cipher)?.with_observer(observer);
         let state = sm.state();
-        let connector = SimConnector {
+        let connector = Arc::new(SimConnector {
             connect_timeout: Duration::from_millis(config.raft.rpc_timeout_ms),
             tls: Some(credentials.client_config()),
-        };
-        let peers = Peers::new(connector, config.limits.max_message_bytes);
-        let network = NetworkFactory { id, peers: peers.clone() };
-        let raft = Raft::new(id, Arc::new(config.openraft_config()?), network, log, sm).await?;
+        });
         // Identity keys persist on the node's disk; the node's randomness differs per boot, as
         // it would after a real restart.
         let identities = Identities::in_memory(disk.identities.clone())?;
         let rng = SecureRng::from_seed_u64(mix(seed, (STREAM_NODES + id) << 16 | boot));
-        let node = Arc::new(Node::new(config, raft, state, peers, self.clock(id), identities, rng));
+        let env = Env::new(self.clock(id), rng);
+        let node = Node::start(config, env, connector, (log, sm, state), identities).await?;
         lock(&self.running).insert(id, node.clone());
         self.recorder.event(format!("n{id} boots ({boot})"));
         tokio::spawn(watch_leadership(node.clone(), self.recorder.clone()));
@@ -190,21 +187,18 @@ impl World {
     }
 }
 
-async fn watch_leadership(node: Arc<Node<SimConnector>>, recorder: Recorder) {
-    let mut metrics = node.raft.metrics();
+async fn watch_leadership(node: Arc<Node>, recorder: Recorder) {
+    let mut watch = node.consensus.watch();
+    let id = node.id();
+    drop(node);
     let mut last = None;
     loop {
-        let led = {
-            let m = metrics.borrow_and_update();
-            (m.state == ServerState::Leader).then_some(m.current_term)
-        };
-        if let Some(term) = led {
-            if last != Some(term) {
-                recorder.leader(term, node.id);
-                last = Some(term);
-            }
+        let view = watch.view();
+        if view.role == Role::Leader && last != Some(view.term) {
+            recorder.leader(view.term, id);
+            last = Some(view.term);
         }
-        if metrics.changed().await.is_err() {
+        if !watch.changed().await {
             return;
         }
     }

@@ -96,7 +96,7 @@ impl Faults {
         }
         let running = self.world.running_ids();
         let round_running =
-            running.iter().any(|id| self.world.node(*id).is_some_and(|n| n.state.read().store.keygen().is_some()));
+            running.iter().any(|id| self.world.node(*id).is_some_and(|n| n.state().read().store.keygen().is_some()));
         if !round_running {
             return;
         }
@@ -268,8 +268,11 @@ impl Faults {
     }
 
     fn crash(&mut self, sim: &mut turmoil::Sim<'_>, label: Option<&'static str>) {
-        let leader =
-            self.world.running_ids().into_iter().find(|id| self.world.node(*id).is_some_and(|n| n.is_leader()));
+        let leader = self
+            .world
+            .running_ids()
+            .into_iter()
+            .find(|id| self.world.node(*id).is_some_and(|n| n.consensus.is_leader()));
         let running = self.world.running_ids();
         if running.is_empty() {
             return;

@@ -8,8 +8,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
+use node::consensus::{endpoint, Connector};
 use node::error::{NodeError, Result};
-use node::network::Connector;
 use node::tls::Credentials;
 use raft::Principal;
 use testbed::Authority;
@@ -35,7 +35,7 @@ pub struct SimConnector {
 
 impl Connector for SimConnector {
     fn channel(&self, addr: &str) -> Result<Channel> {
-        let endpoint = node::network::endpoint(addr, self.tls.as_ref())?
+        let endpoint = endpoint(addr, self.tls.as_ref())?
             .connect_timeout(self.connect_timeout)
             .http2_keep_alive_interval(Duration::from_millis(500))
             .keep_alive_timeout(Duration::from_millis(1000))

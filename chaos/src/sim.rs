@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use client::pb;
-use openraft::ServerState;
+use node::consensus::Role;
 
 use crate::cluster::{mix, World};
 use crate::faults::Faults;
@@ -98,11 +98,11 @@ fn check_regions(world: &World) {
         else {
             continue;
         };
-        let cached = node.cached_material();
+        let cached = node.custody.cached_material();
         if cached.is_empty() {
             continue;
         }
-        let violation = crate::invariants::regions::check(id, &region, &cached, &node.state.read().store);
+        let violation = crate::invariants::regions::check(id, &region, &cached, &node.state().read().store);
         if let Some(v) = violation {
             if world.recorder.lock().violations.iter().all(|old| old.detail != v.detail) {
                 world.recorder.violation(v.invariant, v.detail);
@@ -267,7 +267,7 @@ async fn probe_sealed(world: World, probing: Arc<AtomicBool>) -> turmoil::Result
         tokio::time::sleep(Duration::from_millis(200)).await;
         for id in world.running_ids() {
             // Only the watch is kept across the call: a crash must be free to drop the node.
-            let Some(mut watch) = world.node(id).map(|n| n.state.sealed_watch()) else { continue };
+            let Some(mut watch) = world.node(id).map(|n| n.state().sealed_watch()) else { continue };
             let Some(version) = *watch.borrow_and_update() else { continue };
             let Some(addr) = world.plan.all_nodes().find(|n| n.id == id).map(|n| n.addr()) else { continue };
             let Ok(client) = pinned_client(&tls, &addr, mix(world.plan.seed, STREAM_SERVICE_CLIENTS + id)) else {
@@ -291,17 +291,15 @@ async fn probe_sealed(world: World, probing: Arc<AtomicBool>) -> turmoil::Result
 /// a leader and have all applied the leader's whole log.
 fn converged(world: &World) -> Option<Vec<u64>> {
     let running = world.running_ids();
-    let leader_id = running.iter().copied().find(|id| world.node(*id).is_some_and(|n| n.is_leader()))?;
-    let leader = world.node(leader_id)?;
-    let lm = leader.raft.metrics().borrow().clone();
-    if lm.state != ServerState::Leader {
+    let leader_id = running.iter().copied().find(|id| world.node(*id).is_some_and(|n| n.consensus.is_leader()))?;
+    let lv = world.node(leader_id)?.consensus.view();
+    if lv.role != Role::Leader || lv.last_log_index == 0 {
         return None;
     }
-    let members: Vec<u64> = lm.membership_config.membership().nodes().map(|(id, _)| *id).collect();
-    let last = lm.last_log_index?;
+    let members: Vec<u64> = lv.members.keys().copied().collect();
     for id in &members {
-        let m = world.node(*id)?.raft.metrics().borrow().clone();
-        if m.current_leader != Some(leader_id) || m.last_applied.map(|l| l.index) != Some(last) {
+        let v = world.node(*id)?.consensus.view();
+        if v.leader != Some(leader_id) || v.applied_index != lv.last_log_index {
             return None;
         }
     }
@@ -313,11 +311,11 @@ fn converged(world: &World) -> Option<Vec<u64>> {
 fn custody_settled(world: &World, members: &[u64]) -> bool {
     members.iter().all(|id| {
         world.node(*id).is_some_and(|n| {
-            let s = n.state.read();
+            let s = n.state().read();
             let root_round = s.store.root().map(|r| r.transcript.epoch);
             s.store.keygen().is_none()
                 && s.store.next_root().is_none()
-                && root_round.is_none_or(|round| n.identities.rounds().iter().all(|r| *r >= round))
+                && root_round.is_none_or(|round| n.custody.identity_rounds().iter().all(|r| *r >= round))
         })
     })
 }
@@ -430,7 +428,7 @@ async fn final_phase(world: &World) {
         }
     };
     let states: Vec<(u64, raft::KeyStore)> =
-        members.iter().filter_map(|id| world.node(*id).map(|n| (*id, n.state.read().store.clone()))).collect();
+        members.iter().filter_map(|id| world.node(*id).map(|n| (*id, n.state().read().store.clone()))).collect();
     for v in crate::invariants::rotation::compare_material(&states) {
         recorder.violation(v.invariant, v.detail);
     }
@@ -438,7 +436,7 @@ async fn final_phase(world: &World) {
     check_regions(world);
     for id in world.running_ids() {
         if let Some(node) = world.node(id) {
-            for (holder, n) in node.faulty_share_counts() {
+            for (holder, n) in node.custody.faulty_share_counts() {
                 *recorder.lock().faulty_shares.entry(holder).or_default() += n;
             }
         }
@@ -461,7 +459,7 @@ fn check_custody(world: &World, members: &[u64], states: &[(u64, raft::KeyStore)
                 id: *id,
                 keyring: store.keyring(),
                 wrapped_epochs,
-                identity_rounds: node.identities.rounds(),
+                identity_rounds: node.custody.identity_rounds(),
             })
         })
         .collect();
@@ -474,8 +472,8 @@ fn check_custody(world: &World, members: &[u64], states: &[(u64, raft::KeyStore)
     if members.contains(&spare) || current.holders.contains_key(&spare) {
         return;
     }
-    let Some(old_epoch) = spare_node.state.read().store.root().map(|r| r.epoch) else { return };
-    let Ok(Some(old_share)) = spare_node.share_holder(old_epoch) else { return };
+    let Some(old_epoch) = spare_node.state().read().store.root().map(|r| r.epoch) else { return };
+    let Ok(Some(old_share)) = spare_node.custody.share_holder(old_epoch) else { return };
     let Some(log_key) = store.log_keys().values().next_back().filter(|w| w.root_epoch == current.epoch) else {
         return;
     };
@@ -487,7 +485,7 @@ fn check_custody(world: &World, members: &[u64], states: &[(u64, raft::KeyStore)
         if shares.len() >= need {
             break;
         }
-        let Some(Ok(Some(h))) = world.node(*id).map(|n| n.share_holder(current.epoch)) else { continue };
+        let Some(Ok(Some(h))) = world.node(*id).map(|n| n.custody.share_holder(current.epoch)) else { continue };
         if let (false, Ok(share)) = (shares.contains_key(&h.index()), h.decryption_share(&log_key.ciphertext)) {
             shares.insert(h.index(), share);
         }

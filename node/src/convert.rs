@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use proto::v1 as pb;
 use raft::{Key, KeyRef, KeySpec, KeyState, KmsError, VersionState};
 
+use crate::consensus::Consistency;
 use crate::error::{NodeError, Result};
-use crate::node::Consistency;
 
 pub(crate) fn key_ref(s: &str) -> Result<KeyRef> {
     if s.is_empty() {

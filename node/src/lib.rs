@@ -6,24 +6,18 @@
 //! [`node::Clock`], and randomness only from its injected [`crypto::SecureRng`].
 
 pub mod config;
+pub mod consensus;
 mod convert;
-mod custody;
-mod election;
+pub mod custody;
 pub mod error;
-pub mod identity;
-mod keygen;
-mod lease;
-pub mod network;
 pub mod node;
 mod region;
-mod reshare;
 pub mod server;
 mod service_admin;
 mod service_internal;
 mod service_kms;
 pub mod tls;
 pub mod topology;
-mod transfer;
 
 /// Whether the named failpoint is active. Failpoints exist only in builds with the
 /// `failpoints` feature (the simulator's self-tests); elsewhere this is `false`.

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crypto::SecureRng;
-use openraft::Raft;
 use proto::internal::internal_server::InternalServer;
 use proto::v1::admin_server::AdminServer;
 use proto::v1::kms_server::KmsServer;
@@ -18,9 +17,9 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::Connected;
 
 use crate::config::NodeConfig;
-use crate::identity::Identities;
-use crate::network::{Connector, NetworkFactory, Peers, TcpConnector};
-use crate::node::{system_clock, Node};
+use crate::consensus::TcpConnector;
+use crate::custody::identity::{read_passphrase_file, Identities};
+use crate::node::{system_clock, Env, Node};
 use crate::service_admin::AdminService;
 use crate::service_internal::InternalService;
 use crate::service_kms::KmsService;
@@ -29,10 +28,7 @@ use raft::Principal;
 
 /// Opens storage and starts raft for a real (RocksDB, TCP) node. `credentials`: this node's
 /// mTLS credentials, `None` in plaintext mode.
-pub async fn open_node(
-    config: NodeConfig,
-    credentials: Option<&Credentials>,
-) -> anyhow::Result<Arc<Node<TcpConnector>>> {
+pub async fn open_node(config: NodeConfig, credentials: Option<&Credentials>) -> anyhow::Result<Arc<Node>> {
     if let Some(c) = credentials {
         match c.role()? {
             Principal::Node(id) if id == config.id => {}
@@ -42,44 +38,39 @@ pub async fn open_node(
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create data_dir {}: {e}", config.data_dir.display()))?;
     let mut rng = SecureRng::from_os();
-    let passphrase =
-        config.identity_passphrase_file.as_deref().map(crate::identity::read_passphrase_file).transpose()?;
+    let passphrase = config.identity_passphrase_file.as_deref().map(read_passphrase_file).transpose()?;
     let identities = Identities::open_file(&config.data_dir, passphrase, &mut rng)?;
     let db = storage::open_rocks(&config.data_dir.join("db"))
         .map_err(|e| anyhow::anyhow!("cannot open RocksDB in {}: {e}", config.data_dir.display()))?;
     // The log key's versions live only in this process's memory: a restarted node is sealed
-    // until its peers help it unwrap them (`keep_log_keys`).
+    // until its peers help it unwrap them (`custody/log_keys.rs`).
     let cipher = LogCipher::new(SecureRng::from_os());
     let log = RocksLogStore::new(db.clone(), cipher.clone());
     let sm = StateMachineStore::open(RocksSnapshots::new(db), cipher)?;
     let state = sm.state();
     let tls = credentials.as_ref().map(|c| c.client_config());
-    let connector = TcpConnector {
+    let connector = Arc::new(TcpConnector {
         connect_timeout: Duration::from_millis(config.raft.rpc_timeout_ms),
         tls,
         local_address: config.dial_from,
-    };
-    let peers = Peers::new(connector, config.limits.max_message_bytes);
-    let network = NetworkFactory { id: config.id, peers: peers.clone() };
-    let raft = Raft::new(config.id, Arc::new(config.openraft_config()?), network, log, sm).await?;
-    Ok(Arc::new(Node::new(config, raft, state, peers, system_clock(), identities, rng)))
+    });
+    Node::start(config, Env::new(system_clock(), rng), connector, (log, sm, state), identities).await
 }
 
 /// Serves all gRPC services on `incoming` until `shutdown` resolves, with mTLS when
 /// `credentials` are given. Generic over the listener so the simulator can pass turmoil's.
-pub async fn serve<C, I, IO, IE>(
-    node: Arc<Node<C>>,
+pub async fn serve<I, IO, IE>(
+    node: Arc<Node>,
     incoming: I,
     credentials: Option<&Credentials>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()>
 where
-    C: Connector,
     I: Stream<Item = Result<IO, IE>>,
     IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
     IE: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let max = node.config.limits.max_message_bytes;
+    let max = node.config().limits.max_message_bytes;
     let tls = credentials.is_some();
     // Every response carries a `date` header. hyper would stamp it from the system clock;
     // stamping it from the node's clock first (hyper keeps one that is there) keeps the
@@ -94,8 +85,8 @@ where
             response.headers_mut().insert(http::header::DATE, value);
         }
         let failed = response.headers().get("grpc-status").is_some_and(|v| v.as_bytes() != b"0");
-        if failed && !at.is_leader() {
-            if let Some(value) = at.leader().and_then(|(_, addr)| http::HeaderValue::from_str(&addr).ok()) {
+        if failed && !at.consensus.is_leader() {
+            if let Some(value) = at.consensus.leader().and_then(|(_, addr)| http::HeaderValue::from_str(&addr).ok()) {
                 response.headers_mut().insert(proto::LEADER_HINT, value);
             }
         }
@@ -103,7 +94,7 @@ where
     });
     let mut server = tonic::transport::Server::builder().layer(stamp);
     if let Some(c) = credentials {
-        let handshake = Duration::from_millis(node.config.raft.rpc_timeout_ms);
+        let handshake = Duration::from_millis(node.config().raft.rpc_timeout_ms);
         server = server.tls_config(c.server_config().timeout(handshake))?;
     }
     let kms = KmsServer::new(KmsService(node.clone())).max_decoding_message_size(max).max_encoding_message_size(max);
@@ -112,11 +103,8 @@ where
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
     let duties = tokio::spawn(leader_duties(node.clone()));
-    let elections = tokio::spawn(crate::election::run(node.clone()));
-    let keygen = tokio::spawn(crate::keygen::run(node.clone()));
-    let sweeper = tokio::spawn(sweep_cache_on_apply(node.clone()));
-    let log_keys = tokio::spawn(keep_log_keys(node.clone()));
-    let reshare = tokio::spawn(crate::reshare::run(node.clone()));
+    let elections = tokio::spawn(node.consensus.clone().run_election_timer());
+    let custody = node.custody.spawn_duties();
     let result = server
         .add_service(InterceptedService::new(kms, Policy::AnyRole.interceptor::<IO::ConnectInfo>(tls)))
         .add_service(InterceptedService::new(admin, Policy::AdminOrNode.interceptor::<IO::ConnectInfo>(tls)))
@@ -125,81 +113,9 @@ where
         .await;
     duties.abort();
     elections.abort();
-    keygen.abort();
-    sweeper.abort();
-    log_keys.abort();
-    reshare.abort();
-    node.raft.shutdown().await.map_err(|e| anyhow::anyhow!("raft shutdown: {e}"))?;
+    custody.abort();
+    node.consensus.shutdown().await?;
     Ok(result?)
-}
-
-/// Evicts cached material the replicated state no longer allows, after every applied entry.
-async fn sweep_cache_on_apply<C: Connector>(node: Arc<Node<C>>) {
-    let mut applied = node.state.applied_index();
-    loop {
-        // After every applied entry, and every second (old identity keys wait for a snapshot).
-        tokio::select! {
-            changed = applied.changed() => if changed.is_err() { return },
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-        node.sweep_cache();
-        node.erase_stale_identities().await;
-    }
-}
-
-/// Unwraps every log key version the replicated state names and this node does not hold yet:
-/// at start (the node is sealed until it holds the versions its snapshot and log need) and
-/// whenever a new version is applied. Retries with backoff while fewer than t+1 holders answer.
-async fn keep_log_keys<C: Connector>(node: Arc<Node<C>>) {
-    let mut applied = node.state.applied_index();
-    // An apply batch that meets a version it lacks waits inside openraft's apply, before it
-    // publishes its applied index: being sealed on a version wakes us too.
-    let mut sealed = node.state.sealed_watch();
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let missing: Vec<u32> = {
-            let cipher = node.state.cipher();
-            node.state.read().store.log_keys().keys().copied().filter(|v| !cipher.has(*v)).collect()
-        };
-        let mut failed = false;
-        let mut installed = false;
-        for version in missing {
-            match node.unwrap_log_key(version).await {
-                Ok(key) => match node.state.cipher().install(version, key) {
-                    Ok(()) => {
-                        installed = true;
-                        tracing::info!(version, "log key v{version} unwrapped with peers' shares");
-                        if let Err(e) = node.state.resume().await {
-                            tracing::error!(error = %e, "applying what waited for log key v{version} failed");
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(version, "log key v{version}: {e}");
-                        failed = true;
-                    }
-                },
-                Err(e) => {
-                    tracing::warn!(version, error = %e, "cannot unwrap log key v{version} yet; retrying");
-                    failed = true;
-                    break;
-                }
-            }
-        }
-        if failed {
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(2));
-            continue;
-        }
-        backoff = Duration::from_millis(100);
-        // What a resumed backlog applied may name newer versions (a root rotation adds one):
-        // look again at once rather than wait for the next applied entry.
-        if !installed {
-            tokio::select! {
-                changed = applied.changed() => if changed.is_err() { return },
-                changed = sealed.changed() => if changed.is_err() { return },
-            }
-        }
-    }
 }
 
 /// The leader proposes what time makes due: automatic rotations and destruction of keys
@@ -207,20 +123,20 @@ async fn keep_log_keys<C: Connector>(node: Arc<Node<C>>) {
 /// (`if_primary_is`, `DestroyDue`), so a stale leader proposing too is harmless. A due key
 /// the leader's region may not hold is rotated by the nodes in its regions instead: they make
 /// its new material.
-async fn leader_duties<C: Connector>(node: Arc<Node<C>>) {
+async fn leader_duties(node: Arc<Node>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // When this node last became leader, and when it may next try to move leadership to the
     // preferred region: a new leader settles for two election timeouts first, and a failed
     // move waits before the next.
-    let settle = Duration::from_millis(2 * node.config.raft.election_timeout_ms_max);
+    let settle = Duration::from_millis(2 * node.config().raft.election_timeout_ms_max);
     let mut next_move: Option<tokio::time::Instant> = None;
     loop {
         tick.tick().await;
-        if node.state.sealed().is_some() {
+        if node.state().sealed().is_some() {
             continue;
         }
-        if !node.is_leader() {
+        if !node.consensus.is_leader() {
             next_move = None;
             rotate_due(&node, node.now_ms()).await;
             continue;
@@ -228,30 +144,30 @@ async fn leader_duties<C: Connector>(node: Arc<Node<C>>) {
         let now = tokio::time::Instant::now();
         let due = *next_move.get_or_insert(now + settle);
         if now >= due {
-            if let Some(target) = node.preferred_successor() {
-                tracing::info!(target, region = %node.config.raft.preferred_leader_region, "moving leadership to the preferred region");
-                if let Err(e) = node.transfer_leadership(target).await {
+            if let Some(target) = node.consensus.preferred_successor() {
+                tracing::info!(target, region = %node.config().raft.preferred_leader_region, "moving leadership to the preferred region");
+                if let Err(e) = node.consensus.transfer_leadership(target).await {
                     tracing::warn!(target, error = %e, "moving leadership to the preferred region failed; will retry");
                 }
                 next_move = Some(tokio::time::Instant::now() + 5 * settle);
                 continue;
             }
         }
-        if node.state.read().store.root().is_some() {
-            if let Err(e) = node.ensure_log_key().await {
+        if node.state().read().store.root().is_some() {
+            if let Err(e) = node.custody.ensure_log_key().await {
                 tracing::warn!(error = %e, "creating the log key failed; will retry");
                 continue;
             }
         }
         let now_ms = node.now_ms();
-        let destroy = node.state.read().store.destruction_due(now_ms);
+        let destroy = node.state().read().store.destruction_due(now_ms);
         rotate_due(&node, now_ms).await;
         if destroy {
-            match node.propose(Command::DestroyDue { now_ms }).await {
+            match node.consensus.propose(Command::DestroyDue { now_ms }).await {
                 Ok(Applied::Destroyed(ids)) => {
                     for id in ids {
                         tracing::info!(%id, "audit: key destroyed");
-                        node.cache_evict(id);
+                        node.custody.evict(id);
                     }
                 }
                 Ok(_) => {}
@@ -264,26 +180,26 @@ async fn leader_duties<C: Connector>(node: Arc<Node<C>>) {
 /// Proposes the automatic rotations due that are this node's to make: on the leader, those of
 /// keys its region may hold; elsewhere, those of keys the leader's region may not hold but
 /// this node's may.
-async fn rotate_due<C: Connector>(node: &Node<C>, now_ms: u64) {
-    let leader = node.is_leader();
-    let leader_region = node.leader().and_then(|(id, _)| node.region_of(id));
+async fn rotate_due(node: &Node, now_ms: u64) {
+    let leader = node.consensus.is_leader();
+    let leader_region = node.consensus.leader().and_then(|(id, _)| node.consensus.region_of(id));
     let due: Vec<_> = {
-        let s = node.state.read();
+        let s = node.state().read();
         s.store
             .rotations_due(now_ms)
             .into_iter()
             .filter(|(id, _, _)| {
                 let Ok(key) = s.store.resolve(&KeyRef::Id(*id)) else { return false };
                 let leader_may_not = leader_region.as_deref().is_some_and(|r| !key.allows_region(r));
-                node.in_regions(&key.allowed_regions) && (leader || leader_may_not)
+                node.custody.in_regions(&key.allowed_regions) && (leader || leader_may_not)
             })
             .collect()
     };
     for (id, primary, spec) in due {
-        let Ok((_, material)) = node.new_material(spec) else { continue };
+        let Ok((_, material)) = node.custody.new_material(spec) else { continue };
         let command =
             Command::RotateKey { key: KeyRef::Id(id), token: None, material, if_primary_is: Some(primary), now_ms };
-        if let Err(e) = node.propose(command).await {
+        if let Err(e) = node.consensus.propose(command).await {
             tracing::warn!(%id, error = %e, "automatic rotation failed; will retry");
         }
     }
@@ -305,7 +221,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         }
     }
     let node = open_node(config, credentials.as_deref()).await?;
-    tracing::info!(id = node.id, addr = %node.config.advertise_addr(), region = %node.config.region, "node started");
+    tracing::info!(id = node.id(), addr = %node.config().advertise_addr(), region = %node.config().region, "node started");
     // Replies are small and latency-bound: without TCP_NODELAY, Nagle holds a reply's last
     // segment until the peer's delayed ACK (~40 ms on Linux), which dominated warm p99.
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));

@@ -2,66 +2,41 @@
 
 use std::sync::Arc;
 
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest};
 use proto::internal::internal_server::Internal;
 use proto::internal::{
     DecryptionShareReply, DecryptionShareRequest, HoldElectionsRequest, IdentityReply, IdentityRequest, InternalEmpty,
     RaftPayload, ReadIndexReply, ReadIndexRequest, RewrapReply, RewrapRequest, TimeoutNowRequest,
 };
-use raft::{Command, NodeId, TypeConfig};
+use raft::{Command, NodeId};
 use tonic::{Request, Response, Status};
 
-use crate::network::{decode, encode, Connector};
+use crate::consensus::network::{decode, encode};
 use crate::node::Node;
 use crate::tls::Caller;
 
 #[derive(Debug)]
-pub(crate) struct InternalService<C>(pub Arc<Node<C>>);
+pub(crate) struct InternalService(pub Arc<Node>);
 
 fn reply<T: serde::Serialize>(value: &T) -> Result<Response<RaftPayload>, Status> {
     Ok(Response::new(RaftPayload { payload: encode(value).map_err(Status::from)? }))
 }
 
+fn payload(payload: Vec<u8>) -> Response<RaftPayload> {
+    Response::new(RaftPayload { payload })
+}
+
 #[tonic::async_trait]
-impl<C: Connector> Internal for InternalService<C> {
+impl Internal for InternalService {
     async fn append_entries(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        let rpc: AppendEntriesRequest<TypeConfig> = decode(&request.get_ref().payload)?;
-        let result = self.0.raft.append_entries(rpc).await;
-        if matches!(&result, Ok(r) if r.is_success()) {
-            self.0.heard_from_leader();
-        }
-        // Any answer but "higher vote" means we accept this leader: no election for now.
-        if matches!(&result, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
-            self.0.election.restart();
-        }
-        reply(&result)
+        self.0.consensus.serve_append(&request.get_ref().payload).await.map(payload)
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        let rpc: VoteRequest<u64> = decode(&request.get_ref().payload)?;
-        let result = self.0.raft.vote(rpc).await;
-        if matches!(&result, Ok(r) if r.vote_granted) {
-            self.0.election.restart();
-        }
-        reply(&result)
+        self.0.consensus.serve_vote(&request.get_ref().payload).await.map(payload)
     }
 
     async fn install_snapshot(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        let rpc: InstallSnapshotRequest<TypeConfig> = decode(&request.get_ref().payload)?;
-        let end = rpc.offset.saturating_add(rpc.data.len() as u64);
-        let limit = self.0.config.limits.max_snapshot_bytes;
-        if end > limit {
-            return Err(Status::resource_exhausted(format!(
-                "snapshot exceeds this node's limit of {limit} bytes (limits.max_snapshot_bytes)"
-            )));
-        }
-        let leader_vote = rpc.vote;
-        let result = self.0.raft.install_snapshot(rpc).await;
-        // We answer with our own vote: the sender's when we accept it as leader.
-        if matches!(&result, Ok(r) if r.vote == leader_vote) {
-            self.0.election.restart();
-        }
-        reply(&result)
+        self.0.consensus.serve_install_snapshot(&request.get_ref().payload).await.map(payload)
     }
 
     async fn propose(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
@@ -81,15 +56,12 @@ impl<C: Connector> Internal for InternalService<C> {
         }
         // Forwarded writes are proposed here only; a non-leader answers UNAVAILABLE and the
         // forwarding node retries with its newer leader hint (no forwarding chains).
-        let outcome = self.0.propose_local(command).await.map_err(Status::from)?;
+        let outcome = self.0.consensus.propose_local(command).await.map_err(Status::from)?;
         reply(&outcome)
     }
 
     async fn read_index(&self, _request: Request<ReadIndexRequest>) -> Result<Response<ReadIndexReply>, Status> {
-        if !self.0.is_leader() {
-            return Err(Status::unavailable("not the leader"));
-        }
-        let index = self.0.leader_read_index().await.map_err(Status::from)?;
+        let index = self.0.consensus.serve_read_index().await.map_err(Status::from)?;
         Ok(Response::new(ReadIndexReply { index }))
     }
 
@@ -98,33 +70,30 @@ impl<C: Connector> Internal for InternalService<C> {
         request: Request<DecryptionShareRequest>,
     ) -> Result<Response<DecryptionShareReply>, Status> {
         let requester = requester(&request, request.get_ref().requester)?;
-        let reply = self.0.decryption_share_for(requester, request.get_ref()).await.map_err(Status::from)?;
+        let reply = self.0.custody.decryption_share_for(requester, request.get_ref()).await.map_err(Status::from)?;
         Ok(Response::new(reply))
     }
 
     async fn rewrap(&self, request: Request<RewrapRequest>) -> Result<Response<RewrapReply>, Status> {
         let requester = requester(&request, request.get_ref().requester)?;
-        let reply = self.0.rewrap_for(requester, request.get_ref()).await.map_err(Status::from)?;
+        let reply = self.0.custody.rewrap_for(requester, request.get_ref()).await.map_err(Status::from)?;
         Ok(Response::new(reply))
     }
 
     async fn identity(&self, request: Request<IdentityRequest>) -> Result<Response<IdentityReply>, Status> {
         let round = request.get_ref().round;
-        let identity_public = self.0.identity_public(round).map_err(Status::from)?;
-        Ok(Response::new(IdentityReply { node_id: self.0.id, identity_public }))
+        let identity_public = self.0.custody.identity_public(round).map_err(Status::from)?;
+        Ok(Response::new(IdentityReply { node_id: self.0.id(), identity_public }))
     }
 
     async fn timeout_now(&self, request: Request<TimeoutNowRequest>) -> Result<Response<InternalEmpty>, Status> {
         let r = request.into_inner();
-        let hold_ms = r.hold_ms.min(60_000);
-        tracing::info!(from = r.from_leader, "leadership transfer: campaigning");
-        self.0.campaign(r.lease_ms.min(60_000), hold_ms);
+        self.0.consensus.serve_timeout_now(r.from_leader, r.lease_ms, r.hold_ms);
         Ok(Response::new(InternalEmpty {}))
     }
 
     async fn hold_elections(&self, request: Request<HoldElectionsRequest>) -> Result<Response<InternalEmpty>, Status> {
-        // Bounded: a hostile or buggy peer can pause our elections for at most a minute.
-        self.0.hold_elections(request.into_inner().hold_ms.min(60_000), false);
+        self.0.consensus.serve_hold_elections(request.into_inner().hold_ms);
         Ok(Response::new(InternalEmpty {}))
     }
 }

@@ -13,14 +13,14 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use crate::consensus::Consistency;
 use crate::convert::{self, alias_name, consistency, key_ref};
 use crate::error::{NodeError, Result};
-use crate::network::Connector;
-use crate::node::{Consistency, Node};
+use crate::node::Node;
 use crate::region::{regions_for_all, FORWARDED_BY};
 
 #[derive(Debug)]
-pub(crate) struct KmsService<C>(pub Arc<Node<C>>);
+pub(crate) struct KmsService(pub Arc<Node>);
 
 const MAX_RANDOM_BYTES: u32 = 1024;
 
@@ -48,7 +48,7 @@ fn allowed_regions(regions: Vec<String>) -> Result<BTreeSet<String>> {
     Ok(set)
 }
 
-impl<C: Connector> KmsService<C> {
+impl KmsService {
     /// What serving `r` here gave or, when it needs the material of a key this node's region
     /// may not hold (`OutOfRegion`), the call forwarded to a node in the key's regions
     /// (`region`). `forwarded`: the call came forwarded (`split`).
@@ -74,7 +74,7 @@ impl<C: Connector> KmsService<C> {
     fn key_response(&self, applied: Applied) -> Result<pb::KeyResponse> {
         match applied {
             Applied::Key(key) => {
-                let aliases = self.0.state.read().store.aliases_of(key.id);
+                let aliases = self.0.state().read().store.aliases_of(key.id);
                 Ok(pb::KeyResponse { key: Some(convert::metadata(&key, aliases)) })
             }
             other => Err(NodeError::Internal(format!("unexpected apply outcome {other:?}"))),
@@ -92,11 +92,11 @@ impl<C: Connector> KmsService<C> {
                 | KeyChange::SetAllowedRegions(_)
         );
         let token = (!token.is_empty()).then_some(token);
-        let applied = self.0.propose(Command::Update { key, change, token, now_ms: self.0.now_ms() }).await?;
+        let applied = self.0.consensus.propose(Command::Update { key, change, token, now_ms: self.0.now_ms() }).await?;
         if let (true, Applied::Key(k)) = (evict, &applied) {
             // At once here; every node also sweeps its cache as it applies the change
-            // (`Node::sweep_cache`).
-            self.0.cache_evict(k.id);
+            // (`Custody::sweep_cache`).
+            self.0.custody.evict(k.id);
         }
         self.key_response(applied)
     }
@@ -107,14 +107,14 @@ impl<C: Connector> KmsService<C> {
     /// gets a stale NotFound.
     async fn key_spec(&self, key: &KeyRef) -> Result<KeySpec> {
         let local = match key {
-            KeyRef::Id(_) => self.0.state.read().store.resolve(key).map(|k| k.spec).ok(),
+            KeyRef::Id(_) => self.0.state().read().store.resolve(key).map(|k| k.spec).ok(),
             KeyRef::Alias(_) => None,
         };
         match local {
             Some(spec) => Ok(spec),
             None => {
                 self.0.linearize(Consistency::Linearizable).await?;
-                Ok(self.0.state.read().store.resolve(key)?.spec)
+                Ok(self.0.state().read().store.resolve(key)?.spec)
             }
         }
     }
@@ -124,7 +124,7 @@ impl<C: Connector> KmsService<C> {
         self.0.ensure_initialized().await?;
         let key = key_ref(key)?;
         self.0.linearize(consistency).await?;
-        Ok(self.0.state.read().store.resolve(&key)?.clone())
+        Ok(self.0.state().read().store.resolve(&key)?.clone())
     }
 
     async fn encrypt_with(
@@ -147,7 +147,7 @@ impl<C: Connector> KmsService<C> {
         if crate::failpoint("node::encrypt-with-previous-version") && version.version > 1 {
             version = key.version_for(KeyUsage::EncryptDecrypt, version.version - 1)?;
         }
-        let material = self.0.material(&key, version).await?;
+        let material = self.0.custody.material(&key, version).await?;
         let ct =
             self.0.with_rng(|rng| ciphertext::encrypt(&material, key.id, version.version, context, plaintext, rng))?;
         Ok((ct, key.id, version.version))
@@ -169,7 +169,7 @@ impl<C: Connector> KmsService<C> {
             other => other,
         })?;
         if !expected_key.is_empty() {
-            let expected = self.0.state.read().store.resolve(&key_ref(expected_key)?)?.id;
+            let expected = self.0.state().read().store.resolve(&key_ref(expected_key)?)?.id;
             if expected != key.id {
                 return Err(NodeError::Invalid(format!(
                     "the ciphertext belongs to key {}, not to {expected_key}",
@@ -178,7 +178,7 @@ impl<C: Connector> KmsService<C> {
             }
         }
         let version = key.version_for(KeyUsage::EncryptDecrypt, header.key_version)?;
-        let material = self.0.material(&key, version).await?;
+        let material = self.0.custody.material(&key, version).await?;
         let plaintext = ciphertext::decrypt(&material, ct, context)?;
         Ok((plaintext, key.id, version.version))
     }
@@ -213,7 +213,7 @@ impl<C: Connector> KmsService<C> {
     /// state knows them (a key it does not know yet is checked when it is used).
     fn check_regions_for_both(&self, ciphertext: &[u8], destination: &str) -> Result<()> {
         let Ok(header) = ciphertext::parse_header(ciphertext) else { return Ok(()) };
-        let state = self.0.state.read();
+        let state = self.0.state().read();
         let source = state.store.resolve(&KeyRef::Id(header.key_id)).ok();
         let destination = if destination.is_empty() { None } else { state.store.resolve(&key_ref(destination)?).ok() };
         let what = || match destination {
@@ -221,7 +221,7 @@ impl<C: Connector> KmsService<C> {
             _ => format!("key {}", header.key_id),
         };
         match regions_for_all(source.into_iter().chain(destination)) {
-            Some(allowed) => self.0.check_allowed(&what(), &allowed),
+            Some(allowed) => self.0.custody.check_allowed(&what(), &allowed),
             None => Err(NodeError::Invalid(format!(
                 "{}: the two keys' allowed regions do not overlap, so no node may hold both",
                 what()
@@ -244,7 +244,7 @@ fn public_key(version: &raft::KeyVersion) -> Result<Vec<u8>> {
 }
 
 #[tonic::async_trait]
-impl<C: Connector> Kms for KmsService<C> {
+impl Kms for KmsService {
     async fn create_key(
         &self,
         request: Request<pb::CreateKeyRequest>,
@@ -256,7 +256,7 @@ impl<C: Connector> Kms for KmsService<C> {
             let spec = convert::spec(r.spec, r.usage)?;
             let allowed_regions = allowed_regions(r.allowed_regions.clone())?;
             // The material is made where the key is created: only inside its regions.
-            self.0.check_allowed("the new key", &allowed_regions)?;
+            self.0.custody.check_allowed("the new key", &allowed_regions)?;
             let alias = if r.alias.is_empty() { None } else { Some(alias_name(&r.alias)?) };
             let key_id = uuid::Builder::from_random_bytes(self.0.with_rng(|rng| rng.bytes::<16>())).into_uuid();
             let token = token(&r.idempotency_token)?;
@@ -264,6 +264,7 @@ impl<C: Connector> Kms for KmsService<C> {
             let rotation_period_days = (r.rotation_period_days > 0).then_some(r.rotation_period_days);
             let (applied, material, wrapped) = self
                 .0
+                .custody
                 .propose_with_material(spec, |material| Command::CreateKey {
                     token: token.clone(),
                     key_id,
@@ -280,7 +281,7 @@ impl<C: Connector> Kms for KmsService<C> {
             if let Applied::Key(k) = &applied {
                 if k.id == key_id {
                     // We made this material: no need to unwrap it again.
-                    self.0.cache_put(key_id, 1, wrapped.root_epoch, material);
+                    self.0.custody.remember(key_id, 1, wrapped.root_epoch, material);
                 }
             }
             self.key_response(applied)
@@ -319,7 +320,7 @@ impl<C: Connector> Kms for KmsService<C> {
                 Some(Uuid::parse_str(&r.page_token).map_err(|_| NodeError::Invalid("invalid page_token".into()))?)
             };
             self.0.linearize(consistency(r.consistency)?).await?;
-            let state = self.0.state.read();
+            let state = self.0.state().read();
             let keys = state.store.list(after, page_size + 1);
             let more = keys.len() > page_size;
             let page: Vec<_> = keys.into_iter().take(page_size).collect();
@@ -342,7 +343,7 @@ impl<C: Connector> Kms for KmsService<C> {
             self.0.ensure_initialized().await?;
             let command =
                 Command::CreateAlias { alias: alias_name(&r.alias)?, key: key_ref(&r.key)?, now_ms: self.0.now_ms() };
-            self.0.propose(command).await?;
+            self.0.consensus.propose(command).await?;
             Ok(pb::Empty {})
         }
         .await)
@@ -355,7 +356,10 @@ impl<C: Connector> Kms for KmsService<C> {
         let r = request.into_inner();
         ok(async {
             self.0.ensure_initialized().await?;
-            self.0.propose(Command::DeleteAlias { alias: alias_name(&r.alias)?, now_ms: self.0.now_ms() }).await?;
+            self.0
+                .consensus
+                .propose(Command::DeleteAlias { alias: alias_name(&r.alias)?, now_ms: self.0.now_ms() })
+                .await?;
             Ok(pb::Empty {})
         }
         .await)
@@ -435,13 +439,14 @@ impl<C: Connector> Kms for KmsService<C> {
             let key = key_ref(&r.key)?;
             let spec = self.key_spec(&key).await?;
             // The new material is made here: only inside the key's regions.
-            let local = self.0.state.read().store.resolve(&key).ok().cloned();
+            let local = self.0.state().read().store.resolve(&key).ok().cloned();
             if let Some(k) = local {
-                self.0.check_region(&k)?;
+                self.0.custody.check_region(&k)?;
             }
             let token = token(&r.idempotency_token)?;
             let (applied, material, wrapped) = self
                 .0
+                .custody
                 .propose_with_material(spec, |material| Command::RotateKey {
                     key: key.clone(),
                     token: token.clone(),
@@ -453,7 +458,7 @@ impl<C: Connector> Kms for KmsService<C> {
             if let Applied::Key(k) = &applied {
                 let primary = k.version(k.primary_version).ok().and_then(|v| v.material.as_ref());
                 if primary == Some(&wrapped) {
-                    self.0.cache_put(k.id, k.primary_version, wrapped.root_epoch, material);
+                    self.0.custody.remember(k.id, k.primary_version, wrapped.root_epoch, material);
                 }
             }
             self.key_response(applied)
@@ -617,7 +622,7 @@ impl<C: Connector> Kms for KmsService<C> {
             }
             let key = self.read_key(&r.key, consistency(r.consistency)?).await?;
             let version = key.primary_for(KeyUsage::SignVerify)?;
-            let scalar = self.0.material(&key, version).await?;
+            let scalar = self.0.custody.material(&key, version).await?;
             let signature = ecdsa::sign(&scalar, &r.message)?;
             Ok(pb::SignResponse { signature, key_id: key.id.to_string(), key_version: version.version })
         }

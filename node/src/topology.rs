@@ -2,7 +2,6 @@
 //! choose a node by region; and the placement check (can the voters lose any one region?).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use proto::v1 as pb;
@@ -12,7 +11,6 @@ use tonic::metadata::MetadataValue;
 use tonic::Request;
 
 use crate::error::{NodeError, Result};
-use crate::network::Connector;
 use crate::node::Node;
 use crate::region::FORWARDED_BY;
 
@@ -50,38 +48,20 @@ pub fn placement_warnings(voters: &BTreeMap<NodeId, String>) -> Vec<String> {
     out
 }
 
-impl<C: Connector> Node<C> {
-    /// How long a peer may go without answering this node's raft RPCs and still count as
-    /// healthy: the election timeout, after which a follower would itself give up on us.
-    pub(crate) fn health_window(&self) -> Duration {
-        Duration::from_millis(self.config.raft.election_timeout_ms_max)
-    }
-
-    /// Since when (on this node, usually the leader) peer `id` last answered; `None` if never.
-    pub(crate) fn peer_silence(&self, id: NodeId) -> Option<Duration> {
-        self.peers.contacts().get(&id).map(|t| t.elapsed())
-    }
-
-    /// Each voter of the current membership and its region.
-    pub(crate) fn voter_regions(&self) -> BTreeMap<NodeId, String> {
-        let m = self.raft.metrics().borrow().membership_config.clone();
-        let membership = m.membership();
-        membership.voter_ids().filter_map(|v| Some((v, membership.get_node(&v)?.region.clone()))).collect()
-    }
-
+impl Node {
     /// This node's view of the topology. Health is known on the leader (from when each peer
     /// last answered its raft RPCs); elsewhere only this node's own, and the leader's when it
     /// was heard from recently.
     pub(crate) fn local_topology(&self) -> pb::TopologyResponse {
-        let m = self.raft.metrics().borrow().clone();
-        let membership = m.membership_config.membership();
-        let leader = m.current_leader;
-        let is_leader = self.is_leader();
-        let window = self.health_window();
-        let heard_from_leader = self.last_leader_contact().is_some_and(|t| t.elapsed() <= window);
-        let voters = self.voter_regions();
+        let consensus = &self.consensus;
+        let view = consensus.view();
+        let leader = view.leader;
+        let is_leader = view.is_leader();
+        let window = consensus.health_window();
+        let heard_from_leader = consensus.last_leader_contact().is_some_and(|t| t.elapsed() <= window);
+        let voters = view.voter_regions();
         let mut members = Vec::new();
-        for (id, info) in membership.nodes() {
+        for (id, info) in &view.members {
             let voter = voters.contains_key(id);
             let role = if Some(*id) == leader {
                 "leader"
@@ -90,13 +70,13 @@ impl<C: Connector> Node<C> {
             } else {
                 "learner"
             };
-            let (health, last_contact_ms) = if *id == self.id {
+            let (health, last_contact_ms) = if *id == self.id() {
                 (
-                    if self.state.sealed().is_some() { pb::Health::Unreachable } else { pb::Health::Healthy },
+                    if self.state().sealed().is_some() { pb::Health::Unreachable } else { pb::Health::Healthy },
                     is_leader.then_some(0),
                 )
             } else if is_leader {
-                match self.peer_silence(*id) {
+                match consensus.peer_silence(*id) {
                     Some(ago) => {
                         let h = if ago <= window { pb::Health::Healthy } else { pb::Health::Unreachable };
                         (h, Some(ago.as_millis() as u64))
@@ -121,7 +101,7 @@ impl<C: Connector> Node<C> {
         pb::TopologyResponse {
             members,
             leader_id: leader.unwrap_or(0),
-            answered_by: self.id,
+            answered_by: self.id(),
             from_leader: is_leader,
             placement_warnings: placement_warnings(&voters),
         }
@@ -129,16 +109,16 @@ impl<C: Connector> Node<C> {
 
     /// The topology with the leader's view of health: asked of the leader when this node is
     /// not it; this node's own view when the leader cannot be reached.
-    pub(crate) async fn topology(self: &Arc<Self>, forwarded: bool) -> Result<pb::TopologyResponse> {
+    pub(crate) async fn topology(&self, forwarded: bool) -> Result<pb::TopologyResponse> {
         self.ensure_unsealed()?;
-        if self.is_leader() || forwarded {
+        if self.consensus.is_leader() || forwarded {
             return Ok(self.local_topology());
         }
-        let Some((_, addr)) = self.leader() else { return Ok(self.local_topology()) };
+        let Some((_, addr)) = self.consensus.leader() else { return Ok(self.local_topology()) };
         let ask = async {
-            let mut client = KmsClient::new(self.peers.channel(&addr)?);
+            let mut client = KmsClient::new(self.consensus.peers().channel(&addr)?);
             let mut request = Request::new(pb::GetTopologyRequest {});
-            let me = MetadataValue::try_from(self.id.to_string()).map_err(|e| NodeError::Internal(e.to_string()))?;
+            let me = MetadataValue::try_from(self.id().to_string()).map_err(|e| NodeError::Internal(e.to_string()))?;
             request.metadata_mut().insert(FORWARDED_BY, me);
             client
                 .get_topology(request)
@@ -146,10 +126,10 @@ impl<C: Connector> Node<C> {
                 .map(|r| r.into_inner())
                 .map_err(|s| NodeError::Unavailable(s.message().into()))
         };
-        let timeout = Duration::from_millis(self.config.raft.rpc_timeout_ms);
+        let timeout = Duration::from_millis(self.config().raft.rpc_timeout_ms);
         match tokio::time::timeout(timeout, ask).await {
             Ok(Ok(mut t)) => {
-                t.answered_by = self.id;
+                t.answered_by = self.id();
                 Ok(t)
             }
             _ => Ok(self.local_topology()),

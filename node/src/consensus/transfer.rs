@@ -16,20 +16,19 @@ use proto::internal::{HoldElectionsRequest, TimeoutNowRequest};
 use raft::NodeId;
 use tokio::time::Instant;
 
+use super::Consensus;
 use crate::error::{NodeError, Result};
-use crate::network::Connector;
-use crate::node::Node;
 
 /// Generation of the latest election hold: a hold's timer releases it only if no newer hold
 /// or release has happened since.
 #[derive(Debug, Default)]
-pub(crate) struct ElectionHold(AtomicU64);
+pub(super) struct ElectionHold(AtomicU64);
 
-/// Marks this leader as handing leadership over (`Node::transferring_to`) until dropped.
+/// Marks this leader as handing leadership over (`Consensus::transferring_to`) until dropped.
 struct Transferring<'a>(&'a AtomicU64);
 
 impl<'a> Transferring<'a> {
-    fn start<C: Connector>(node: &'a Node<C>, target: NodeId) -> Self {
+    fn start(node: &'a Consensus, target: NodeId) -> Self {
         node.transferring_to.store(target, Ordering::SeqCst);
         Self(&node.transferring_to)
     }
@@ -41,13 +40,13 @@ impl Drop for Transferring<'_> {
     }
 }
 
-impl<C: Connector> Node<C> {
+impl Consensus {
     fn lease_ms(&self) -> u64 {
         self.config.raft.election_timeout_ms_max
     }
 
     /// Stops (hold_ms > 0) or resumes (0) starting elections on this node.
-    pub(crate) fn hold_elections(self: &Arc<Self>, hold_ms: u64, heartbeats_too: bool) {
+    pub(super) fn hold_elections(self: &Arc<Self>, hold_ms: u64, heartbeats_too: bool) {
         let generation = self.election_hold.0.fetch_add(1, Ordering::SeqCst) + 1;
         let enabled = hold_ms == 0;
         self.election.set_enabled(enabled);
@@ -67,7 +66,7 @@ impl<C: Connector> Node<C> {
     }
 
     /// On the target: elect ourselves once the leases expire, retrying until leader or `hold_ms`.
-    pub(crate) fn campaign(self: &Arc<Self>, lease_ms: u64, hold_ms: u64) {
+    pub(super) fn campaign(self: &Arc<Self>, lease_ms: u64, hold_ms: u64) {
         let node = self.clone();
         tokio::spawn(async move {
             let deadline = Instant::now() + Duration::from_millis(hold_ms);
@@ -104,7 +103,7 @@ impl<C: Connector> Node<C> {
     /// On a leader outside the preferred leader region (if one is configured): the voter
     /// there to hand leadership to, if one is healthy (answered within the election timeout)
     /// and holds every entry.
-    pub(crate) fn preferred_successor(&self) -> Option<NodeId> {
+    pub fn preferred_successor(&self) -> Option<NodeId> {
         let preferred = &self.config.raft.preferred_leader_region;
         if preferred.is_empty() || *preferred == self.config.region || !self.is_leader() {
             return None;
@@ -122,7 +121,7 @@ impl<C: Connector> Node<C> {
     }
 
     /// On the leader: hands leadership to `target`.
-    pub(crate) async fn transfer_leadership(self: &Arc<Self>, target: NodeId) -> Result<()> {
+    pub async fn transfer_leadership(self: &Arc<Self>, target: NodeId) -> Result<()> {
         if target == self.id {
             return Ok(());
         }

@@ -26,11 +26,10 @@ use std::time::Duration;
 use rand::Rng;
 use tokio::time::Instant;
 
-use crate::network::Connector;
-use crate::node::Node;
+use super::Consensus;
 
 #[derive(Debug)]
-pub(crate) struct ElectionTimer {
+pub(super) struct ElectionTimer {
     /// When the current round started: the last contact with a leader, vote granted, or
     /// campaign of our own.
     round_start: Mutex<Instant>,
@@ -46,7 +45,7 @@ impl Default for ElectionTimer {
 
 impl ElectionTimer {
     /// Starts a new round: a leader was heard from, a vote was granted, or we campaigned.
-    pub(crate) fn restart(&self) {
+    pub(super) fn restart(&self) {
         *self.round_start.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
     }
 
@@ -54,7 +53,7 @@ impl ElectionTimer {
         *self.round_start.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn set_enabled(&self, enabled: bool) {
+    pub(super) fn set_enabled(&self, enabled: bool) {
         self.enabled.store(enabled, Ordering::SeqCst);
     }
 
@@ -63,8 +62,8 @@ impl ElectionTimer {
     }
 }
 
-/// Runs the timer until raft stops. Spawned by `server::serve` beside the node's services.
-pub(crate) async fn run<C: Connector>(node: Arc<Node<C>>) {
+/// Runs the timer until raft stops. Spawned beside the node's services.
+pub(super) async fn run(node: Arc<Consensus>) {
     let raft = &node.config.raft;
     let (min, max) = (raft.election_timeout_ms_min, raft.election_timeout_ms_max);
     loop {
@@ -80,7 +79,7 @@ pub(crate) async fn run<C: Connector>(node: Arc<Node<C>>) {
             raft.heartbeat_ms
         } else {
             let lease = if following { max } else { 0 };
-            lease + node.with_rng(|r| r.gen_range(min..max))
+            lease + node.env.with_rng(|r| r.gen_range(min..max))
         };
         tokio::time::sleep_until(start + Duration::from_millis(wait_ms)).await;
         if node.election.round_start() != start {

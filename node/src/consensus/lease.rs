@@ -6,7 +6,7 @@
 //!
 //! **Why it is safe.** A follower that accepts a heartbeat restarts its election timer and,
 //! while it follows, neither grants a vote (openraft's own lease of `election_timeout_ms_max`)
-//! nor campaigns ([`crate::election`]: `election_timeout_ms_max + election_timeout_ms_min`) for
+//! nor campaigns ([`super::election`]: `election_timeout_ms_max + election_timeout_ms_min`) for
 //! at least `election_timeout_ms_min` after receiving it. Receiving happens after the leader
 //! *sent* it. So once a quorum has accepted heartbeats the leader sent at `t` or later, no
 //! other leader can be elected before `t + election_timeout_ms_min` on the followers' clocks:
@@ -18,7 +18,7 @@
 //! entry of its own term (its first entry, the blank one); until then the lease is not used.
 //!
 //! **Leadership transfer** is the one place a node campaigns while it heard from the leader
-//! recently (`crate::transfer`: the target campaigns on request, after `election_timeout_ms_max`
+//! recently (`super::transfer`: the target campaigns on request, after `election_timeout_ms_max`
 //! plus a heartbeat). So from the moment a transfer starts until every campaign it asked for
 //! has ended, whether or not the transfer succeeded, the lease counts only heartbeats sent
 //! before that moment. It thus keeps serving reads through the first part of a handover and
@@ -32,8 +32,7 @@ use openraft::Vote;
 use raft::NodeId;
 use tokio::time::Instant;
 
-use crate::network::Connector;
-use crate::node::Node;
+use super::Consensus;
 
 /// Per follower: the leader vote it accepted and when that heartbeat was sent.
 type Acks = BTreeMap<NodeId, (Vote<NodeId>, Instant)>;
@@ -109,10 +108,10 @@ pub(crate) fn quorum_fresh(
         })
 }
 
-impl<C: Connector> Node<C> {
+impl Consensus {
     /// On the leader: whether a majority accepted a heartbeat of its current term sent within
     /// `bound` (the freshness of a bounded-staleness read at the leader).
-    pub(crate) fn quorum_heard_within(&self, bound: Duration) -> bool {
+    pub fn quorum_heard_within(&self, bound: Duration) -> bool {
         let (vote, configs) = {
             let m = self.raft.metrics();
             let m = m.borrow();

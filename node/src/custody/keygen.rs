@@ -5,7 +5,7 @@
 //! in the log (the round completes without it). Everything goes through `propose`, so it works
 //! from any node, and everything is idempotent in the state machine, so retries are harmless.
 //! A node that was down during the round does nothing here: it derives its share from the
-//! transcript later (`Node::share_holder`).
+//! transcript later (`Custody::share_holder`).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -14,17 +14,16 @@ use std::time::Duration;
 use raft::keygen::KeyGenRound;
 use raft::{Command, NodeId};
 
+use super::Custody;
 use crate::error::{NodeError, Result};
-use crate::network::Connector;
-use crate::node::Node;
 
-/// Runs until raft stops. Spawned by `server::serve` beside the node's services.
-pub(crate) async fn run<C: Connector>(node: Arc<Node<C>>) {
-    let mut applied = node.state.applied_index();
+/// Runs until raft stops.
+pub(super) async fn run(node: Arc<Custody>) {
+    let mut applied = node.consensus.state().applied_index();
     // (epoch, dealer) pairs already handled: acknowledged, or refused as faulty.
     let mut handled: BTreeSet<(u64, NodeId)> = BTreeSet::new();
     loop {
-        let round = node.state.read().store.keygen().cloned();
+        let round = node.consensus.state().read().store.keygen().cloned();
         if let Some(round) = round.filter(|r| r.index_of(node.id).is_some()) {
             if let Err(e) = take_part(&node, &round, &mut handled).await {
                 tracing::debug!(epoch = round.epoch, error = %e, "key generation: will retry");
@@ -38,17 +37,13 @@ pub(crate) async fn run<C: Connector>(node: Arc<Node<C>>) {
     }
 }
 
-async fn take_part<C: Connector>(
-    node: &Node<C>,
-    round: &KeyGenRound,
-    handled: &mut BTreeSet<(u64, NodeId)>,
-) -> Result<()> {
+async fn take_part(node: &Custody, round: &KeyGenRound, handled: &mut BTreeSet<(u64, NodeId)>) -> Result<()> {
     let (epoch, t) = (round.epoch, round.threshold);
     let identities = round.identities();
     let Some(me) = round.index_of(node.id) else { return Ok(()) };
     if !round.parts.contains_key(&node.id) {
-        let part = node.with_rng(|rng| crypto::dkg::deal_part(t, &identities, rng))?;
-        node.propose(Command::KeyGenPart { epoch, dealer: node.id, part, now_ms: node.now_ms() }).await?;
+        let part = node.env.with_rng(|rng| crypto::dkg::deal_part(t, &identities, rng))?;
+        node.consensus.propose(Command::KeyGenPart { epoch, dealer: node.id, part, now_ms: node.env.now_ms() }).await?;
         tracing::info!(epoch, "key generation: part committed");
     }
     let pending: Vec<(NodeId, &raft::keygen::KeyGenPart)> = round
@@ -66,11 +61,12 @@ async fn take_part<C: Connector>(
         )));
     };
     for (dealer, part) in pending {
-        let ack = node.with_rng(|rng| crypto::dkg::acknowledge_part(t, me, &identity, &identities, &part.part, rng));
+        let ack =
+            node.env.with_rng(|rng| crypto::dkg::acknowledge_part(t, me, &identity, &identities, &part.part, rng));
         match ack {
             Ok(ack) => {
-                let command = Command::KeyGenAck { epoch, dealer, acker: node.id, ack, now_ms: node.now_ms() };
-                node.propose(command).await?;
+                let command = Command::KeyGenAck { epoch, dealer, acker: node.id, ack, now_ms: node.env.now_ms() };
+                node.consensus.propose(command).await?;
                 handled.insert((epoch, dealer));
             }
             Err(e) => {

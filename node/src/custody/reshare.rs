@@ -20,20 +20,19 @@ use raft::{Command, KeyRef, KeySpec, NodeId, RootKey, WrappedMaterial};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
+use super::Custody;
 use crate::error::{NodeError, Result};
-use crate::network::Connector;
-use crate::node::Node;
 
 /// Entries unwrapped at once while re-wrapping.
 const REWRAP_CONCURRENCY: usize = 8;
 
-/// Runs until raft stops. Spawned by `server::serve` beside the node's services.
-pub(crate) async fn run<C: Connector>(node: Arc<Node<C>>) {
+/// Runs until raft stops.
+pub(super) async fn run(node: Arc<Custody>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if !node.is_leader() || node.state.sealed().is_some() {
+        if !node.consensus.is_leader() || node.consensus.state().sealed().is_some() {
             continue;
         }
         if let Err(e) = duty(&node).await {
@@ -44,9 +43,9 @@ pub(crate) async fn run<C: Connector>(node: Arc<Node<C>>) {
 
 /// One step of the leader's duty: finish a waiting new root, or start a round when the voters
 /// are not the holders.
-async fn duty<C: Connector>(node: &Arc<Node<C>>) -> Result<()> {
+async fn duty(node: &Arc<Custody>) -> Result<()> {
     let (root, next, running, has_log_key) = {
-        let s = node.state.read();
+        let s = node.consensus.state().read();
         (
             s.store.root().cloned(),
             s.store.next_root().map(|r| r.epoch),
@@ -61,76 +60,71 @@ async fn duty<C: Connector>(node: &Arc<Node<C>>) -> Result<()> {
     if let Some(epoch) = next {
         return replace_root(node, &root, epoch).await;
     }
-    let Some(voters) = uniform_voters(node) else { return Ok(()) };
+    let Some(voters) = node.consensus.settled_voters() else { return Ok(()) };
     let holders: Vec<NodeId> = root.holders.keys().copied().collect();
     if voters == holders || running.as_ref() == Some(&voters) {
         return Ok(());
     }
     tracing::info!(?holders, ?voters, "the voters are not the root key's holders: resharing");
-    start_round(node, &voters).await
+    node.start_round(&voters).await
 }
 
-/// The voters, if the membership is not in a joint (changing) configuration.
-fn uniform_voters<C: Connector>(node: &Node<C>) -> Option<Vec<NodeId>> {
-    let m = node.raft.metrics().borrow().membership_config.clone();
-    let membership = m.membership();
-    if membership.get_joint_config().len() != 1 {
-        return None;
-    }
-    Some(membership.voter_ids().collect())
-}
-
-/// Starts a key generation round among `participants`: a new root key if none exists, else
-/// the next root key. Returns once the start is committed.
-pub(crate) async fn start_round<C: Connector>(node: &Node<C>, participants: &[NodeId]) -> Result<()> {
-    let (floor, running) = {
-        let s = node.state.read();
-        (s.store.root().map_or(0, |r| r.transcript.epoch), s.store.keygen().map_or(0, |r| r.epoch))
-    };
-    let round = floor.max(running) + 1;
-    let addrs: BTreeMap<NodeId, String> = node.members().into_iter().map(|(id, n)| (id, n.addr)).collect();
-    let mut named = Vec::with_capacity(participants.len());
-    for id in participants {
-        let addr = addrs.get(id).ok_or_else(|| NodeError::Invalid(format!("node {id} is not a member")))?;
-        named.push((*id, identity_of(node, *id, addr, round).await?));
-    }
-    let now_ms = node.now_ms();
-    node.propose(Command::StartKeyGen { epoch: round, participants: named, now_ms }).await?;
-    tracing::info!(round, ?participants, "root key generation round started");
-    Ok(())
-}
-
-/// Node `id`'s identity public key for key generation round `round`, retrying for a while
-/// (peers may still be starting).
-pub(crate) async fn identity_of<C: Connector>(node: &Node<C>, id: NodeId, addr: &str, round: u64) -> Result<Vec<u8>> {
-    if id == node.id {
-        return node.identity_public(round);
-    }
-    let mut last = String::new();
-    for _ in 0..60 {
-        let reply = match node.peers.client(addr) {
-            Ok(mut c) => c.identity(IdentityRequest { round }).await.map_err(|s| s.message().to_string()),
-            Err(e) => Err(e.to_string()),
+impl Custody {
+    /// Starts a key generation round among `participants`: a new root key if none exists, else
+    /// the next root key. Returns once the start is committed.
+    pub async fn start_round(&self, participants: &[NodeId]) -> Result<()> {
+        let node = self;
+        let (floor, running) = {
+            let s = node.consensus.state().read();
+            (s.store.root().map_or(0, |r| r.transcript.epoch), s.store.keygen().map_or(0, |r| r.epoch))
         };
-        match reply {
-            Ok(r) if r.get_ref().node_id == id => return Ok(r.into_inner().identity_public),
-            Ok(r) => {
-                return Err(NodeError::Invalid(format!(
-                    "the node at {addr} says it is node {}, not node {id}",
-                    r.get_ref().node_id
-                )))
-            }
-            Err(e) => last = e,
+        let round = floor.max(running) + 1;
+        let addrs: BTreeMap<NodeId, String> =
+            node.consensus.members().into_iter().map(|(id, n)| (id, n.addr)).collect();
+        let mut named = Vec::with_capacity(participants.len());
+        for id in participants {
+            let addr = addrs.get(id).ok_or_else(|| NodeError::Invalid(format!("node {id} is not a member")))?;
+            named.push((*id, node.identity_of(*id, addr, round).await?));
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now_ms = node.env.now_ms();
+        node.consensus.propose(Command::StartKeyGen { epoch: round, participants: named, now_ms }).await?;
+        tracing::info!(round, ?participants, "root key generation round started");
+        Ok(())
     }
-    Err(NodeError::Unavailable(format!("node {id} at {addr} is unreachable: {last}")))
+
+    /// Node `id`'s identity public key for key generation round `round`, retrying for a while
+    /// (peers may still be starting).
+    pub async fn identity_of(&self, id: NodeId, addr: &str, round: u64) -> Result<Vec<u8>> {
+        let node = self;
+        if id == node.id {
+            return node.identity_public(round);
+        }
+        let mut last = String::new();
+        for _ in 0..60 {
+            let reply = match node.consensus.peers().client(addr) {
+                Ok(mut c) => c.identity(IdentityRequest { round }).await.map_err(|s| s.message().to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match reply {
+                Ok(r) if r.get_ref().node_id == id => return Ok(r.into_inner().identity_public),
+                Ok(r) => {
+                    return Err(NodeError::Invalid(format!(
+                        "the node at {addr} says it is node {}, not node {id}",
+                        r.get_ref().node_id
+                    )))
+                }
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Err(NodeError::Unavailable(format!("node {id} at {addr} is unreachable: {last}")))
+    }
 }
 
 /// Re-wraps every entry under `root` with the new root of `epoch` and proposes `ReplaceRoot`.
-async fn replace_root<C: Connector>(node: &Arc<Node<C>>, root: &RootKey, epoch: u64) -> Result<()> {
+async fn replace_root(node: &Arc<Custody>, root: &RootKey, epoch: u64) -> Result<()> {
     let (next, entries) = {
-        let s = node.state.read();
+        let s = node.consensus.state().read();
         let next = s.store.next_root().filter(|n| n.epoch == epoch).cloned();
         let entries: Vec<(Option<Uuid>, u32, WrappedMaterial)> =
             s.store.wrapped_under(root.epoch).into_iter().map(|(k, v, w)| (k, v, w.clone())).collect();
@@ -150,7 +144,7 @@ async fn replace_root<C: Connector>(node: &Arc<Node<C>>, root: &RootKey, epoch: 
             running.spawn(async move {
                 // A key this node's region may not hold is re-wrapped by a node in its regions.
                 let allowed = key.and_then(|id| {
-                    let s = node.state.read();
+                    let s = node.consensus.state().read();
                     s.store.resolve(&KeyRef::Id(id)).ok().map(|k| k.allowed_regions.clone())
                 });
                 if let (Some(id), Some(allowed)) = (key, allowed) {
@@ -163,7 +157,7 @@ async fn replace_root<C: Connector>(node: &Arc<Node<C>>, root: &RootKey, epoch: 
                     None => node.unwrap_log_key(version).await?,
                     Some(id) => node.material_for_rewrap(id, version, &wrapped).await?,
                 };
-                let again = node.with_rng(|rng| crypto::threshold::wrap(&pks, &material, rng))?;
+                let again = node.env.with_rng(|rng| crypto::threshold::wrap(&pks, &material, rng))?;
                 if again.kcv != wrapped.kcv {
                     return Err(NodeError::Internal("re-wrapped material changed its key-check value".into()));
                 }
@@ -185,8 +179,13 @@ async fn replace_root<C: Connector>(node: &Arc<Node<C>>, root: &RootKey, epoch: 
     if wrapped_log_key.root_epoch != epoch {
         return Ok(()); // the state moved on meanwhile
     }
-    let command =
-        Command::ReplaceRoot { epoch, log_keys, materials, log_key: wrapped_log_key.clone(), now_ms: node.now_ms() };
+    let command = Command::ReplaceRoot {
+        epoch,
+        log_keys,
+        materials,
+        log_key: wrapped_log_key.clone(),
+        now_ms: node.env.now_ms(),
+    };
     let size = postcard::to_stdvec(&command).map(|b| b.len()).unwrap_or(usize::MAX);
     if size > node.config.limits.max_message_bytes / 2 {
         return Err(NodeError::Internal(format!(
@@ -195,12 +194,13 @@ async fn replace_root<C: Connector>(node: &Arc<Node<C>>, root: &RootKey, epoch: 
             node.config.limits.max_message_bytes
         )));
     }
-    node.propose(command).await?;
+    node.consensus.propose(command).await?;
     // We made the new log key version: hold it at once, so what we propose next is sealed
-    // under it (the others unwrap it with shares, `keep_log_keys`).
-    let version = node.state.read().store.log_keys().iter().find(|(_, w)| **w == wrapped_log_key).map(|(v, _)| *v);
+    // under it (the others unwrap it with shares, `log_keys.rs`).
+    let version =
+        node.consensus.state().read().store.log_keys().iter().find(|(_, w)| **w == wrapped_log_key).map(|(v, _)| *v);
     if let Some(version) = version {
-        node.state.cipher().install(version, log_key).map_err(NodeError::Internal)?;
+        node.consensus.state().cipher().install(version, log_key).map_err(NodeError::Internal)?;
     }
     tracing::info!(epoch, log_key_version = ?version, "audit: root key replaced; old shares are erased as nodes apply it");
     Ok(())

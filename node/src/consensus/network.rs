@@ -1,8 +1,9 @@
-//! Node-to-node transport: openraft's network over the `Internal` gRPC service.
+//! Node-to-node transport: openraft's network over the `Internal` gRPC service, and the
+//! channels custody's share requests use too.
 //!
 //! One cached channel per peer address; per-RPC deadlines from openraft's `RPCOption`;
-//! message-size limits on both sides. Generic over how connections are made ([`Connector`]),
-//! so the simulator can plug in turmoil's sockets.
+//! message-size limits on both sides. Connections are made by a [`Connector`] the node is
+//! given, so the simulator can plug in turmoil's sockets.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,8 +23,8 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::error::{NodeError, Result};
 
-/// Makes (lazy) channels to peers.
-pub trait Connector: Clone + Send + Sync + 'static {
+/// Makes (lazy) channels to peers. The simulator plugs in its own (turmoil's sockets).
+pub trait Connector: std::fmt::Debug + Send + Sync + 'static {
     fn channel(&self, addr: &str) -> Result<Channel>;
 }
 
@@ -64,8 +65,8 @@ impl Connector for TcpConnector {
 /// The channel cache: one channel per peer address, shared by raft and custody RPCs. Also
 /// what the peers' answers to our vote requests said that the election timer needs.
 #[derive(Debug, Clone)]
-pub struct Peers<C> {
-    connector: C,
+pub struct Peers {
+    connector: Arc<dyn Connector>,
     channels: Arc<Mutex<BTreeMap<String, Channel>>>,
     max_message_bytes: usize,
     /// A voter refused our vote request because its log is longer than ours.
@@ -73,12 +74,12 @@ pub struct Peers<C> {
     /// When each peer last answered one of our raft RPCs (a leader's view of its followers'
     /// health, for the topology).
     contacts: Arc<Mutex<BTreeMap<NodeId, tokio::time::Instant>>>,
-    /// Which heartbeats each follower accepted: the leader's read lease (`crate::lease`).
-    pub(crate) lease_acks: crate::lease::LeaseAcks,
+    /// Which heartbeats each follower accepted: the leader's read lease (`lease.rs`).
+    pub(super) lease_acks: super::lease::LeaseAcks,
 }
 
-impl<C: Connector> Peers<C> {
-    pub fn new(connector: C, max_message_bytes: usize) -> Self {
+impl Peers {
+    pub fn new(connector: Arc<dyn Connector>, max_message_bytes: usize) -> Self {
         Self {
             connector,
             channels: Default::default(),
@@ -95,7 +96,7 @@ impl<C: Connector> Peers<C> {
     }
 
     /// Whether a voter has refused us for a longer log since the last call.
-    pub(crate) fn take_longer_log_seen(&self) -> bool {
+    pub(super) fn take_longer_log_seen(&self) -> bool {
         self.longer_log_seen.swap(false, Ordering::SeqCst)
     }
 
@@ -119,23 +120,23 @@ impl<C: Connector> Peers<C> {
     }
 }
 
-pub fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
+pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
     postcard::to_stdvec(value).map_err(|e| NodeError::Internal(format!("encode: {e}")))
 }
 
-pub fn decode<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> std::result::Result<T, tonic::Status> {
+pub(crate) fn decode<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> std::result::Result<T, tonic::Status> {
     postcard::from_bytes(bytes).map_err(|e| tonic::Status::invalid_argument(format!("malformed payload: {e}")))
 }
 
 /// openraft's network factory.
 #[derive(Debug, Clone)]
-pub struct NetworkFactory<C> {
-    pub id: NodeId,
-    pub peers: Peers<C>,
+pub(super) struct NetworkFactory {
+    pub(super) id: NodeId,
+    pub(super) peers: Peers,
 }
 
-impl<C: Connector> RaftNetworkFactory<TypeConfig> for NetworkFactory<C> {
-    type Network = PeerNetwork<C>;
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerNetwork;
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> Self::Network {
         PeerNetwork { id: self.id, target, addr: node.addr.clone(), peers: self.peers.clone() }
@@ -143,16 +144,16 @@ impl<C: Connector> RaftNetworkFactory<TypeConfig> for NetworkFactory<C> {
 }
 
 #[derive(Debug)]
-pub struct PeerNetwork<C> {
+pub(super) struct PeerNetwork {
     id: NodeId,
     target: NodeId,
     addr: String,
-    peers: Peers<C>,
+    peers: Peers,
 }
 
 type RpcResult<T, E> = std::result::Result<T, RPCError<NodeId, NodeInfo, E>>;
 
-impl<C: Connector> PeerNetwork<C> {
+impl PeerNetwork {
     async fn call<Req, Resp, E>(
         &self,
         kind: Rpc,
@@ -218,7 +219,7 @@ impl Rpc {
     }
 }
 
-impl<C: Connector> RaftNetwork<TypeConfig> for PeerNetwork<C> {
+impl RaftNetwork<TypeConfig> for PeerNetwork {
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
