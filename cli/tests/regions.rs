@@ -14,6 +14,7 @@ use client::pb;
 use common::*;
 use proto::internal::internal_client::InternalClient;
 use proto::internal::DecryptionShareRequest;
+use raft::Principal;
 use tonic::Code;
 
 async fn bounded<F: std::future::Future<Output = ()>>(test: F) {
@@ -87,6 +88,40 @@ async fn a_region_restricted_key_is_unwrapped_only_inside_its_regions() {
         let req = pb::GenerateDataKeyRequest { key: "alias/eu".into(), ..Default::default() };
         let dk = at_outside.generate_data_key(req).await.unwrap();
         assert_eq!(decrypt(&at_outside, &dk.ciphertext, &[]).await.unwrap().plaintext, dk.plaintext);
+
+        // A forwarded call is served for the application that made it, not for the node that
+        // forwarded it: the serving node's record names the application's certificate.
+        cluster.issue(&Principal::Client("payments".into()), "payments");
+        let app = cluster.client_as("payments", &[outside]);
+        encrypt(&app, "alias/eu", b"for payments", &[]).await.unwrap();
+        let served = |log: String| {
+            log.lines().any(|l| {
+                l.contains("operation=\"Encrypt\"")
+                    && l.contains("principal=client/payments")
+                    && l.contains(&format!("forwarded_by={outside}"))
+                    && l.contains("outcome=ok")
+            })
+        };
+        assert!(served(cluster.log(inside)), "node {inside} recorded no Encrypt served for client/payments");
+        let forwarded = cluster.log(outside).lines().any(|l| {
+            l.contains("principal=client/payments") && l.contains(&format!("outcome=forwarded to node {inside}"))
+        });
+        assert!(forwarded, "node {outside} recorded no Encrypt forwarded for client/payments");
+        // A client cannot speak for another: the metadata a member forwards with is ignored
+        // from anyone else.
+        let mut rogue = pb::kms_client::KmsClient::new(
+            client::endpoint(&cluster.addrs[&inside], Some(&cluster.credentials("payments"))).unwrap().connect_lazy(),
+        );
+        let mut request = tonic::Request::new(pb::EncryptRequest {
+            key: "alias/eu".into(),
+            plaintext: b"claimed".to_vec(),
+            ..Default::default()
+        });
+        request.metadata_mut().insert("x-keyquorum-forwarded-for", "admin/root".parse().unwrap());
+        request.metadata_mut().insert("x-keyquorum-forwarded-by", outside.to_string().parse().unwrap());
+        rogue.encrypt(request).await.unwrap();
+        let claims = cluster.log(inside).lines().any(|l| l.contains("principal=admin/root"));
+        assert!(!claims, "node {inside} took a client's word that it calls for admin/root");
 
         // The holders' side: a share of it goes to the node inside, never to one outside.
         share_request(&cluster, inside, leader, &key.key_id).await.unwrap();

@@ -1,8 +1,10 @@
 use thiserror::Error;
 
 /// What went wrong in a cryptographic operation. Messages never contain secret bytes.
+///
+/// Not `#[non_exhaustive]`: the node maps every kind to a status code exhaustively, so a new
+/// kind does not compile until someone decides its code.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum CryptoError {
     #[error("invalid key length: expected {expected} bytes, got {actual}")]
     InvalidKeyLength { expected: usize, actual: usize },

@@ -1,23 +1,23 @@
-//! The keyquorum server: gRPC services (KMS, Admin, node-to-node), custody of the root-key
-//! share, and configuration. The `keyquorum` binary (`cli/`) runs it.
+//! The keyquorum server. A call goes one way through it: the gRPC edge (`grpc/`: wire types,
+//! the call context, the status mapping) → the application layer (`kms/`, `admin/`: route,
+//! authorize, work, record) → the components that own their state (`custody/`: the root key
+//! and key material; `consensus/`: Raft). `node.rs` assembles them; `server.rs` runs a real
+//! node. The `keyquorum` binary (`cli/`) starts it.
 //!
 //! **Architecture Invariant:** the only library crate that knows tonic servers, rustls and the
 //! filesystem layout of a node. Node code reads time only through `tokio::time` and the injected
 //! [`node::Clock`], and randomness only from its injected [`crypto::SecureRng`].
 
+pub mod admin;
 pub mod config;
 pub mod consensus;
-mod convert;
 pub mod custody;
 pub mod error;
+mod grpc;
+pub mod kms;
 pub mod node;
-mod region;
 pub mod server;
-mod service_admin;
-mod service_internal;
-mod service_kms;
 pub mod tls;
-pub mod topology;
 
 /// Whether the named failpoint is active. Failpoints exist only in builds with the
 /// `failpoints` feature (the simulator's self-tests); elsewhere this is `false`.

@@ -92,6 +92,16 @@ impl Node {
         self.config.id
     }
 
+    /// Starts the node's background duties (consensus's election timer and leader placement,
+    /// custody's key generation, resharing, log keys and cache sweeps, the KMS's automatic
+    /// rotations and destructions). They run until the handles are aborted.
+    pub fn spawn_duties(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = self.consensus.spawn_duties();
+        tasks.extend(self.custody.spawn_duties());
+        tasks.push(tokio::spawn(crate::kms::duties::run(self.clone())));
+        tasks
+    }
+
     pub fn config(&self) -> &NodeConfig {
         &self.config
     }

@@ -23,6 +23,7 @@ use tonic::{Request, Status};
 use zeroize::Zeroizing;
 
 use crate::error::{NodeError, Result};
+use crate::kms::Caller;
 
 const URI_PREFIX: &str = "spiffe://keyquorum/";
 
@@ -56,32 +57,17 @@ impl TlsConfig {
     }
 }
 
-/// Who sent a request, as the services see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Caller {
-    /// Authenticated by a certificate the cluster CA signed.
-    Verified(Principal),
-    /// TLS is off (`tls.insecure_plaintext`): nobody is authenticated.
-    Plaintext,
-}
-
-impl Caller {
-    /// The node id of a node caller; `None` in plaintext mode (callers then name themselves).
-    pub fn node_id(&self) -> Result<Option<NodeId>> {
-        match self {
-            Caller::Verified(Principal::Node(id)) => Ok(Some(*id)),
-            Caller::Plaintext => Ok(None),
-            Caller::Verified(role) => Err(NodeError::PermissionDenied(format!("{role} is not a cluster node"))),
-        }
-    }
-
-    /// The caller of a request that went through [`Policy`]'s interceptor.
-    pub fn of<T>(request: &Request<T>) -> Result<Caller> {
-        request
-            .extensions()
-            .get::<Caller>()
-            .cloned()
-            .ok_or_else(|| NodeError::Internal("request reached a handler without an authenticated caller".into()))
+/// The node id of a request's caller, when a node's certificate sent it; `None` in plaintext
+/// mode (callers then name themselves); refused for any other principal.
+pub fn calling_node<T>(request: &Request<T>) -> Result<Option<NodeId>> {
+    let caller = request
+        .extensions()
+        .get::<Caller>()
+        .ok_or_else(|| NodeError::Internal("request reached a handler without an authenticated caller".into()))?;
+    match caller {
+        Caller::Verified(Principal::Node(id)) => Ok(Some(*id)),
+        Caller::Plaintext => Ok(None),
+        Caller::Verified(who) => Err(NodeError::PermissionDenied(format!("{who} is not a cluster node"))),
     }
 }
 

@@ -3,8 +3,10 @@ use thiserror::Error;
 
 /// A caller error from applying or checking a command. Replicated (it is part of the apply
 /// outcome), so it carries only plain strings. Each kind maps to one gRPC status.
+///
+/// Not `#[non_exhaustive]`: the node maps every kind to a status code exhaustively, so a new
+/// kind does not compile until someone decides its code.
 #[derive(Debug, Error, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub enum KmsError {
     /// NOT_FOUND.
     #[error("{0}")]

@@ -126,9 +126,10 @@ impl Consensus {
         ))
     }
 
-    /// Runs the election timer until raft stops.
-    pub async fn run_election_timer(self: Arc<Self>) {
-        election::run(self).await
+    /// Starts consensus's background duties: the election timer, and (on the leader) keeping
+    /// leadership in the preferred region. They run until aborted.
+    pub fn spawn_duties(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        vec![tokio::spawn(election::run(self.clone())), tokio::spawn(transfer::run_placement(self.clone()))]
     }
 
     /// Stops raft (the server is shutting down).

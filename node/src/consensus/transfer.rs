@@ -185,3 +185,36 @@ impl Consensus {
         result
     }
 }
+
+/// Keeps the leader in the preferred leader region (when one is configured): a leader
+/// elsewhere hands over to a healthy, caught-up voter there. A new leader settles for two
+/// election timeouts first, and a failed move waits before the next.
+pub(super) async fn run_placement(consensus: Arc<Consensus>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let settle = Duration::from_millis(2 * consensus.config.raft.election_timeout_ms_max);
+    // When this node may next try to move leadership (set when it became leader).
+    let mut next_move: Option<Instant> = None;
+    loop {
+        tick.tick().await;
+        if consensus.state.sealed().is_some() {
+            continue;
+        }
+        if !consensus.is_leader() {
+            next_move = None;
+            continue;
+        }
+        let now = Instant::now();
+        if now < *next_move.get_or_insert(now + settle) {
+            continue;
+        }
+        if let Some(target) = consensus.preferred_successor() {
+            let region = &consensus.config.raft.preferred_leader_region;
+            tracing::info!(target, %region, "moving leadership to the preferred region");
+            if let Err(e) = consensus.transfer_leadership(target).await {
+                tracing::warn!(target, error = %e, "moving leadership to the preferred region failed; will retry");
+            }
+            next_move = Some(Instant::now() + 5 * settle);
+        }
+    }
+}

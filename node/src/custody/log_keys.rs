@@ -32,6 +32,23 @@ impl Custody {
     }
 }
 
+/// On the leader, makes the first log key once the cluster has its root key (if the `Init`
+/// that should have made it died).
+pub(super) async fn first(custody: Arc<Custody>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let state = custody.consensus.state();
+        if state.sealed().is_some() || !custody.consensus.is_leader() || state.read().store.root().is_none() {
+            continue;
+        }
+        if let Err(e) = custody.ensure_log_key().await {
+            tracing::warn!(error = %e, "creating the log key failed; will retry");
+        }
+    }
+}
+
 /// Unwraps every log key version the replicated state names and this node does not hold yet:
 /// at start (the node is sealed until it holds the versions its snapshot and log need) and
 /// whenever a new version is applied. Retries with backoff while fewer than t+1 holders answer.

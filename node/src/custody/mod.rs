@@ -93,15 +93,16 @@ impl Custody {
     }
 
     /// Starts custody's background duties: this node's part in key generation, resharing (on
-    /// the leader), unwrapping log keys, and evicting what the applied state no longer allows.
-    /// Dropping the handles does not stop them; [`Duties::abort`] does.
-    pub fn spawn_duties(self: &Arc<Self>) -> Duties {
-        Duties(vec![
+    /// the leader), unwrapping log keys (and making the first), and evicting what the applied
+    /// state no longer allows. They run until the handles are aborted.
+    pub fn spawn_duties(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        vec![
             tokio::spawn(keygen::run(self.clone())),
             tokio::spawn(reshare::run(self.clone())),
             tokio::spawn(log_keys::run(self.clone())),
+            tokio::spawn(log_keys::first(self.clone())),
             tokio::spawn(sweep_on_apply(self.clone())),
-        ])
+        ]
     }
 
     /// Which key versions' material this node holds unwrapped now (the simulator checks that
@@ -305,18 +306,6 @@ impl Custody {
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "cannot erase old identity keys; will retry"),
-        }
-    }
-}
-
-/// Custody's background duties; [`Duties::abort`] stops them.
-#[derive(Debug)]
-pub struct Duties(Vec<tokio::task::JoinHandle<()>>);
-
-impl Duties {
-    pub fn abort(&self) {
-        for task in &self.0 {
-            task.abort();
         }
     }
 }

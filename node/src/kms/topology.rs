@@ -2,17 +2,10 @@
 //! choose a node by region; and the placement check (can the voters lose any one region?).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use proto::v1 as pb;
-use proto::v1::kms_client::KmsClient;
 use raft::NodeId;
-use tonic::metadata::MetadataValue;
-use tonic::Request;
 
-use crate::error::{NodeError, Result};
 use crate::node::Node;
-use crate::region::FORWARDED_BY;
 
 /// What is wrong with placing the voters in these regions: losing any one region must leave
 /// a quorum (and so t+1 root-key holders, who are the voters). `voters` maps each voter to its
@@ -48,11 +41,45 @@ pub fn placement_warnings(voters: &BTreeMap<NodeId, String>) -> Vec<String> {
     out
 }
 
+/// How a member looks from here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// This node cannot tell (a follower knows only the leader's health).
+    Unknown,
+    Healthy,
+    Unreachable,
+}
+
+/// One member of the topology.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopologyMember {
+    pub id: NodeId,
+    pub region: String,
+    pub zone: String,
+    pub addr: String,
+    /// `leader`, `voter` or `learner`.
+    pub role: &'static str,
+    pub health: Health,
+    /// How long ago the leader last heard from it, when known.
+    pub last_contact_ms: Option<u64>,
+}
+
+/// The members, their regions and health, as one node sees them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    pub members: Vec<TopologyMember>,
+    pub leader_id: Option<NodeId>,
+    pub answered_by: NodeId,
+    /// Whether the leader's view (health known for every member).
+    pub from_leader: bool,
+    pub placement_warnings: Vec<String>,
+}
+
 impl Node {
     /// This node's view of the topology. Health is known on the leader (from when each peer
     /// last answered its raft RPCs); elsewhere only this node's own, and the leader's when it
     /// was heard from recently.
-    pub(crate) fn local_topology(&self) -> pb::TopologyResponse {
+    pub fn local_topology(&self) -> Topology {
         let consensus = &self.consensus;
         let view = consensus.view();
         let leader = view.leader;
@@ -62,77 +89,47 @@ impl Node {
         let voters = view.voter_regions();
         let mut members = Vec::new();
         for (id, info) in &view.members {
-            let voter = voters.contains_key(id);
             let role = if Some(*id) == leader {
                 "leader"
-            } else if voter {
+            } else if voters.contains_key(id) {
                 "voter"
             } else {
                 "learner"
             };
             let (health, last_contact_ms) = if *id == self.id() {
                 (
-                    if self.state().sealed().is_some() { pb::Health::Unreachable } else { pb::Health::Healthy },
+                    if self.state().sealed().is_some() { Health::Unreachable } else { Health::Healthy },
                     is_leader.then_some(0),
                 )
             } else if is_leader {
                 match consensus.peer_silence(*id) {
                     Some(ago) => {
-                        let h = if ago <= window { pb::Health::Healthy } else { pb::Health::Unreachable };
+                        let h = if ago <= window { Health::Healthy } else { Health::Unreachable };
                         (h, Some(ago.as_millis() as u64))
                     }
-                    None => (pb::Health::Unreachable, None),
+                    None => (Health::Unreachable, None),
                 }
             } else if Some(*id) == leader && heard_from_leader {
-                (pb::Health::Healthy, Some(0))
+                (Health::Healthy, Some(0))
             } else {
-                (pb::Health::Unknown, None)
+                (Health::Unknown, None)
             };
-            members.push(pb::TopologyMember {
+            members.push(TopologyMember {
                 id: *id,
                 region: info.region.clone(),
                 zone: info.zone.clone(),
                 addr: info.addr.clone(),
-                role: role.into(),
-                health: health as i32,
+                role,
+                health,
                 last_contact_ms,
             });
         }
-        pb::TopologyResponse {
+        Topology {
             members,
-            leader_id: leader.unwrap_or(0),
+            leader_id: leader,
             answered_by: self.id(),
             from_leader: is_leader,
             placement_warnings: placement_warnings(&voters),
-        }
-    }
-
-    /// The topology with the leader's view of health: asked of the leader when this node is
-    /// not it; this node's own view when the leader cannot be reached.
-    pub(crate) async fn topology(&self, forwarded: bool) -> Result<pb::TopologyResponse> {
-        self.ensure_unsealed()?;
-        if self.consensus.is_leader() || forwarded {
-            return Ok(self.local_topology());
-        }
-        let Some((_, addr)) = self.consensus.leader() else { return Ok(self.local_topology()) };
-        let ask = async {
-            let mut client = KmsClient::new(self.consensus.peers().channel(&addr)?);
-            let mut request = Request::new(pb::GetTopologyRequest {});
-            let me = MetadataValue::try_from(self.id().to_string()).map_err(|e| NodeError::Internal(e.to_string()))?;
-            request.metadata_mut().insert(FORWARDED_BY, me);
-            client
-                .get_topology(request)
-                .await
-                .map(|r| r.into_inner())
-                .map_err(|s| NodeError::Unavailable(s.message().into()))
-        };
-        let timeout = Duration::from_millis(self.config().raft.rpc_timeout_ms);
-        match tokio::time::timeout(timeout, ask).await {
-            Ok(Ok(mut t)) => {
-                t.answered_by = self.id();
-                Ok(t)
-            }
-            _ => Ok(self.local_topology()),
         }
     }
 }

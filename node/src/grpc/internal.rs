@@ -1,4 +1,6 @@
-//! The node-to-node gRPC service: raft RPCs, forwarded writes, read index, decryption shares.
+//! The node-to-node gRPC service (nodes only): raft RPCs, forwarded writes, read index,
+//! leadership transfer (consensus); identity keys, decryption shares, delegated re-wraps
+//! (custody).
 
 use std::sync::Arc;
 
@@ -12,7 +14,7 @@ use tonic::{Request, Response, Status};
 
 use crate::consensus::network::{decode, encode};
 use crate::node::Node;
-use crate::tls::Caller;
+use crate::tls::calling_node;
 
 #[derive(Debug)]
 pub(crate) struct InternalService(pub Arc<Node>);
@@ -47,7 +49,7 @@ impl Internal for InternalService {
             Command::KeyGenAck { acker, .. } => Some(*acker),
             _ => None,
         };
-        if let (Some(speaker), Some(caller)) = (speaker, Caller::of(&request)?.node_id()?) {
+        if let (Some(speaker), Some(caller)) = (speaker, calling_node(&request)?) {
             if speaker != caller {
                 return Err(Status::permission_denied(format!(
                     "node {caller} may not send a key-generation message for node {speaker}"
@@ -101,7 +103,7 @@ impl Internal for InternalService {
 /// The node a request comes from: the one its certificate names, which must be the one it
 /// `claims`; in plaintext mode the claim, unauthenticated.
 fn requester<T>(request: &Request<T>, claims: NodeId) -> Result<NodeId, Status> {
-    match Caller::of(request)?.node_id()? {
+    match calling_node(request)? {
         Some(id) if id != claims => {
             Err(Status::permission_denied(format!("node {id}'s certificate made a request on behalf of node {claims}")))
         }

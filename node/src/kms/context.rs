@@ -1,0 +1,57 @@
+//! The context of one call: who it is for, how it reached this node, how fresh its reads must
+//! be, and its idempotency token. Built at the gRPC edge, it flows through the whole pipeline
+//! to the audit record.
+
+use raft::{NodeId, Principal};
+
+use crate::consensus::Consistency;
+
+/// Who a call is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// Named by a certificate the cluster CA signed: the caller's own, or, for a call a
+    /// current member forwarded, the principal that member forwarded it for.
+    Verified(Principal),
+    /// TLS is off (`tls.insecure_plaintext`): nobody is authenticated.
+    Plaintext,
+}
+
+impl std::fmt::Display for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Caller::Verified(p) => write!(f, "{p}"),
+            Caller::Plaintext => write!(f, "unauthenticated"),
+        }
+    }
+}
+
+/// One call's context.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    /// Who the call is for (never the member that forwarded it).
+    pub caller: Caller,
+    /// The member that forwarded the call here, if one did. A forwarded call is served here
+    /// or refused, never forwarded again.
+    pub forwarded_by: Option<NodeId>,
+    /// How fresh what the call reads must be.
+    pub consistency: Consistency,
+    /// The write's idempotency token, if it carries one.
+    pub token: Option<String>,
+}
+
+impl CallContext {
+    /// A context for `caller`, called directly, linearizable, without a token.
+    pub fn new(caller: Caller) -> Self {
+        Self { caller, forwarded_by: None, consistency: Consistency::Linearizable, token: None }
+    }
+
+    pub fn with_consistency(mut self, consistency: Consistency) -> Self {
+        self.consistency = consistency;
+        self
+    }
+
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
+    }
+}

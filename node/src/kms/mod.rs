@@ -1,0 +1,357 @@
+//! The KMS application layer: every KMS call, transport-free, through one pipeline in one
+//! direction:
+//!
+//! 1. **validate** what needs no state (sizes, counts);
+//! 2. **admit**: this node is unsealed and (for calls on keys) the cluster initialised;
+//! 3. **route**: serve here, or forward to a member in the key's regions, decided from this
+//!    node's state *before* the read barrier (`Routed::Forward`; the gRPC edge sends it);
+//! 4. **read barrier** at the call's consistency, then **resolve** the keys from the fresh
+//!    state, and route again should the fresh state have moved the key's regions;
+//! 5. **authorize** the call's principal for the operation on those keys (a hook: nothing
+//!    is refused yet);
+//! 6. **work**: custody and crypto (`crypto.rs`), or a replicated command (`keys.rs`);
+//! 7. **record** the call (`audit.rs`).
+//!
+//! **Architecture Invariant:** no tonic, no wire types: the gRPC edge converts to and from
+//! [`Op`] and [`Out`]. A call's [`CallContext`] names the principal it is for from the edge to
+//! the record, through forwarding.
+
+pub mod audit;
+mod context;
+mod crypto;
+pub mod duties;
+mod keys;
+mod op;
+pub mod topology;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use raft::{Key, KeyRef, NodeId, NodeInfo};
+
+pub use audit::{AuditRecord, AuditSink, TracingAudit};
+pub use context::{CallContext, Caller};
+pub use op::{Context, KeyInfo, NewKey, Op, Out, MAX_RANDOM_BYTES};
+
+use crate::error::{NodeError, Result};
+use crate::node::Node;
+
+/// Where a call is served: here, with what it answers (`T`), or at another member, to which
+/// the gRPC edge sends the operation (`O`) with the call's context.
+#[derive(Debug)]
+pub enum Routed<T, O> {
+    Served(T),
+    Forward(Forward<T>, O),
+}
+
+/// A call this node sends elsewhere.
+#[derive(Debug)]
+pub struct Forward<T> {
+    /// The members to try, in order.
+    pub to: Vec<(NodeId, NodeInfo)>,
+    /// Why this node does not serve it (the error if no member answers).
+    pub refusal: NodeError,
+    /// Whether the call may be sent to the next member after one answered with an error
+    /// that leaves its effect in doubt (reads and tokened writes may).
+    pub idempotent: bool,
+    /// What to answer if no member answers (the topology falls back to this node's view).
+    pub fallback: Option<T>,
+}
+
+/// The keys a call is about, resolved.
+#[derive(Debug, Default)]
+struct Target {
+    key: Option<Key>,
+    /// ReEncrypt's destination.
+    destination: Option<Key>,
+}
+
+/// The KMS service of one node.
+pub struct Kms {
+    node: Arc<Node>,
+    audit: Arc<dyn AuditSink>,
+}
+
+impl std::fmt::Debug for Kms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Kms {{ node: {} }}", self.node.id())
+    }
+}
+
+impl Kms {
+    pub fn new(node: Arc<Node>, audit: Arc<dyn AuditSink>) -> Self {
+        Self { node, audit }
+    }
+
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// Runs one KMS call through the pipeline and records it.
+    pub async fn execute(&self, ctx: &CallContext, op: Op) -> Result<Routed<Out, Op>> {
+        let operation = op.name();
+        let key = op.key();
+        let result = self.pipeline(ctx, op).await;
+        self.audit.record_kms(&AuditRecord {
+            node: self.node.id(),
+            operation,
+            key: key.as_deref(),
+            ctx,
+            result: &result,
+        });
+        result
+    }
+
+    async fn pipeline(&self, ctx: &CallContext, op: Op) -> Result<Routed<Out, Op>> {
+        op.validate()?;
+        self.admit(&op).await?;
+        if let Op::GetTopology = op {
+            return Ok(self.topology(ctx, op));
+        }
+        let local = self.resolve_local(&op)?;
+        if let Some(forward) = self.route(ctx, &op, &local)? {
+            return Ok(Routed::Forward(forward, op));
+        }
+        if reads(&op) {
+            self.node.linearize(ctx.consistency).await?;
+        } else if rotates_unknown(&op, &local) {
+            // New material is made where the key may be held: decide that on fresh state when
+            // this node does not know the key by id.
+            self.node.linearize(crate::consensus::Consistency::Linearizable).await?;
+        }
+        let target = self.resolve(&op)?;
+        // The fresh state may have moved the key's regions since the route was chosen.
+        if let Some(forward) = self.route(ctx, &op, &target)? {
+            return Ok(Routed::Forward(forward, op));
+        }
+        self.authorize(ctx, &op, &target)?;
+        self.work(ctx, op, target).await.map(Routed::Served)
+    }
+
+    /// This node may serve the call at all: unsealed, and for calls on keys, initialised.
+    async fn admit(&self, op: &Op) -> Result<()> {
+        match op {
+            Op::GenerateRandom { .. } | Op::GetTopology => self.node.ensure_unsealed(),
+            _ => self.node.ensure_initialized().await,
+        }
+    }
+
+    /// The keys the call is about, from this node's state as it is (maybe behind): what the
+    /// route is decided on. A key this node does not know yet is resolved after the barrier.
+    fn resolve_local(&self, op: &Op) -> Result<Target> {
+        let state = self.node.state().read();
+        let find = |key: &KeyRef| state.store.resolve(key).ok().cloned();
+        Ok(match op {
+            Op::Encrypt { key, .. }
+            | Op::GenerateDataKey { key, .. }
+            | Op::Sign { key, .. }
+            | Op::RotateKey { key } => Target { key: find(key), destination: None },
+            Op::Decrypt { ciphertext, .. } => {
+                let header = ::crypto::ciphertext::parse_header(ciphertext)?;
+                Target { key: find(&KeyRef::Id(header.key_id)), destination: None }
+            }
+            Op::ReEncrypt { ciphertext, destination, .. } => {
+                let header = ::crypto::ciphertext::parse_header(ciphertext)?;
+                Target { key: find(&KeyRef::Id(header.key_id)), destination: destination.as_ref().and_then(find) }
+            }
+            _ => Target::default(),
+        })
+    }
+
+    /// The keys the call is about, from the state after the read barrier.
+    fn resolve(&self, op: &Op) -> Result<Target> {
+        let state = self.node.state().read();
+        let get = |key: &KeyRef| state.store.resolve(key).cloned().map_err(NodeError::from);
+        let named_by_ciphertext = |ciphertext: &[u8]| -> Result<Key> {
+            let header = ::crypto::ciphertext::parse_header(ciphertext)?;
+            state.store.resolve(&KeyRef::Id(header.key_id)).cloned().map_err(|e| match e {
+                raft::KmsError::NotFound(_) => NodeError::Invalid(format!(
+                    "the ciphertext names key {}, which does not exist in this cluster",
+                    header.key_id
+                )),
+                other => other.into(),
+            })
+        };
+        Ok(match op {
+            Op::DescribeKey { key }
+            | Op::ListKeyVersions { key }
+            | Op::Encrypt { key, .. }
+            | Op::GenerateDataKey { key, .. }
+            | Op::Sign { key, .. }
+            | Op::Verify { key, .. }
+            | Op::GetPublicKey { key, .. }
+            | Op::RotateKey { key } => Target { key: Some(get(key)?), destination: None },
+            Op::Decrypt { ciphertext, expected_key, .. } => {
+                let key = named_by_ciphertext(ciphertext)?;
+                if let Some(expected) = expected_key {
+                    if get(expected)?.id != key.id {
+                        return Err(NodeError::Invalid(format!(
+                            "the ciphertext belongs to key {}, not to {expected}",
+                            key.id
+                        )));
+                    }
+                }
+                Target { key: Some(key), destination: None }
+            }
+            Op::ReEncrypt { ciphertext, destination, .. } => {
+                let source = named_by_ciphertext(ciphertext)?;
+                let destination = match destination {
+                    Some(d) => get(d)?,
+                    None => source.clone(),
+                };
+                Target { key: Some(source), destination: Some(destination) }
+            }
+            // Other writes resolve their key in the state machine.
+            _ => Target::default(),
+        })
+    }
+
+    /// Where the call is served: here, or (for a call that needs a region-restricted key's
+    /// material, or makes it) at a member in the key's regions. `None`: here.
+    fn route(&self, ctx: &CallContext, op: &Op, target: &Target) -> Result<Option<Forward<Out>>> {
+        let (what, allowed) = match op {
+            Op::CreateKey(new) => ("the new key".to_string(), new.allowed_regions.clone()),
+            Op::ReEncrypt { .. } => {
+                let source = target.key.iter();
+                let what = match (&target.key, &target.destination) {
+                    (Some(s), Some(d)) if d.id != s.id => format!("re-encrypting from key {} to key {}", s.id, d.id),
+                    (Some(s), _) => format!("key {}", s.id),
+                    (None, _) => return Ok(None),
+                };
+                match regions_for_all(source.chain(target.destination.iter())) {
+                    Some(allowed) => (what, allowed),
+                    None => {
+                        return Err(NodeError::Invalid(format!(
+                            "{what}: the two keys' allowed regions do not overlap, so no node may hold both"
+                        )))
+                    }
+                }
+            }
+            Op::Encrypt { .. }
+            | Op::Decrypt { .. }
+            | Op::GenerateDataKey { .. }
+            | Op::Sign { .. }
+            | Op::RotateKey { .. } => match &target.key {
+                Some(key) => (format!("key {}", key.id), key.allowed_regions.clone()),
+                None => return Ok(None),
+            },
+            _ => return Ok(None),
+        };
+        if self.node.custody.in_regions(&allowed) {
+            return Ok(None);
+        }
+        let refusal =
+            NodeError::OutOfRegion { key: what, allowed: allowed.clone(), region: self.node.config().region.clone() };
+        if ctx.forwarded_by.is_some() {
+            return Err(NodeError::Unavailable(format!(
+                "{refusal} (the call was forwarded here; not forwarding it again)"
+            )));
+        }
+        let to = self.node.custody.members_in(&allowed);
+        if to.is_empty() {
+            return Err(NodeError::Unavailable(format!("{refusal}, and no member of the cluster is in those regions")));
+        }
+        let idempotent = !op.writes() || ctx.token.is_some();
+        Ok(Some(Forward { to, refusal, idempotent, fallback: None }))
+    }
+
+    /// Whether the call's principal may do this. A hook for per-key policies: it refuses
+    /// nothing yet.
+    fn authorize(&self, _ctx: &CallContext, _op: &Op, _target: &Target) -> Result<()> {
+        Ok(())
+    }
+
+    async fn work(&self, ctx: &CallContext, op: Op, target: Target) -> Result<Out> {
+        let Target { key, destination } = target;
+        let key = || key.ok_or_else(|| NodeError::Internal("a key operation reached its work unresolved".into()));
+        match op {
+            Op::CreateKey(new) => self.create_key(ctx, new).await,
+            Op::DescribeKey { .. } => Ok(Out::Key(self.info(key()?))),
+            Op::ListKeys { after, page_size } => Ok(self.list_keys(after, page_size)),
+            Op::CreateAlias { alias, key } => self.create_alias(alias, key).await,
+            Op::DeleteAlias { alias } => self.delete_alias(alias).await,
+            Op::UpdateKey { key, change } => self.update_key(ctx, key, change).await,
+            Op::RotateKey { key: named } => self.rotate_key(ctx, named, key()?.spec).await,
+            Op::ListKeyVersions { .. } => Ok(Out::Key(self.info(key()?))),
+            Op::Encrypt { plaintext, context, .. } => self.encrypt(&key()?, &plaintext, &context).await,
+            Op::Decrypt { ciphertext, context, .. } => self.decrypt(&key()?, &ciphertext, &context).await,
+            Op::ReEncrypt { ciphertext, source_context, destination_context, .. } => {
+                let destination =
+                    destination.ok_or_else(|| NodeError::Internal("re-encrypt without destination".into()))?;
+                self.re_encrypt(&key()?, &ciphertext, &source_context, &destination, &destination_context).await
+            }
+            Op::GenerateDataKey { bytes, context, with_plaintext, .. } => {
+                self.data_key(&key()?, bytes, &context, with_plaintext).await
+            }
+            Op::GenerateRandom { bytes } => Ok(self.random(bytes)),
+            Op::Sign { message, .. } => self.sign(&key()?, &message).await,
+            Op::Verify { version, message, signature, .. } => self.verify(&key()?, version, &message, &signature),
+            Op::GetPublicKey { version, .. } => self.public_key(&key()?, version),
+            Op::GetTopology => Ok(Out::Topology(self.node.local_topology())),
+        }
+    }
+
+    /// The topology with the leader's view of health: the leader's answer when this node is
+    /// not the leader (and the call was not forwarded), this node's own when the leader does
+    /// not answer.
+    fn topology(&self, ctx: &CallContext, op: Op) -> Routed<Out, Op> {
+        let local = self.node.local_topology();
+        let leader = match self.node.consensus.leader() {
+            Some((id, addr)) if id != self.node.id() && ctx.forwarded_by.is_none() => (id, addr),
+            _ => return Routed::Served(Out::Topology(local)),
+        };
+        let (id, addr) = leader;
+        let info = self.node.consensus.members().into_iter().find(|(m, _)| *m == id).map(|(_, i)| i);
+        let info = info.unwrap_or(NodeInfo { addr, ..NodeInfo::default() });
+        let forward = Forward {
+            to: vec![(id, info)],
+            refusal: NodeError::Unavailable("the leader did not answer".into()),
+            idempotent: true,
+            fallback: Some(Out::Topology(local)),
+        };
+        Routed::Forward(forward, op)
+    }
+
+    fn info(&self, key: Key) -> KeyInfo {
+        let aliases = self.node.state().read().store.aliases_of(key.id);
+        KeyInfo { key, aliases }
+    }
+}
+
+/// Whether the call reads the replicated state (and so waits for its consistency first).
+fn reads(op: &Op) -> bool {
+    !op.writes() && !matches!(op, Op::GenerateRandom { .. } | Op::GetTopology)
+}
+
+/// A rotation of a key this node does not know by id: by alias (which may since point
+/// elsewhere) or not yet applied here.
+fn rotates_unknown(op: &Op, local: &Target) -> bool {
+    matches!(op, Op::RotateKey { key } if matches!(key, KeyRef::Alias(_)) || local.key.is_none())
+}
+
+/// Which regions may use all of `keys` (empty sets: every region); `None` when none may.
+fn regions_for_all<'a>(keys: impl IntoIterator<Item = &'a Key>) -> Option<BTreeSet<String>> {
+    let mut allowed: Option<BTreeSet<String>> = None;
+    for k in keys {
+        if k.allowed_regions.is_empty() {
+            continue;
+        }
+        allowed = Some(match allowed {
+            None => k.allowed_regions.clone(),
+            Some(a) => a.intersection(&k.allowed_regions).cloned().collect(),
+        });
+    }
+    match allowed {
+        Some(a) if a.is_empty() => None,
+        Some(a) => Some(a),
+        None => Some(BTreeSet::new()),
+    }
+}
+
+impl<T> Forward<T> {
+    /// The same forward, its fallback answer converted by `f`.
+    pub fn map<U>(self, f: impl FnOnce(T) -> Result<U>) -> Result<Forward<U>> {
+        let Forward { to, refusal, idempotent, fallback } = self;
+        Ok(Forward { to, refusal, idempotent, fallback: fallback.map(f).transpose()? })
+    }
+}

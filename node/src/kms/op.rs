@@ -1,0 +1,226 @@
+//! The KMS operations as the application layer sees them (domain types only; the gRPC edge
+//! converts), and what each answers.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crypto::{SecretBytes, MAX_PLAINTEXT_LEN};
+use raft::{Key, KeyChange, KeyRef, KeySpec};
+use uuid::Uuid;
+
+use super::topology::Topology;
+use crate::error::{NodeError, Result};
+
+/// The most random bytes (or data-key bytes) one call returns.
+pub const MAX_RANDOM_BYTES: u32 = 1024;
+
+/// An encryption context: authenticated with the ciphertext, never stored.
+pub type Context = BTreeMap<String, String>;
+
+/// A new key.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub spec: KeySpec,
+    pub description: String,
+    pub tags: BTreeMap<String, String>,
+    pub alias: Option<String>,
+    pub rotation_period_days: Option<u32>,
+    pub allowed_regions: BTreeSet<String>,
+}
+
+/// One KMS operation.
+#[derive(Debug)]
+pub enum Op {
+    CreateKey(NewKey),
+    DescribeKey {
+        key: KeyRef,
+    },
+    ListKeys {
+        after: Option<Uuid>,
+        page_size: usize,
+    },
+    CreateAlias {
+        alias: String,
+        key: KeyRef,
+    },
+    DeleteAlias {
+        alias: String,
+    },
+    /// Every metadata change of one key (enable, disable, deletion, description, tags,
+    /// rotation policy, versions, regions).
+    UpdateKey {
+        key: KeyRef,
+        change: KeyChange,
+    },
+    RotateKey {
+        key: KeyRef,
+    },
+    ListKeyVersions {
+        key: KeyRef,
+    },
+    Encrypt {
+        key: KeyRef,
+        plaintext: Vec<u8>,
+        context: Context,
+    },
+    /// `expected_key`: the caller's claim of which key the ciphertext is under.
+    Decrypt {
+        ciphertext: Vec<u8>,
+        context: Context,
+        expected_key: Option<KeyRef>,
+    },
+    /// To `destination` (default: the ciphertext's own key) without the plaintext leaving the
+    /// cluster.
+    ReEncrypt {
+        ciphertext: Vec<u8>,
+        source_context: Context,
+        destination: Option<KeyRef>,
+        destination_context: Context,
+    },
+    GenerateDataKey {
+        key: KeyRef,
+        bytes: u32,
+        context: Context,
+        with_plaintext: bool,
+    },
+    GenerateRandom {
+        bytes: u32,
+    },
+    Sign {
+        key: KeyRef,
+        message: Vec<u8>,
+    },
+    /// `version`: `None` for the primary.
+    Verify {
+        key: KeyRef,
+        version: Option<u32>,
+        message: Vec<u8>,
+        signature: Vec<u8>,
+    },
+    GetPublicKey {
+        key: KeyRef,
+        version: Option<u32>,
+    },
+    GetTopology,
+}
+
+/// A key with the aliases that point at it.
+#[derive(Debug, Clone)]
+pub struct KeyInfo {
+    pub key: Key,
+    pub aliases: Vec<String>,
+}
+
+/// What an operation answers.
+#[derive(Debug)]
+pub enum Out {
+    Key(KeyInfo),
+    Keys { keys: Vec<KeyInfo>, next_after: Option<Uuid> },
+    Done,
+    Encrypted { ciphertext: Vec<u8>, key_id: Uuid, version: u32 },
+    Decrypted { plaintext: SecretBytes, key_id: Uuid, version: u32 },
+    ReEncrypted { ciphertext: Vec<u8>, source_key_id: Uuid, source_version: u32, key_id: Uuid, version: u32 },
+    DataKey { plaintext: Option<SecretBytes>, ciphertext: Vec<u8>, key_id: Uuid, version: u32 },
+    Random(Vec<u8>),
+    Signed { signature: Vec<u8>, key_id: Uuid, version: u32 },
+    Verified(bool),
+    PublicKey { key_id: Uuid, version: u32, der: Vec<u8>, pem: String },
+    Topology(Topology),
+}
+
+impl Op {
+    /// The operation's name, as audit records and logs spell it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::CreateKey(_) => "CreateKey",
+            Op::DescribeKey { .. } => "DescribeKey",
+            Op::ListKeys { .. } => "ListKeys",
+            Op::CreateAlias { .. } => "CreateAlias",
+            Op::DeleteAlias { .. } => "DeleteAlias",
+            Op::UpdateKey { change, .. } => change_name(change),
+            Op::RotateKey { .. } => "RotateKey",
+            Op::ListKeyVersions { .. } => "ListKeyVersions",
+            Op::Encrypt { .. } => "Encrypt",
+            Op::Decrypt { .. } => "Decrypt",
+            Op::ReEncrypt { .. } => "ReEncrypt",
+            Op::GenerateDataKey { with_plaintext: true, .. } => "GenerateDataKey",
+            Op::GenerateDataKey { with_plaintext: false, .. } => "GenerateDataKeyWithoutPlaintext",
+            Op::GenerateRandom { .. } => "GenerateRandom",
+            Op::Sign { .. } => "Sign",
+            Op::Verify { .. } => "Verify",
+            Op::GetPublicKey { .. } => "GetPublicKey",
+            Op::GetTopology => "GetTopology",
+        }
+    }
+
+    /// The key the operation names, as the caller named it (a ciphertext names its own).
+    pub fn key(&self) -> Option<String> {
+        match self {
+            Op::DescribeKey { key }
+            | Op::CreateAlias { key, .. }
+            | Op::UpdateKey { key, .. }
+            | Op::RotateKey { key }
+            | Op::ListKeyVersions { key }
+            | Op::Encrypt { key, .. }
+            | Op::GenerateDataKey { key, .. }
+            | Op::Sign { key, .. }
+            | Op::Verify { key, .. }
+            | Op::GetPublicKey { key, .. } => Some(key.to_string()),
+            Op::Decrypt { ciphertext, .. } | Op::ReEncrypt { ciphertext, .. } => {
+                crypto::ciphertext::parse_header(ciphertext).ok().map(|h| h.key_id.to_string())
+            }
+            Op::DeleteAlias { alias } => Some(format!("alias/{alias}")),
+            Op::CreateKey(_) | Op::ListKeys { .. } | Op::GenerateRandom { .. } | Op::GetTopology => None,
+        }
+    }
+
+    /// Whether the operation changes the replicated state.
+    pub fn writes(&self) -> bool {
+        matches!(
+            self,
+            Op::CreateKey(_)
+                | Op::CreateAlias { .. }
+                | Op::DeleteAlias { .. }
+                | Op::UpdateKey { .. }
+                | Op::RotateKey { .. }
+        )
+    }
+
+    /// Checks what can be checked without any state: sizes and counts.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            Op::Encrypt { plaintext, .. } if plaintext.len() > MAX_PLAINTEXT_LEN => Err(NodeError::Invalid(format!(
+                "plaintext is {} bytes; the limit is {MAX_PLAINTEXT_LEN} (64 KiB): encrypt a data key instead (envelope \
+                 encryption)",
+                plaintext.len()
+            ))),
+            Op::Sign { message, .. } if message.len() > MAX_PLAINTEXT_LEN => {
+                Err(NodeError::Invalid(format!("message is over {MAX_PLAINTEXT_LEN} bytes")))
+            }
+            Op::GenerateDataKey { bytes, .. } if !(1..=MAX_RANDOM_BYTES).contains(bytes) => {
+                Err(NodeError::Invalid(format!("number_of_bytes must be 1-{MAX_RANDOM_BYTES}")))
+            }
+            Op::GenerateRandom { bytes } if !(1..=MAX_RANDOM_BYTES).contains(bytes) => {
+                Err(NodeError::Invalid(format!("number_of_bytes must be 1-{MAX_RANDOM_BYTES}, got {bytes}")))
+            }
+            Op::CreateKey(new) => Ok(raft::check_regions(&new.allowed_regions)?),
+            Op::UpdateKey { change: KeyChange::SetAllowedRegions(regions), .. } => Ok(raft::check_regions(regions)?),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn change_name(change: &KeyChange) -> &'static str {
+    match change {
+        KeyChange::Enable => "EnableKey",
+        KeyChange::Disable => "DisableKey",
+        KeyChange::ScheduleDeletion { .. } => "ScheduleKeyDeletion",
+        KeyChange::CancelDeletion => "CancelKeyDeletion",
+        KeyChange::SetDescription(_) => "UpdateKeyDescription",
+        KeyChange::Tag(_) => "TagKey",
+        KeyChange::Untag(_) => "UntagKey",
+        KeyChange::SetRotationPolicy { .. } => "SetRotationPolicy",
+        KeyChange::EnableVersion(_) => "EnableKeyVersion",
+        KeyChange::DisableVersion(_) => "DisableKeyVersion",
+        KeyChange::SetAllowedRegions(_) => "SetAllowedRegions",
+    }
+}
