@@ -20,9 +20,6 @@ pub enum NodeError {
     /// The caller may not do this.
     #[error("{0}")]
     PermissionDenied(String),
-    /// The cluster has not been initialised.
-    #[error("the cluster is not initialised yet")]
-    NotInitialized,
     /// A ciphertext or signature that does not check out, or a cryptographic failure.
     #[error("{0}")]
     Crypto(#[from] CryptoError),
@@ -43,7 +40,6 @@ impl NodeError {
             NodeError::Invalid(_) => "Invalid",
             NodeError::Unavailable(_) => "Unavailable",
             NodeError::PermissionDenied(_) => "PermissionDenied",
-            NodeError::NotInitialized => "NotInitialized",
             NodeError::Crypto(_) => "Crypto",
             NodeError::OutOfRegion { .. } => "OutOfRegion",
             NodeError::Internal(_) => "Internal",

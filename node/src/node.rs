@@ -171,7 +171,7 @@ impl Node {
         if self.initialized_locally()? {
             return Ok(());
         }
-        Err(NodeError::NotInitialized)
+        Err(NodeError::Kms(raft::KmsError::NotInitialized))
     }
 
     /// Whether this node's state has a root key and a log key; between the two (a moment

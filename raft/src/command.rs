@@ -134,6 +134,23 @@ pub enum Applied {
 pub type CommandResult = Result<Applied, KmsError>;
 
 impl Command {
+    /// The command's name, for logs and assertion messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::StartKeyGen { .. } => "StartKeyGen",
+            Command::KeyGenPart { .. } => "KeyGenPart",
+            Command::KeyGenAck { .. } => "KeyGenAck",
+            Command::AddLogKey { .. } => "AddLogKey",
+            Command::ReplaceRoot { .. } => "ReplaceRoot",
+            Command::CreateKey { .. } => "CreateKey",
+            Command::RotateKey { .. } => "RotateKey",
+            Command::Update { .. } => "Update",
+            Command::CreateAlias { .. } => "CreateAlias",
+            Command::DeleteAlias { .. } => "DeleteAlias",
+            Command::DestroyDue { .. } => "DestroyDue",
+        }
+    }
+
     pub fn now_ms(&self) -> u64 {
         match self {
             Command::StartKeyGen { now_ms, .. }

@@ -7,6 +7,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::error::Action;
 use crate::KmsError;
 
 pub const DELETION_DAYS_MIN: u32 = 7;
@@ -140,7 +141,7 @@ impl Key {
         version
             .checked_sub(1)
             .and_then(|i| self.versions.get(i as usize))
-            .ok_or_else(|| KmsError::NotFound(format!("key {} has no version {version}", self.id)))
+            .ok_or(KmsError::VersionNotFound { key: self.id, version })
     }
 
     pub(crate) fn version_mut(&mut self, version: u32) -> Result<&mut KeyVersion, KmsError> {
@@ -148,22 +149,16 @@ impl Key {
         version
             .checked_sub(1)
             .and_then(|i| self.versions.get_mut(i as usize))
-            .ok_or_else(|| KmsError::NotFound(format!("key {id} has no version {version}")))
+            .ok_or(KmsError::VersionNotFound { key: id, version })
     }
 
-    /// Fails unless the key is enabled; says what to do otherwise.
-    pub fn ensure_enabled(&self) -> Result<(), KmsError> {
+    /// Fails unless the key is enabled: `action` needs it to be.
+    pub fn ensure_enabled(&self, action: Action) -> Result<(), KmsError> {
         match self.state {
             KeyState::Enabled => Ok(()),
-            KeyState::Disabled => Err(KmsError::InvalidState(format!(
-                "key {} is disabled; enable it (keyquorum key enable {}) to use it",
-                self.id, self.id
-            ))),
-            KeyState::PendingDeletion { .. } => Err(KmsError::InvalidState(format!(
-                "key {} is pending deletion; cancel the deletion (keyquorum key cancel-deletion {}) and enable it to use it",
-                self.id, self.id
-            ))),
-            KeyState::Destroyed => Err(KmsError::InvalidState(format!("key {} is destroyed", self.id))),
+            state @ (KeyState::Disabled | KeyState::PendingDeletion { .. } | KeyState::Destroyed) => {
+                Err(KmsError::KeyNotUsable { key: self.id, state, action })
+            }
         }
     }
 
@@ -185,7 +180,7 @@ impl Key {
     /// The version a new encryption (or signature) uses: the primary, which must be enabled.
     pub fn primary_for(&self, usage: KeyUsage) -> Result<&KeyVersion, KmsError> {
         self.ensure_usage(usage)?;
-        self.ensure_enabled()?;
+        self.ensure_enabled(Action::Use)?;
         let primary = self.version(self.primary_version)?;
         usable(self, primary)?;
         Ok(primary)
@@ -194,21 +189,19 @@ impl Key {
     /// The version a decryption (or verification) of existing data uses.
     pub fn version_for(&self, usage: KeyUsage, version: u32) -> Result<&KeyVersion, KmsError> {
         self.ensure_usage(usage)?;
-        self.ensure_enabled()?;
+        self.ensure_enabled(Action::Use)?;
         let v = self.version(version)?;
         usable(self, v)?;
         Ok(v)
     }
 
-    /// Whether `change` is allowed in the key's current state (the transition table's rows).
-    pub(crate) fn ensure_mutable(&self, what: &str) -> Result<(), KmsError> {
+    /// Whether `action` is allowed in the key's current state (the transition table's rows).
+    pub(crate) fn ensure_mutable(&self, action: Action) -> Result<(), KmsError> {
         match self.state {
             KeyState::Enabled | KeyState::Disabled => Ok(()),
-            KeyState::PendingDeletion { .. } => Err(KmsError::InvalidState(format!(
-                "cannot {what}: key {} is pending deletion; cancel the deletion first",
-                self.id
-            ))),
-            KeyState::Destroyed => Err(KmsError::InvalidState(format!("cannot {what}: key {} is destroyed", self.id))),
+            state @ (KeyState::PendingDeletion { .. } | KeyState::Destroyed) => {
+                Err(KmsError::KeyNotUsable { key: self.id, state, action })
+            }
         }
     }
 }
@@ -216,12 +209,8 @@ impl Key {
 fn usable<'k>(key: &Key, v: &'k KeyVersion) -> Result<&'k KeyVersion, KmsError> {
     match v.state {
         VersionState::Enabled => Ok(v),
-        VersionState::Disabled => Err(KmsError::InvalidState(format!(
-            "version {} of key {} is disabled; enable it (keyquorum key enable-version) to use it",
-            v.version, key.id
-        ))),
-        VersionState::Destroyed => {
-            Err(KmsError::InvalidState(format!("version {} of key {} is destroyed", v.version, key.id)))
+        state @ (VersionState::Disabled | VersionState::Destroyed) => {
+            Err(KmsError::VersionNotUsable { key: key.id, version: v.version, state })
         }
     }
 }

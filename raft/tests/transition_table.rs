@@ -279,7 +279,7 @@ fn a_retried_update_with_the_same_token_applies_once() {
     assert_eq!(s.resolve(&key).unwrap().state, KeyState::Enabled);
     // A token names one request: reusing it for another change is refused.
     let other = Command::Update { key: key.clone(), change: KeyChange::Enable, token: Some("t1".into()), now_ms: T0 };
-    assert!(matches!(s.apply(&other), Err(KmsError::Invalid(_))));
+    assert!(matches!(s.apply(&other), Err(KmsError::TokenReused(t)) if t == "t1"));
 }
 
 #[test]

@@ -14,6 +14,7 @@
 
 mod log_mem;
 mod log_rocks;
+mod promises;
 mod seal;
 mod state_machine;
 

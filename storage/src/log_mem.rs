@@ -146,6 +146,7 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<()> {
         let mut inner = self.lock();
+        crate::promises::assert_vote_advances(inner.live.vote.as_ref(), vote);
         inner.change(Change::Vote(*vote));
         inner.sync();
         Ok(())
@@ -179,6 +180,8 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
             entries.into_iter().map(|e| self.cipher.seal_entry(e)).collect::<std::result::Result<Vec<_>, _>>()?;
         {
             let mut inner = self.lock();
+            let last = inner.live.log.values().next_back().map(|e| *e.get_log_id()).or(inner.live.last_purged);
+            crate::promises::assert_contiguous(last, sealed.iter().map(|e| e.get_log_id().index));
             for e in sealed {
                 inner.change(Change::Put(Box::new(e)));
             }

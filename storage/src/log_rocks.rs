@@ -169,6 +169,10 @@ impl RaftLogStorage<TypeConfig> for RocksLogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<()> {
+        if cfg!(debug_assertions) {
+            let old: Option<Vote<NodeId>> = self.meta(KEY_VOTE)?;
+            crate::promises::assert_vote_advances(old.as_ref(), vote);
+        }
         let bytes = encode(vote)?;
         let this = self.clone();
         // Durable before returning: a node must never vote twice in one term across a crash.
@@ -211,6 +215,12 @@ impl RaftLogStorage<TypeConfig> for RocksLogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
+        if cfg!(debug_assertions) {
+            // Reading the last entry costs a seek: checked in debug builds (tests, CI) only.
+            let last = self.get_log_state().await?.last_log_id;
+            crate::promises::assert_contiguous(last, entries.iter().map(|e| e.get_log_id().index));
+        }
         let mut encoded = Vec::new();
         for e in entries {
             let e = self.cipher.seal_entry(e)?;

@@ -122,7 +122,7 @@ impl LogCipher {
     pub fn seal_entry(&self, mut entry: Entry<TypeConfig>) -> Result<Entry<TypeConfig>, StorageIOError<NodeId>> {
         if let EntryPayload::Normal(Payload::Clear(command)) = &entry.payload {
             let plaintext = SecretBytes::new(postcard::to_stdvec(command).map_err(|e| StorageIOError::write(&e))?);
-            match self.seal(&entry_aad(&entry.log_id), &plaintext)? {
+            match self.seal(&entry_aad(&entry.log_id).map_err(|e| StorageIOError::write(&e))?, &plaintext)? {
                 Some(record) => entry.payload = EntryPayload::Normal(Payload::Sealed(record)),
                 None if command.may_be_clear() => {}
                 None => {
@@ -137,9 +137,10 @@ impl LogCipher {
     }
 }
 
-/// Associated data of a log entry: its log id (term, leader, index).
-pub(crate) fn entry_aad(log_id: &LogId<NodeId>) -> Vec<u8> {
-    postcard::to_stdvec(&("keyquorum log entry v1", log_id)).unwrap_or_default()
+/// Associated data of a log entry: its log id (term, leader, index). An encoding that fails is
+/// an error: empty associated data would bind the record to no place at all.
+pub(crate) fn entry_aad(log_id: &LogId<NodeId>) -> Result<Vec<u8>, postcard::Error> {
+    postcard::to_stdvec(&("keyquorum log entry v1", log_id))
 }
 
 /// Decodes an opened command.

@@ -178,16 +178,18 @@ impl SharedState {
         while let Some(entry) = backlog.entries.pop_front() {
             let log_id = entry.log_id;
             let payload = match entry.payload {
-                EntryPayload::Normal(Payload::Sealed(record)) => match self.cipher.open(&entry_aad(&log_id), &record) {
-                    Ok(plaintext) => EntryPayload::Normal(Payload::Clear(decode_command(&plaintext)?)),
-                    Err(OpenError::Missing(version)) => {
-                        let entry = Entry { log_id, payload: EntryPayload::Normal(Payload::Sealed(record)) };
-                        backlog.entries.push_front(entry);
-                        self.seal_on(version);
-                        return Ok(());
+                EntryPayload::Normal(Payload::Sealed(record)) => {
+                    match self.cipher.open(&entry_aad(&log_id).map_err(|e| StorageIOError::read(&e))?, &record) {
+                        Ok(plaintext) => EntryPayload::Normal(Payload::Clear(decode_command(&plaintext)?)),
+                        Err(OpenError::Missing(version)) => {
+                            let entry = Entry { log_id, payload: EntryPayload::Normal(Payload::Sealed(record)) };
+                            backlog.entries.push_front(entry);
+                            self.seal_on(version);
+                            return Ok(());
+                        }
+                        Err(OpenError::Rejected(why)) => return Err(rejected(format!("entry {log_id}: {why}")).into()),
                     }
-                    Err(OpenError::Rejected(why)) => return Err(rejected(format!("entry {log_id}: {why}")).into()),
-                },
+                }
                 EntryPayload::Normal(Payload::Clear(command)) if !command.may_be_clear() => {
                     return Err(rejected(format!("entry {log_id} holds a confidential command in the clear")).into());
                 }
@@ -241,13 +243,15 @@ fn open_snapshot(cipher: &LogCipher, stored: &StoredSnapshot) -> Result<std::res
     let image: SnapshotImage = decode(&stored.data)?;
     let store: KeyStore = match &image.body {
         Body::Clear(bytes) => decode(bytes)?,
-        Body::Sealed(record) => match cipher.open(&snapshot_aad(&stored.meta), record) {
-            Ok(plaintext) => decode(plaintext.expose())?,
-            Err(OpenError::Missing(version)) => return Ok(Err(version)),
-            Err(OpenError::Rejected(why)) => {
-                return Err(rejected(format!("snapshot {}: {why}", stored.meta.snapshot_id)).into())
+        Body::Sealed(record) => {
+            match cipher.open(&snapshot_aad(&stored.meta).map_err(|e| StorageIOError::read(&e))?, record) {
+                Ok(plaintext) => decode(plaintext.expose())?,
+                Err(OpenError::Missing(version)) => return Ok(Err(version)),
+                Err(OpenError::Rejected(why)) => {
+                    return Err(rejected(format!("snapshot {}: {why}", stored.meta.snapshot_id)).into())
+                }
             }
-        },
+        }
     };
     if store.keyring() != image.keyring {
         return Err(rejected(format!(
@@ -281,8 +285,10 @@ enum Body {
     Sealed(SealedRecord),
 }
 
-fn snapshot_aad(meta: &SnapshotMeta<NodeId, NodeInfo>) -> Vec<u8> {
-    postcard::to_stdvec(&("keyquorum snapshot v1", &meta.last_log_id, &meta.last_membership)).unwrap_or_default()
+/// Associated data of a snapshot body: its last log id and membership. An encoding that fails
+/// is an error: empty associated data would bind the body to no snapshot at all.
+fn snapshot_aad(meta: &SnapshotMeta<NodeId, NodeInfo>) -> std::result::Result<Vec<u8>, postcard::Error> {
+    postcard::to_stdvec(&("keyquorum snapshot v1", &meta.last_log_id, &meta.last_membership))
 }
 
 fn rejected(why: String) -> StorageIOError<NodeId> {
@@ -364,7 +370,7 @@ impl<P: SnapshotPersist + Clone> RaftSnapshotBuilder<TypeConfig> for StateMachin
         };
         let store = crypto::SecretBytes::new(store);
         let body = loop {
-            match self.state.cipher.seal(&snapshot_aad(&meta), &store)? {
+            match self.state.cipher.seal(&snapshot_aad(&meta).map_err(|e| StorageIOError::write(&e))?, &store)? {
                 Some(record) => break Body::Sealed(record),
                 None => match keyring.log_keys.last_key_value() {
                     // Before the first log key the state holds nothing secret.

@@ -153,7 +153,14 @@ impl Custody {
     /// rotation is under way). Returns the plaintext too, so the proposer can cache it once
     /// the command commits.
     pub fn new_material(&self, spec: KeySpec) -> Result<(SecretBytes, WrappedMaterial)> {
-        let root = self.consensus.state().read().store.newest_root().cloned().ok_or(NodeError::NotInitialized)?;
+        let root = self
+            .consensus
+            .state()
+            .read()
+            .store
+            .newest_root()
+            .cloned()
+            .ok_or(NodeError::Kms(raft::KmsError::NotInitialized))?;
         self.env.with_rng(|rng| {
             let material = match spec {
                 KeySpec::Aes256GcmSiv => SecretBytes::new(rng.bytes::<32>().to_vec()),
@@ -190,7 +197,7 @@ impl Custody {
         loop {
             let (material, wrapped) = self.new_material(spec)?;
             match self.consensus.propose(command(wrapped.clone())).await {
-                Err(NodeError::Kms(raft::KmsError::StaleRoot(why))) if attempts < 3 => {
+                Err(NodeError::Kms(why @ raft::KmsError::StaleRoot { .. })) if attempts < 3 => {
                     attempts += 1;
                     tracing::debug!(%why, "root rotated under a proposal: wrapping again");
                     let stale = wrapped.root_epoch;

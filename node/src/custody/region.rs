@@ -127,9 +127,12 @@ impl Custody {
                     NodeError::Unavailable(format!("root epoch {} is not waiting", request.next_epoch))
                 })?;
             let key = state.store.resolve(&KeyRef::Id(key_id))?.clone();
-            let wrapped: WrappedMaterial = key.version(request.version)?.material.clone().ok_or_else(|| {
-                NodeError::Kms(raft::KmsError::InvalidState(format!("version {} is destroyed", request.version)))
-            })?;
+            let destroyed = raft::KmsError::VersionNotUsable {
+                key: key_id,
+                version: request.version,
+                state: raft::VersionState::Destroyed,
+            };
+            let wrapped: WrappedMaterial = key.version(request.version)?.material.clone().ok_or(destroyed)?;
             (key, wrapped, next)
         };
         self.check_region(&key)?;

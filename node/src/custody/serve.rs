@@ -47,10 +47,11 @@ impl Custody {
                 key.version_for(key.spec.usage(), request.version)
                     .map_err(|e| NodeError::Kms(raft::KmsError::InvalidState(format!("share refused: {e}"))))?
             };
-            let wrapped = v
-                .material
-                .clone()
-                .ok_or_else(|| NodeError::Kms(raft::KmsError::InvalidState("version is destroyed".into())))?;
+            let wrapped = v.material.clone().ok_or(NodeError::Kms(raft::KmsError::VersionNotUsable {
+                key: key_id,
+                version: request.version,
+                state: raft::VersionState::Destroyed,
+            }))?;
             (wrapped, key.allowed_regions.clone())
         };
         self.check_requester_region(requester, key_id, &allowed)?;

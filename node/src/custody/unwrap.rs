@@ -23,9 +23,8 @@ impl Custody {
     pub async fn material(&self, key: &Key, version: &KeyVersion) -> Result<SecretBytes> {
         self.check_region(key)?;
         let (key_id, version, wrapped) = (key.id, version.version, version.material.as_ref());
-        let wrapped = wrapped.ok_or_else(|| {
-            NodeError::Kms(raft::KmsError::InvalidState(format!("key {key_id} version {version} is destroyed")))
-        })?;
+        let destroyed = raft::KmsError::VersionNotUsable { key: key_id, version, state: raft::VersionState::Destroyed };
+        let wrapped = wrapped.ok_or(destroyed)?;
         if let Some(m) = self.cache.get(key_id, version) {
             return Ok(m);
         }

@@ -3,33 +3,71 @@
 //! decides its code.
 
 use crypto::CryptoError;
-use raft::KmsError;
+use raft::{KeyState, KmsError, VersionState};
 use tonic::{Code, Status};
 
 use crate::error::NodeError;
 
+/// What a caller can do about a key-store error, as the edge tells it.
+fn advice(k: &KmsError) -> Option<&'static str> {
+    match k {
+        KmsError::AliasNotFound(_) => Some("create it (keyquorum key create --alias) or list the keys"),
+        KmsError::AliasExists(_) => Some("choose another name or delete the alias first"),
+        KmsError::KeyNotUsable { state: KeyState::Disabled, .. } => Some("enable it first (keyquorum key enable)"),
+        KmsError::KeyNotUsable { state: KeyState::PendingDeletion { .. }, .. } => {
+            Some("cancel the deletion first (keyquorum key cancel-deletion), then enable it")
+        }
+        KmsError::VersionNotUsable { state: VersionState::Disabled, .. } => {
+            Some("enable the version first (keyquorum key enable-version)")
+        }
+        KmsError::PrimaryVersion { .. } => Some("it cannot be disabled: rotate the key first"),
+        KmsError::NotInitialized => Some("run `keyquorum cluster init` (keyquorum dev does it for you)"),
+        KmsError::TokenReused(_) => Some("use a new token for a new request"),
+        KmsError::KeyNotFound(_)
+        | KmsError::VersionNotFound { .. }
+        | KmsError::NotFound(_)
+        | KmsError::KeyExists(_)
+        | KmsError::AlreadyExists(_)
+        | KmsError::KeyNotUsable { .. }
+        | KmsError::VersionNotUsable { .. }
+        | KmsError::NotPendingDeletion(_)
+        | KmsError::InvalidState(_)
+        | KmsError::Invalid(_)
+        | KmsError::StaleRoot { .. } => None,
+    }
+}
+
 /// The status a caller receives for `e`.
 pub(crate) fn status(e: NodeError) -> Status {
-    let code =
-        match &e {
-            NodeError::Kms(k) => match k {
-                KmsError::NotFound(_) => Code::NotFound,
-                KmsError::AlreadyExists(_) => Code::AlreadyExists,
-                KmsError::InvalidState(_) => Code::FailedPrecondition,
-                KmsError::Invalid(_) => Code::InvalidArgument,
+    let code = match &e {
+        NodeError::Kms(k) => {
+            let code = match k {
+                KmsError::KeyNotFound(_)
+                | KmsError::AliasNotFound(_)
+                | KmsError::VersionNotFound { .. }
+                | KmsError::NotFound(_) => Code::NotFound,
+                KmsError::KeyExists(_) | KmsError::AliasExists(_) | KmsError::AlreadyExists(_) => Code::AlreadyExists,
+                KmsError::KeyNotUsable { .. }
+                | KmsError::VersionNotUsable { .. }
+                | KmsError::PrimaryVersion { .. }
+                | KmsError::NotPendingDeletion(_)
+                | KmsError::NotInitialized
+                | KmsError::InvalidState(_) => Code::FailedPrecondition,
+                KmsError::TokenReused(_) | KmsError::Invalid(_) => Code::InvalidArgument,
                 // Never recorded under a token: the proposer wraps again; should it ever reach a
                 // client, the call may be retried.
-                KmsError::StaleRoot(_) => Code::Unavailable,
-            },
-            NodeError::Invalid(_) => Code::InvalidArgument,
-            NodeError::Unavailable(_) => Code::Unavailable,
-            NodeError::PermissionDenied(_) => Code::PermissionDenied,
-            NodeError::NotInitialized => {
-                return Status::failed_precondition(
-                    "the cluster is not initialised yet: run `keyquorum cluster init` (keyquorum dev does it for you)",
-                )
-            }
-            NodeError::Crypto(c) => match c {
+                KmsError::StaleRoot { .. } => Code::Unavailable,
+            };
+            return match advice(k) {
+                Some(advice) => Status::new(code, format!("{k}; {advice}")),
+                None => Status::new(code, k.to_string()),
+            };
+        }
+        NodeError::Invalid(_) => Code::InvalidArgument,
+        NodeError::Unavailable(_) => Code::Unavailable,
+        NodeError::PermissionDenied(_) => Code::PermissionDenied,
+        NodeError::Crypto(c) => {
+            match c {
                 CryptoError::DecryptFailed => return Status::invalid_argument(
                     "decryption failed: the ciphertext was altered, belongs to another key, or the encryption context \
                      differs from the one used to encrypt",
@@ -49,10 +87,11 @@ pub(crate) fn status(e: NodeError) -> Status {
                 | CryptoError::KeyCheckMismatch { .. }
                 | CryptoError::Dkg(_)
                 | CryptoError::Encoding(_) => Code::Internal,
-            },
-            NodeError::OutOfRegion { .. } => Code::Unavailable,
-            NodeError::Internal(_) => Code::Internal,
-        };
+            }
+        }
+        NodeError::OutOfRegion { .. } => Code::Unavailable,
+        NodeError::Internal(_) => Code::Internal,
+    };
     Status::new(code, e.to_string())
 }
 
@@ -69,13 +108,13 @@ mod tests {
     #[test]
     fn each_kind_of_error_has_its_code() {
         let cases = [
-            (NodeError::Kms(KmsError::NotFound("k".into())), Code::NotFound),
-            (NodeError::Kms(KmsError::InvalidState("disabled".into())), Code::FailedPrecondition),
-            (NodeError::Kms(KmsError::StaleRoot("r".into())), Code::Unavailable),
+            (NodeError::Kms(KmsError::AliasNotFound("k".into())), Code::NotFound),
+            (NodeError::Kms(KmsError::InvalidState("no round".into())), Code::FailedPrecondition),
+            (NodeError::Kms(KmsError::StaleRoot { wrapped: 1, root: 2 }), Code::Unavailable),
             (NodeError::Crypto(CryptoError::DecryptFailed), Code::InvalidArgument),
             (NodeError::Crypto(CryptoError::NotEnoughShares { have: 1, need: 2 }), Code::Unavailable),
             (NodeError::Crypto(CryptoError::KeyCheckMismatch { faulty: vec![3] }), Code::Internal),
-            (NodeError::NotInitialized, Code::FailedPrecondition),
+            (NodeError::Kms(KmsError::NotInitialized), Code::FailedPrecondition),
             (NodeError::Internal("x".into()), Code::Internal),
         ];
         for (e, code) in cases {
@@ -85,8 +124,14 @@ mod tests {
     }
 
     #[test]
-    fn the_edge_says_what_to_run_when_the_cluster_is_new() {
-        assert!(status(NodeError::NotInitialized).message().contains("keyquorum cluster init"));
-        assert!(!NodeError::NotInitialized.to_string().contains("keyquorum"), "the domain error names no command");
+    fn the_edge_says_what_to_do_and_the_replicated_error_only_what_happened() {
+        assert!(status(NodeError::Kms(KmsError::NotInitialized)).message().contains("keyquorum cluster init"));
+        assert!(!KmsError::NotInitialized.to_string().contains("keyquorum"), "the domain error names no command");
+        let key = uuid::Uuid::from_u128(7);
+        let disabled = KmsError::KeyNotUsable { key, state: KeyState::Disabled, action: raft::Action::Use };
+        assert_eq!(disabled.to_string(), format!("cannot use it: key {key} is disabled"));
+        let s = status(NodeError::Kms(disabled));
+        assert_eq!(s.code(), Code::FailedPrecondition);
+        assert!(s.message().ends_with("enable it first (keyquorum key enable)"), "{}", s.message());
     }
 }

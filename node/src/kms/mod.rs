@@ -165,7 +165,7 @@ impl Kms {
         let named_by_ciphertext = |ciphertext: &[u8]| -> Result<Key> {
             let header = ::crypto::ciphertext::parse_header(ciphertext)?;
             state.store.resolve(&KeyRef::Id(header.key_id)).cloned().map_err(|e| match e {
-                raft::KmsError::NotFound(_) => NodeError::Invalid(format!(
+                raft::KmsError::KeyNotFound(_) => NodeError::Invalid(format!(
                     "the ciphertext names key {}, which does not exist in this cluster",
                     header.key_id
                 )),

@@ -1,0 +1,284 @@
+//! The key store and its pure `apply`: the state (`mod.rs`), the root key's lifecycle
+//! (`root.rs`), keys and aliases (`keys.rs`), and the invariants that hold after every applied
+//! command (`invariants.rs`).
+
+mod invariants;
+mod keys;
+mod root;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::command::{Command, CommandResult};
+use crate::key::{Key, KeyRef, KeySpec, KeyState, WrappedMaterial};
+use crate::keygen::KeyGenRound;
+use crate::{KmsError, NodeId, DAY_MS};
+
+/// How long an idempotency token is remembered (by command time).
+pub(crate) const TOKEN_RETENTION_MS: u64 = DAY_MS;
+const MAX_TAGS: usize = 50;
+const MAX_DESCRIPTION_LEN: usize = 8192;
+const MAX_ROTATION_DAYS: u32 = 2560;
+
+/// The cluster root key as the log records it. Nobody ever held its secret: it was generated
+/// by the holders together (`keygen`), and each derives its own share from the transcript.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootKey {
+    pub epoch: u64,
+    /// Serialized threshold public key set.
+    pub public_key_set: Vec<u8>,
+    pub holders: BTreeMap<NodeId, RootHolder>,
+    /// The key generation's complete parts and their acknowledgements, holding every holder's
+    /// share sealed to its identity key.
+    pub transcript: KeyGenRound,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootHolder {
+    pub share_index: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct TokenRecord {
+    fingerprint: String,
+    outcome: CommandResult,
+    at_ms: u64,
+}
+
+/// The whole replicated state of the KMS.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyStore {
+    keys: BTreeMap<Uuid, Key>,
+    aliases: BTreeMap<String, Uuid>,
+    tokens: BTreeMap<String, TokenRecord>,
+    root: Option<RootKey>,
+    /// The root key generation in progress, if any.
+    keygen: Option<KeyGenRound>,
+    /// A root key a resharing round made, waiting for `ReplaceRoot` to re-wrap everything
+    /// under it. New material may already be wrapped under it.
+    next_root: Option<RootKey>,
+    /// The log key's versions, wrapped under the root key.
+    log_keys: BTreeMap<u32, WrappedMaterial>,
+    last_token_prune_ms: u64,
+}
+
+/// The part of the state a sealed node needs before it can read the rest: the root key (to
+/// derive its share and give shares to peers), a key generation in progress, and the wrapped
+/// log keys. Nothing in it is secret; snapshots keep it in the clear beside their sealed body.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Keyring {
+    pub root: Option<RootKey>,
+    pub keygen: Option<KeyGenRound>,
+    pub next_root: Option<RootKey>,
+    pub log_keys: BTreeMap<u32, WrappedMaterial>,
+}
+
+impl KeyStore {
+    pub fn root(&self) -> Option<&RootKey> {
+        self.root.as_ref()
+    }
+
+    pub fn keygen(&self) -> Option<&KeyGenRound> {
+        self.keygen.as_ref()
+    }
+
+    /// The root key a resharing round made, before `ReplaceRoot` makes it the root.
+    pub fn next_root(&self) -> Option<&RootKey> {
+        self.next_root.as_ref()
+    }
+
+    /// The root key new material is wrapped under: the next root while one waits, else the root.
+    pub fn newest_root(&self) -> Option<&RootKey> {
+        self.next_root.as_ref().or(self.root.as_ref())
+    }
+
+    /// The root key of `epoch`, if it is the root or the next root.
+    pub fn root_of_epoch(&self, epoch: u64) -> Option<&RootKey> {
+        [self.root.as_ref(), self.next_root.as_ref()].into_iter().flatten().find(|r| r.epoch == epoch)
+    }
+
+    /// Every wrapped entry under root epoch `epoch`: log key versions (`None`, version) and
+    /// key versions (`Some(key)`, version). What `ReplaceRoot` must re-wrap.
+    pub fn wrapped_under(&self, epoch: u64) -> Vec<(Option<Uuid>, u32, &WrappedMaterial)> {
+        let log = self.log_keys.iter().filter(|(_, w)| w.root_epoch == epoch).map(|(v, w)| (None, *v, w));
+        let keys = self.keys.values().flat_map(|k| {
+            k.versions.iter().filter_map(move |v| {
+                v.material.as_ref().filter(|m| m.root_epoch == epoch).map(|m| (Some(k.id), v.version, m))
+            })
+        });
+        log.chain(keys).collect()
+    }
+
+    /// The wrapped versions of the log key.
+    pub fn log_keys(&self) -> &BTreeMap<u32, WrappedMaterial> {
+        &self.log_keys
+    }
+
+    pub fn keyring(&self) -> Keyring {
+        Keyring {
+            root: self.root.clone(),
+            keygen: self.keygen.clone(),
+            next_root: self.next_root.clone(),
+            log_keys: self.log_keys.clone(),
+        }
+    }
+
+    /// A store holding only `keyring`: what a sealed node knows before it can open its snapshot.
+    pub fn from_keyring(keyring: Keyring) -> Self {
+        Self {
+            root: keyring.root,
+            keygen: keyring.keygen,
+            next_root: keyring.next_root,
+            log_keys: keyring.log_keys,
+            ..Self::default()
+        }
+    }
+
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Resolves an id or alias to a key.
+    pub fn resolve(&self, key: &KeyRef) -> Result<&Key, KmsError> {
+        let id = self.resolve_id(key)?;
+        self.keys.get(&id).ok_or(KmsError::KeyNotFound(id))
+    }
+
+    fn resolve_id(&self, key: &KeyRef) -> Result<Uuid, KmsError> {
+        match key {
+            KeyRef::Id(id) => Ok(*id),
+            KeyRef::Alias(name) => self.aliases.get(name).copied().ok_or_else(|| KmsError::AliasNotFound(name.clone())),
+        }
+    }
+
+    /// Aliases that point at `id`.
+    pub fn aliases_of(&self, id: Uuid) -> Vec<String> {
+        self.aliases.iter().filter(|(_, k)| **k == id).map(|(a, _)| a.clone()).collect()
+    }
+
+    /// Keys in id order, starting after `after`, at most `limit`.
+    pub fn list(&self, after: Option<Uuid>, limit: usize) -> Vec<&Key> {
+        use std::ops::Bound;
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.keys.range((lower, Bound::Unbounded)).take(limit).map(|(_, k)| k).collect()
+    }
+
+    /// Keys whose automatic rotation is due at `now_ms`: `(id, current primary)`.
+    pub fn rotations_due(&self, now_ms: u64) -> Vec<(Uuid, u32, KeySpec)> {
+        self.keys
+            .values()
+            .filter(|k| k.state == KeyState::Enabled && k.next_rotation_ms.is_some_and(|t| t <= now_ms))
+            .map(|k| (k.id, k.primary_version, k.spec))
+            .collect()
+    }
+
+    /// Whether any key's deletion date has passed at `now_ms`.
+    pub fn destruction_due(&self, now_ms: u64) -> bool {
+        self.keys
+            .values()
+            .any(|k| matches!(k.state, KeyState::PendingDeletion { deletion_ms } if deletion_ms <= now_ms))
+    }
+
+    /// Applies one command. Deterministic: same state and command, same result, on every node.
+    /// In debug builds, every invariant is checked afterwards (`invariants.rs`).
+    pub fn apply(&mut self, command: &Command) -> CommandResult {
+        let outcome = self.apply_unchecked(command);
+        self.assert_invariants(command);
+        outcome
+    }
+
+    fn apply_unchecked(&mut self, command: &Command) -> CommandResult {
+        let now_ms = command.now_ms();
+        self.prune_tokens(now_ms);
+        if let Some((token, fingerprint)) = command.token() {
+            if let Some(record) = self.tokens.get(token) {
+                if record.fingerprint != fingerprint {
+                    return Err(KmsError::TokenReused(token.to_string()));
+                }
+                return record.outcome.clone();
+            }
+            // Material wrapped under a replaced root is refused before the token records
+            // anything: the proposer re-wraps and proposes again under the same token.
+            self.check_wrapped_epochs(command)?;
+            let outcome = self.apply_inner(command);
+            let record = TokenRecord { fingerprint, outcome: outcome.clone(), at_ms: now_ms };
+            self.tokens.insert(token.to_string(), record);
+            return outcome;
+        }
+        self.check_wrapped_epochs(command)?;
+        self.apply_inner(command)
+    }
+
+    /// New material must be wrapped under the root or, while one waits, the next root; under
+    /// an older root it is `StaleRoot`, which the proposer handles by wrapping again.
+    fn check_wrapped_epochs(&self, command: &Command) -> Result<(), KmsError> {
+        let wrapped = match command {
+            Command::CreateKey { material, .. } | Command::RotateKey { material, .. } => material,
+            Command::AddLogKey { key, .. } => key,
+            _ => return Ok(()),
+        };
+        let Some(root) = &self.root else {
+            return Err(KmsError::NotInitialized);
+        };
+        if wrapped.root_epoch < root.epoch {
+            return Err(KmsError::StaleRoot { wrapped: wrapped.root_epoch, root: root.epoch });
+        }
+        if self.root_of_epoch(wrapped.root_epoch).is_none() {
+            return Err(KmsError::Invalid(format!("material wrapped under unknown root epoch {}", wrapped.root_epoch)));
+        }
+        Ok(())
+    }
+
+    fn prune_tokens(&mut self, now_ms: u64) {
+        if now_ms < self.last_token_prune_ms.saturating_add(DAY_MS / 24) {
+            return;
+        }
+        self.last_token_prune_ms = now_ms;
+        self.tokens.retain(|_, r| r.at_ms.saturating_add(TOKEN_RETENTION_MS) > now_ms);
+    }
+
+    /// One command, by family: the root key's lifecycle (`root.rs`), keys and aliases
+    /// (`keys.rs`).
+    fn apply_inner(&mut self, command: &Command) -> CommandResult {
+        match command {
+            Command::StartKeyGen { epoch, participants, .. } => self.start_keygen(epoch, participants),
+            Command::KeyGenPart { epoch, dealer, part, .. } => self.keygen_part(epoch, dealer, part),
+            Command::KeyGenAck { epoch, dealer, acker, ack, .. } => self.keygen_ack(epoch, dealer, acker, ack),
+            Command::ReplaceRoot { epoch, log_keys, materials, log_key, .. } => {
+                self.replace_root(epoch, log_keys, materials, log_key)
+            }
+            Command::AddLogKey { version, key, .. } => self.add_log_key(version, key),
+            Command::CreateKey {
+                key_id,
+                spec,
+                description,
+                tags,
+                alias,
+                rotation_period_days,
+                allowed_regions,
+                material,
+                now_ms,
+                ..
+            } => self.create_key(
+                key_id,
+                spec,
+                description,
+                tags,
+                alias,
+                rotation_period_days,
+                allowed_regions,
+                material,
+                now_ms,
+            ),
+            Command::RotateKey { key, material, if_primary_is, now_ms, .. } => {
+                self.rotate_key(key, material, if_primary_is, now_ms)
+            }
+            Command::Update { key, change, now_ms, .. } => self.update(key, change, now_ms),
+            Command::CreateAlias { alias, key, .. } => self.create_alias(alias, key),
+            Command::DeleteAlias { alias, .. } => self.delete_alias(alias),
+            Command::DestroyDue { now_ms, .. } => self.destroy_due(now_ms),
+        }
+    }
+}
