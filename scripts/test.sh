@@ -13,6 +13,8 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace --no-fail-fast 2>&1 | tee "$log" || status=$?
+# The criterion benchmarks, each run once (test mode): they keep compiling and working.
+cargo test -p benches --benches 2>&1 | tee -a "$log" || status=$?
 cargo test -p chaos --features failpoints --test failpoints 2>&1 | tee -a "$log" || status=$?
 # The Jepsen self-test runs real nodes built with failpoints: `keyquorum-failpoints`, then the
 # production binary back in its place.
