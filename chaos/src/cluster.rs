@@ -178,7 +178,7 @@ impl World {
         self.recorder.event(format!("n{id} boots ({boot})"));
         tokio::spawn(watch_leadership(node.clone(), self.recorder.clone()));
         let listener = turmoil::net::TcpListener::bind((IpAddr::V4(Ipv4Addr::UNSPECIFIED), PORT)).await?;
-        node::server::serve(node, crate::net::incoming(listener), Some(credentials), std::future::pending()).await
+        Ok(node::server::serve(node, crate::net::incoming(listener), Some(credentials), std::future::pending()).await?)
     }
 
     /// Forgets a node the driver just crashed.

@@ -81,7 +81,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Commands::Server { config } => node::server::run(node::config::NodeConfig::load(&config)?).await,
+            Commands::Server { config } => Ok(node::server::run(node::config::NodeConfig::load(&config)?).await?),
             Commands::Dev(args) => dev::run(args).await,
             Commands::Bench(args) => bench::run(args).await,
             Commands::Key { command, common } => key::run(command, &common).await,

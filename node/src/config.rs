@@ -8,6 +8,8 @@ use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+use crate::error::{StartError, StartResult};
+
 /// `KEYQUORUM_*` variables that belong to the command line client or the test suite, not to
 /// a node's config. (`KEYQUORUM_REGION` is both: a node's region and a client's.)
 pub const CLIENT_ENV: [&str; 11] = [
@@ -137,38 +139,42 @@ impl Default for Limits {
 
 impl NodeConfig {
     /// Reads `path` then the environment; any problem names the field.
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
+    pub fn load(path: &Path) -> StartResult<Self> {
         if !path.exists() {
-            anyhow::bail!("config file {} does not exist", path.display());
+            return Err(StartError::Config(format!("config file {} does not exist", path.display())));
         }
         let config: NodeConfig = Figment::new()
             .merge(Toml::file(path))
             .merge(Env::prefixed("KEYQUORUM_").ignore(&CLIENT_ENV).split("__"))
             .extract()
-            .map_err(|e| anyhow::anyhow!("invalid configuration in {}: {e}", path.display()))?;
+            .map_err(|e| StartError::Config(format!("invalid configuration in {}: {e}", path.display())))?;
         config.validate()?;
         Ok(config)
     }
 
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub fn validate(&self) -> StartResult<()> {
         if self.id == 0 {
-            anyhow::bail!("invalid configuration: field `id` must be greater than 0");
+            return Err(StartError::Config("invalid configuration: field `id` must be greater than 0".into()));
         }
         if self.region.trim().is_empty() {
-            anyhow::bail!("invalid configuration: field `region` must not be empty");
+            return Err(StartError::Config("invalid configuration: field `region` must not be empty".into()));
         }
-        self.tls.validate().map_err(|e| anyhow::anyhow!("invalid configuration: field `tls`: {e}"))?;
+        self.tls.validate().map_err(|e| StartError::Config(format!("invalid configuration: field `tls`: {e}")))?;
         let r = &self.raft;
         if r.heartbeat_ms == 0
             || r.election_timeout_ms_min <= r.heartbeat_ms
             || r.election_timeout_ms_max <= r.election_timeout_ms_min
         {
-            anyhow::bail!(
-                "invalid configuration: field `raft`: need 0 < heartbeat_ms < election_timeout_ms_min < election_timeout_ms_max"
-            );
+            return Err(StartError::Config(
+                "invalid configuration: field `raft`: need 0 < heartbeat_ms < election_timeout_ms_min < \
+                 election_timeout_ms_max"
+                    .into(),
+            ));
         }
         if r.read_lease_ms.is_some_and(|l| l >= r.election_timeout_ms_min) {
-            anyhow::bail!("invalid configuration: field `raft.read_lease_ms` must be below election_timeout_ms_min");
+            return Err(StartError::Config(
+                "invalid configuration: field `raft.read_lease_ms` must be below election_timeout_ms_min".into(),
+            ));
         }
         Ok(())
     }
@@ -177,7 +183,7 @@ impl NodeConfig {
         self.advertise.clone().unwrap_or_else(|| self.listen.to_string())
     }
 
-    pub fn openraft_config(&self) -> anyhow::Result<openraft::Config> {
+    pub fn openraft_config(&self) -> StartResult<openraft::Config> {
         let r = &self.raft;
         let config = openraft::Config {
             cluster_name: "keyquorum".into(),
@@ -194,6 +200,6 @@ impl NodeConfig {
             enable_elect: false,
             ..Default::default()
         };
-        Ok(config.validate()?)
+        config.validate().map_err(|e| StartError::Config(format!("invalid raft timings: {e}")))
     }
 }

@@ -48,3 +48,33 @@ impl NodeError {
 }
 
 pub type Result<T> = std::result::Result<T, NodeError>;
+
+/// Why a node could not start, or stopped serving. Each message names the file, field or
+/// address at fault.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The configuration (file, environment, or a field's value) is invalid.
+    #[error("{0}")]
+    Config(String),
+    /// The TLS files are missing, unreadable or not what they should be.
+    #[error("{0}")]
+    Credentials(String),
+    /// The identity key file is unreadable, malformed, or sealed under another passphrase.
+    #[error("{0}")]
+    Identity(String),
+    /// The data directory or RocksDB could not be opened.
+    #[error("{0}")]
+    Storage(String),
+    /// Raft could not start or stop.
+    #[error("raft: {0}")]
+    Raft(String),
+    /// The listener or the gRPC server failed.
+    #[error("{0}")]
+    Serve(String),
+    /// A node operation failed while starting (sealing the identity file, say).
+    #[error(transparent)]
+    Node(#[from] NodeError),
+}
+
+pub type StartResult<T> = std::result::Result<T, StartError>;

@@ -13,7 +13,7 @@ use crate::config::NodeConfig;
 use crate::consensus::{Connector, Consensus, Consistency};
 use crate::custody::identity::Identities;
 use crate::custody::Custody;
-use crate::error::{NodeError, Result};
+use crate::error::{NodeError, Result, StartResult};
 
 /// Wall-clock milliseconds since the Unix epoch. Injected so the simulator controls it.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -77,7 +77,7 @@ impl Node {
         connector: Arc<dyn Connector>,
         (log, state_machine, state): (LS, SM, SharedState),
         identities: Identities,
-    ) -> anyhow::Result<Arc<Self>>
+    ) -> StartResult<Arc<Self>>
     where
         LS: RaftLogStorage<TypeConfig>,
         SM: RaftStateMachine<TypeConfig>,

@@ -10,31 +10,38 @@ use storage::{LogCipher, RocksLogStore, RocksSnapshots, StateMachineStore};
 use crate::config::NodeConfig;
 use crate::consensus::TcpConnector;
 use crate::custody::identity::{read_passphrase_file, Identities};
+use crate::error::{StartError, StartResult};
 use crate::node::{system_clock, Env, Node};
 use crate::tls::Credentials;
 use raft::Principal;
 
 /// Opens storage and starts raft for a real (RocksDB, TCP) node. `credentials`: this node's
 /// mTLS credentials, `None` in plaintext mode.
-pub async fn open_node(config: NodeConfig, credentials: Option<&Credentials>) -> anyhow::Result<Arc<Node>> {
+pub async fn open_node(config: NodeConfig, credentials: Option<&Credentials>) -> StartResult<Arc<Node>> {
     if let Some(c) = credentials {
         match c.role()? {
             Principal::Node(id) if id == config.id => {}
-            role => anyhow::bail!("tls.cert is a certificate for {role}, but this is node {}", config.id),
+            role => {
+                return Err(StartError::Credentials(format!(
+                    "tls.cert is a certificate for {role}, but this is node {}",
+                    config.id
+                )))
+            }
         }
     }
     std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| anyhow::anyhow!("cannot create data_dir {}: {e}", config.data_dir.display()))?;
+        .map_err(|e| StartError::Storage(format!("cannot create data_dir {}: {e}", config.data_dir.display())))?;
     let mut rng = SecureRng::from_os();
     let passphrase = config.identity_passphrase_file.as_deref().map(read_passphrase_file).transpose()?;
     let identities = Identities::open_file(&config.data_dir, passphrase, &mut rng)?;
     let db = storage::open_rocks(&config.data_dir.join("db"))
-        .map_err(|e| anyhow::anyhow!("cannot open RocksDB in {}: {e}", config.data_dir.display()))?;
+        .map_err(|e| StartError::Storage(format!("cannot open RocksDB in {}: {e}", config.data_dir.display())))?;
     // The log key's versions live only in this process's memory: a restarted node is sealed
     // until its peers help it unwrap them (`custody/log_keys.rs`).
     let cipher = LogCipher::new(SecureRng::from_os());
     let log = RocksLogStore::new(db.clone(), cipher.clone());
-    let sm = StateMachineStore::open(RocksSnapshots::new(db), cipher)?;
+    let sm = StateMachineStore::open(RocksSnapshots::new(db), cipher)
+        .map_err(|e| StartError::Storage(format!("cannot open the snapshot: {e}")))?;
     let state = sm.state();
     let tls = credentials.as_ref().map(|c| c.client_config());
     let connector = Arc::new(TcpConnector {
@@ -48,10 +55,10 @@ pub async fn open_node(config: NodeConfig, credentials: Option<&Credentials>) ->
 pub use crate::grpc::serve;
 
 /// `keyquorum server`: runs one node until SIGINT or SIGTERM.
-pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
+pub async fn run(config: NodeConfig) -> StartResult<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+        .map_err(|e| StartError::Serve(format!("cannot listen on {}: {e}", config.listen)))?;
     let credentials = Credentials::load(&config.tls)?;
     if credentials.is_none() {
         for _ in 0..3 {

@@ -22,7 +22,7 @@ use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 use tonic::{Request, Status};
 use zeroize::Zeroizing;
 
-use crate::error::{NodeError, Result};
+use crate::error::{NodeError, Result, StartError, StartResult};
 use crate::kms::Caller;
 
 const URI_PREFIX: &str = "spiffe://keyquorum/";
@@ -43,16 +43,19 @@ pub struct TlsConfig {
 }
 
 impl TlsConfig {
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub fn validate(&self) -> StartResult<()> {
         let given = [&self.ca, &self.cert, &self.key].iter().filter(|p| p.is_some()).count();
         match (self.insecure_plaintext, given) {
             (true, 0) | (false, 3) => Ok(()),
-            (true, _) => anyhow::bail!("tls.insecure_plaintext = true conflicts with tls.ca/cert/key: choose one"),
-            (false, 0) => anyhow::bail!(
+            (true, _) => Err(StartError::Config(
+                "tls.insecure_plaintext = true conflicts with tls.ca/cert/key: choose one".into(),
+            )),
+            (false, 0) => Err(StartError::Config(
                 "no TLS configured: set tls.ca, tls.cert and tls.key (`keyquorum cert` makes them), \
                  or tls.insecure_plaintext = true to run without TLS"
-            ),
-            (false, _) => anyhow::bail!("tls.ca, tls.cert and tls.key must be given together"),
+                    .into(),
+            )),
+            (false, _) => Err(StartError::Config("tls.ca, tls.cert and tls.key must be given together".into())),
         }
     }
 }
@@ -149,10 +152,11 @@ impl Policy {
 }
 
 /// Reads a PEM file and checks it holds a block whose label contains `label`.
-fn read_pem(path: &Path, label: &str) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+fn read_pem(path: &Path, label: &str) -> StartResult<String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| StartError::Credentials(format!("cannot read {}: {e}", path.display())))?;
     if !text.lines().any(|l| l.starts_with("-----BEGIN ") && l.contains(label)) {
-        anyhow::bail!("{} holds no PEM {label} block", path.display());
+        return Err(StartError::Credentials(format!("{} holds no PEM {label} block", path.display())));
     }
     Ok(text)
 }
@@ -174,7 +178,7 @@ impl std::fmt::Debug for Credentials {
 
 impl Credentials {
     /// Loads the files a `[tls]` section names; `None` for plaintext.
-    pub fn load(config: &TlsConfig) -> anyhow::Result<Option<Arc<Self>>> {
+    pub fn load(config: &TlsConfig) -> StartResult<Option<Arc<Self>>> {
         config.validate()?;
         match (&config.ca, &config.cert, &config.key) {
             (Some(ca), Some(cert), Some(key)) => Ok(Some(Arc::new(Self::read(ca, cert, key)?))),
@@ -182,7 +186,7 @@ impl Credentials {
         }
     }
 
-    pub fn read(ca: &Path, cert: &Path, key: &Path) -> anyhow::Result<Self> {
+    pub fn read(ca: &Path, cert: &Path, key: &Path) -> StartResult<Self> {
         Ok(Self {
             ca: read_pem(ca, "CERTIFICATE")?,
             cert: read_pem(cert, "CERTIFICATE")?,

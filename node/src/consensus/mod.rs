@@ -32,7 +32,7 @@ use storage::SharedState;
 use tokio::time::Instant;
 
 use crate::config::NodeConfig;
-use crate::error::{NodeError, Result};
+use crate::error::{NodeError, Result, StartError, StartResult};
 use crate::node::Env;
 use network::{decode, encode, NetworkFactory, Peers};
 pub use network::{endpoint, Connector, TcpConnector};
@@ -73,7 +73,7 @@ impl Consensus {
         log: LS,
         state_machine: SM,
         state: SharedState,
-    ) -> anyhow::Result<Arc<Self>>
+    ) -> StartResult<Arc<Self>>
     where
         LS: RaftLogStorage<TypeConfig>,
         SM: RaftStateMachine<TypeConfig>,
@@ -81,7 +81,9 @@ impl Consensus {
         let id = config.id;
         let peers = Peers::new(connector, config.limits.max_message_bytes);
         let network = NetworkFactory { id, peers: peers.clone() };
-        let raft = Raft::new(id, Arc::new(config.openraft_config()?), network, log, state_machine).await?;
+        let raft = Raft::new(id, Arc::new(config.openraft_config()?), network, log, state_machine)
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
         // Raft::new has returned: from now on the state machine waits for log keys.
         state.mark_started();
         Ok(Arc::new(Self {
@@ -133,8 +135,8 @@ impl Consensus {
     }
 
     /// Stops raft (the server is shutting down).
-    pub async fn shutdown(&self) -> anyhow::Result<()> {
-        self.raft.shutdown().await.map_err(|e| anyhow::anyhow!("raft shutdown: {e}"))
+    pub async fn shutdown(&self) -> StartResult<()> {
+        self.raft.shutdown().await.map_err(|e| StartError::Raft(format!("shutdown: {e}")))
     }
 
     /// Replicates a command and returns its outcome. Followers forward it to the leader.

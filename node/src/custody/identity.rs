@@ -19,7 +19,7 @@ use crypto::identity::IdentityKey;
 use crypto::passphrase::Cost;
 use crypto::{SecretBytes, SecureRng};
 
-use crate::error::{NodeError, Result};
+use crate::error::{NodeError, Result, StartError, StartResult};
 
 pub const IDENTITY_FILE: &str = "identity.key";
 const MAGIC_CLEAR: &[u8] = b"keyquorum identity keys v2 clear\n";
@@ -56,7 +56,7 @@ impl Identities {
     /// Opens `data_dir/identity.key` (an absent file is no keys yet). With a passphrase the
     /// file is sealed under it: a clear file found with a passphrase configured is sealed at
     /// once, and a sealed one found without a passphrase is an error.
-    pub fn open_file(data_dir: &Path, passphrase: Option<SecretBytes>, rng: &mut SecureRng) -> anyhow::Result<Self> {
+    pub fn open_file(data_dir: &Path, passphrase: Option<SecretBytes>, rng: &mut SecureRng) -> StartResult<Self> {
         Self::open_file_with_cost(data_dir, passphrase, Cost::default(), rng)
     }
 
@@ -65,16 +65,18 @@ impl Identities {
         passphrase: Option<SecretBytes>,
         cost: Cost,
         rng: &mut SecureRng,
-    ) -> anyhow::Result<Self> {
+    ) -> StartResult<Self> {
         let path = data_dir.join(IDENTITY_FILE);
         let (keys, clear) = match std::fs::read(&path) {
             Ok(bytes) => (
                 decode_file(&bytes, passphrase.as_ref())
-                    .map_err(|e| anyhow::anyhow!("identity keys {}: {e}", path.display()))?,
+                    .map_err(|e| StartError::Identity(format!("identity keys {}: {e}", path.display())))?,
                 bytes.starts_with(MAGIC_CLEAR),
             ),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => (BTreeMap::new(), false),
-            Err(e) => anyhow::bail!("identity keys {} are unreadable: {e}", path.display()),
+            Err(e) => {
+                return Err(StartError::Identity(format!("identity keys {} are unreadable: {e}", path.display())))
+            }
         };
         let seal_now = clear && passphrase.is_some();
         let store = Store::File { dir: data_dir.to_path_buf(), passphrase, cost };
@@ -87,7 +89,7 @@ impl Identities {
     }
 
     /// Keys kept in the simulator's model of the node's disk.
-    pub fn in_memory(disk: MemoryDisk) -> anyhow::Result<Self> {
+    pub fn in_memory(disk: MemoryDisk) -> StartResult<Self> {
         let keys = lock(&disk).clone();
         Ok(Self { keys: Mutex::new(parse_keys(keys)?), store: Store::Memory(disk) })
     }
@@ -169,10 +171,11 @@ impl Identities {
     }
 }
 
-fn parse_keys(keys: BTreeMap<u64, SecretBytes>) -> anyhow::Result<BTreeMap<u64, Arc<IdentityKey>>> {
+fn parse_keys(keys: BTreeMap<u64, SecretBytes>) -> StartResult<BTreeMap<u64, Arc<IdentityKey>>> {
     keys.into_iter()
         .map(|(round, bytes)| {
-            let key = IdentityKey::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("round {round}'s key: {e}"))?;
+            let key = IdentityKey::from_bytes(&bytes)
+                .map_err(|e| StartError::Identity(format!("round {round}'s key: {e}")))?;
             Ok((round, Arc::new(key)))
         })
         .collect()
@@ -216,29 +219,31 @@ fn decode_keys(bytes: &[u8]) -> std::result::Result<BTreeMap<u64, SecretBytes>, 
     Ok(keys)
 }
 
-fn decode_file(bytes: &[u8], passphrase: Option<&SecretBytes>) -> anyhow::Result<BTreeMap<u64, SecretBytes>> {
+fn decode_file(bytes: &[u8], passphrase: Option<&SecretBytes>) -> StartResult<BTreeMap<u64, SecretBytes>> {
     let keys = if let Some(clear) = bytes.strip_prefix(MAGIC_CLEAR) {
         decode_keys(clear)
     } else if let Some(sealed) = bytes.strip_prefix(MAGIC_SEALED) {
         let Some(passphrase) = passphrase else {
-            anyhow::bail!(
+            return Err(StartError::Identity(
                 "the file is sealed under a passphrase: set `identity_passphrase_file` (or \
                  KEYQUORUM_IDENTITY_PASSPHRASE_FILE) to the file holding it"
-            );
+                    .into(),
+            ));
         };
         let clear = crypto::passphrase::open(passphrase, sealed).map_err(|e| match e {
-            crypto::CryptoError::DecryptFailed => {
-                anyhow::anyhow!("the passphrase does not open it (wrong passphrase, or the file was altered)")
-            }
-            e => anyhow::anyhow!("{e}"),
+            crypto::CryptoError::DecryptFailed => StartError::Identity(
+                "the passphrase does not open it (wrong passphrase, or the file was altered)".into(),
+            ),
+            e => StartError::Identity(format!("{e}")),
         })?;
         decode_keys(clear.expose())
     } else {
-        anyhow::bail!(
+        return Err(StartError::Identity(
             "not a keyquorum identity key file (written by an older keyquorum? such a data dir cannot be reused)"
-        );
+                .into(),
+        ));
     };
-    keys.map_err(|e| anyhow::anyhow!("malformed: {e}"))
+    keys.map_err(|e| StartError::Identity(format!("malformed: {e}")))
 }
 
 fn write_atomically(dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -253,9 +258,10 @@ fn write_atomically(dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// Reads an operator passphrase (or key) file: its bytes, without one trailing newline.
-pub fn read_passphrase_file(path: &Path) -> anyhow::Result<SecretBytes> {
+pub fn read_passphrase_file(path: &Path) -> StartResult<SecretBytes> {
     let mut bytes = SecretBytes::new(
-        std::fs::read(path).map_err(|e| anyhow::anyhow!("passphrase file {} is unreadable: {e}", path.display()))?,
+        std::fs::read(path)
+            .map_err(|e| StartError::Identity(format!("passphrase file {} is unreadable: {e}", path.display())))?,
     );
     let mut len = bytes.len();
     for end in [b'\n', b'\r'] {
@@ -266,7 +272,7 @@ pub fn read_passphrase_file(path: &Path) -> anyhow::Result<SecretBytes> {
     let trimmed = SecretBytes::from_slice(&bytes.expose()[..len]);
     bytes.expose_mut().fill(0);
     if trimmed.is_empty() {
-        anyhow::bail!("passphrase file {} is empty", path.display());
+        return Err(StartError::Identity(format!("passphrase file {} is empty", path.display())));
     }
     Ok(trimmed)
 }

@@ -30,6 +30,7 @@ use tonic::{Request, Status};
 
 pub(crate) use forward::{FORWARDED_BY, FORWARDED_FOR};
 
+use crate::error::{StartError, StartResult};
 use crate::kms::{AuditSink, CallContext, Caller, TracingAudit};
 use crate::node::Node;
 use crate::tls::{Credentials, Policy};
@@ -70,7 +71,7 @@ pub async fn serve<I, IO, IE>(
     incoming: I,
     credentials: Option<&Credentials>,
     shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()>
+) -> StartResult<()>
 where
     I: Stream<Item = Result<IO, IE>>,
     IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
@@ -101,7 +102,9 @@ where
     let mut server = tonic::transport::Server::builder().layer(stamp);
     if let Some(c) = credentials {
         let handshake = Duration::from_millis(node.config().raft.rpc_timeout_ms);
-        server = server.tls_config(c.server_config().timeout(handshake))?;
+        server = server
+            .tls_config(c.server_config().timeout(handshake))
+            .map_err(|e| StartError::Credentials(format!("TLS: {e}")))?;
     }
     let audit: Arc<dyn AuditSink> = Arc::new(TracingAudit);
     let kms_layer = Arc::new(crate::kms::Kms::new(node.clone(), audit.clone()));
@@ -123,5 +126,5 @@ where
         task.abort();
     }
     node.consensus.shutdown().await?;
-    Ok(result?)
+    result.map_err(|e| StartError::Serve(format!("the gRPC server failed: {e}")))
 }
