@@ -66,6 +66,46 @@ struct Target {
     destination: Option<Key>,
 }
 
+impl Target {
+    fn placement(&self) -> Placement {
+        Placement { key: self.key.as_ref().map(Placed::of), destination: self.destination.as_ref().map(Placed::of) }
+    }
+}
+
+/// Where a key may be held: all routing needs of it.
+#[derive(Debug)]
+struct Placed {
+    id: uuid::Uuid,
+    /// Empty: every region.
+    allowed: BTreeSet<String>,
+}
+
+impl Placed {
+    fn of(key: &Key) -> Self {
+        Self { id: key.id, allowed: key.allowed_regions.clone() }
+    }
+}
+
+/// Where the keys a call is about may be held.
+#[derive(Debug, Default)]
+struct Placement {
+    key: Option<Placed>,
+    /// ReEncrypt's destination.
+    destination: Option<Placed>,
+}
+
+impl Placement {
+    /// The keys, as an error names them.
+    fn what(&self, op: &Op) -> String {
+        match (op, &self.key, &self.destination) {
+            (Op::CreateKey(_), _, _) => "the new key".into(),
+            (_, Some(s), Some(d)) if d.id != s.id => format!("re-encrypting from key {} to key {}", s.id, d.id),
+            (_, Some(s), _) => format!("key {}", s.id),
+            (_, None, _) => "the key".into(),
+        }
+    }
+}
+
 /// The KMS service of one node.
 pub struct Kms {
     node: Arc<Node>,
@@ -108,7 +148,7 @@ impl Kms {
         if let Op::GetTopology = op {
             return Ok(self.topology(ctx, op));
         }
-        let local = self.resolve_local(&op)?;
+        let local = self.place_local(&op)?;
         if let Some(forward) = self.route(ctx, &op, &local)? {
             return Ok(Routed::Forward(forward, op));
         }
@@ -121,7 +161,7 @@ impl Kms {
         }
         let target = self.resolve(&op)?;
         // The fresh state may have moved the key's regions since the route was chosen.
-        if let Some(forward) = self.route(ctx, &op, &target)? {
+        if let Some(forward) = self.route(ctx, &op, &target.placement())? {
             return Ok(Routed::Forward(forward, op));
         }
         self.authorize(ctx, &op, &target)?;
@@ -136,25 +176,26 @@ impl Kms {
         }
     }
 
-    /// The keys the call is about, from this node's state as it is (maybe behind): what the
-    /// route is decided on. A key this node does not know yet is resolved after the barrier.
-    fn resolve_local(&self, op: &Op) -> Result<Target> {
+    /// Where the keys the call is about may be held, from this node's state as it is (maybe
+    /// behind): what the route is decided on. A key this node does not know yet is resolved
+    /// after the barrier.
+    fn place_local(&self, op: &Op) -> Result<Placement> {
         let state = self.node.state().read();
-        let find = |key: &KeyRef| state.store.resolve(key).ok().cloned();
+        let find = |key: &KeyRef| state.store.resolve(key).ok().map(Placed::of);
         Ok(match op {
             Op::Encrypt { key, .. }
             | Op::GenerateDataKey { key, .. }
             | Op::Sign { key, .. }
-            | Op::RotateKey { key } => Target { key: find(key), destination: None },
+            | Op::RotateKey { key } => Placement { key: find(key), destination: None },
             Op::Decrypt { ciphertext, .. } => {
                 let header = ::crypto::ciphertext::parse_header(ciphertext)?;
-                Target { key: find(&KeyRef::Id(header.key_id)), destination: None }
+                Placement { key: find(&KeyRef::Id(header.key_id)), destination: None }
             }
             Op::ReEncrypt { ciphertext, destination, .. } => {
                 let header = ::crypto::ciphertext::parse_header(ciphertext)?;
-                Target { key: find(&KeyRef::Id(header.key_id)), destination: destination.as_ref().and_then(find) }
+                Placement { key: find(&KeyRef::Id(header.key_id)), destination: destination.as_ref().and_then(find) }
             }
-            _ => Target::default(),
+            _ => Placement::default(),
         })
     }
 
@@ -208,21 +249,17 @@ impl Kms {
 
     /// Where the call is served: here, or (for a call that needs a region-restricted key's
     /// material, or makes it) at a member in the key's regions. `None`: here.
-    fn route(&self, ctx: &CallContext, op: &Op, target: &Target) -> Result<Option<Forward<Out>>> {
-        let (what, allowed) = match op {
-            Op::CreateKey(new) => ("the new key".to_string(), new.allowed_regions.clone()),
+    fn route(&self, ctx: &CallContext, op: &Op, place: &Placement) -> Result<Option<Forward<Out>>> {
+        let allowed = match op {
+            Op::CreateKey(new) => new.allowed_regions.clone(),
             Op::ReEncrypt { .. } => {
-                let source = target.key.iter();
-                let what = match (&target.key, &target.destination) {
-                    (Some(s), Some(d)) if d.id != s.id => format!("re-encrypting from key {} to key {}", s.id, d.id),
-                    (Some(s), _) => format!("key {}", s.id),
-                    (None, _) => return Ok(None),
-                };
-                match regions_for_all(source.chain(target.destination.iter())) {
-                    Some(allowed) => (what, allowed),
+                let Some(source) = &place.key else { return Ok(None) };
+                match regions_for_all([Some(source), place.destination.as_ref()].into_iter().flatten()) {
+                    Some(allowed) => allowed,
                     None => {
                         return Err(NodeError::Invalid(format!(
-                            "{what}: the two keys' allowed regions do not overlap, so no node may hold both"
+                            "{}: the two keys' allowed regions do not overlap, so no node may hold both",
+                            place.what(op)
                         )))
                     }
                 }
@@ -231,8 +268,8 @@ impl Kms {
             | Op::Decrypt { .. }
             | Op::GenerateDataKey { .. }
             | Op::Sign { .. }
-            | Op::RotateKey { .. } => match &target.key {
-                Some(key) => (format!("key {}", key.id), key.allowed_regions.clone()),
+            | Op::RotateKey { .. } => match &place.key {
+                Some(key) => key.allowed.clone(),
                 None => return Ok(None),
             },
             _ => return Ok(None),
@@ -240,8 +277,8 @@ impl Kms {
         if self.node.custody.in_regions(&allowed) {
             return Ok(None);
         }
-        let refusal =
-            NodeError::OutOfRegion { key: what, allowed: allowed.clone(), region: self.node.config().region.clone() };
+        let region = self.node.config().region.clone();
+        let refusal = NodeError::OutOfRegion { key: place.what(op), allowed: allowed.clone(), region };
         if ctx.forwarded_by.is_some() {
             return Err(NodeError::Unavailable(format!(
                 "{refusal} (the call was forwarded here; not forwarding it again)"
@@ -325,20 +362,20 @@ fn reads(op: &Op) -> bool {
 
 /// A rotation of a key this node does not know by id: by alias (which may since point
 /// elsewhere) or not yet applied here.
-fn rotates_unknown(op: &Op, local: &Target) -> bool {
+fn rotates_unknown(op: &Op, local: &Placement) -> bool {
     matches!(op, Op::RotateKey { key } if matches!(key, KeyRef::Alias(_)) || local.key.is_none())
 }
 
 /// Which regions may use all of `keys` (empty sets: every region); `None` when none may.
-fn regions_for_all<'a>(keys: impl IntoIterator<Item = &'a Key>) -> Option<BTreeSet<String>> {
+fn regions_for_all<'a>(keys: impl IntoIterator<Item = &'a Placed>) -> Option<BTreeSet<String>> {
     let mut allowed: Option<BTreeSet<String>> = None;
     for k in keys {
-        if k.allowed_regions.is_empty() {
+        if k.allowed.is_empty() {
             continue;
         }
         allowed = Some(match allowed {
-            None => k.allowed_regions.clone(),
-            Some(a) => a.intersection(&k.allowed_regions).cloned().collect(),
+            None => k.allowed.clone(),
+            Some(a) => a.intersection(&k.allowed).cloned().collect(),
         });
     }
     match allowed {
