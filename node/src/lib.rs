@@ -12,6 +12,7 @@ pub mod admin;
 pub mod config;
 pub mod consensus;
 pub mod custody;
+pub mod env;
 pub mod error;
 mod grpc;
 pub mod kms;

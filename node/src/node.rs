@@ -2,7 +2,7 @@
 //! the simulator swaps ([`Env`]: the wall clock and the randomness; the connector that reaches
 //! peers goes to consensus).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crypto::SecureRng;
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
@@ -13,45 +13,8 @@ use crate::config::NodeConfig;
 use crate::consensus::{Connector, Consensus, Consistency};
 use crate::custody::identity::Identities;
 use crate::custody::Custody;
+pub use crate::env::{system_clock, Clock, Env};
 use crate::error::{NodeError, Result, StartResult};
-
-/// Wall-clock milliseconds since the Unix epoch. Injected so the simulator controls it.
-pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
-
-/// The system clock.
-pub fn system_clock() -> Clock {
-    Arc::new(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-    })
-}
-
-/// What the simulator swaps: the wall clock (for the times commands carry) and the one
-/// random stream every part of the node draws from.
-pub struct Env {
-    clock: Clock,
-    rng: Mutex<SecureRng>,
-}
-
-impl std::fmt::Debug for Env {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Env {{ now_ms: {} }}", self.now_ms())
-    }
-}
-
-impl Env {
-    pub fn new(clock: Clock, rng: SecureRng) -> Arc<Self> {
-        Arc::new(Self { clock, rng: Mutex::new(rng) })
-    }
-
-    pub fn now_ms(&self) -> u64 {
-        (self.clock)()
-    }
-
-    pub fn with_rng<T>(&self, f: impl FnOnce(&mut SecureRng) -> T) -> T {
-        // A panic while drawing leaves the stream usable.
-        f(&mut self.rng.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-}
 
 /// One keyquorum node.
 pub struct Node {
@@ -92,13 +55,12 @@ impl Node {
         self.config.id
     }
 
-    /// Starts the node's background duties (consensus's election timer and leader placement,
-    /// custody's key generation, resharing, log keys and cache sweeps, the KMS's automatic
-    /// rotations and destructions). They run until the handles are aborted.
-    pub fn spawn_duties(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+    /// Starts the components' background duties (consensus's election timer and leader
+    /// placement; custody's key generation, resharing, log keys and cache sweeps). They run
+    /// until the handles are aborted.
+    pub fn spawn_duties(&self) -> Vec<tokio::task::JoinHandle<()>> {
         let mut tasks = self.consensus.spawn_duties();
         tasks.extend(self.custody.spawn_duties());
-        tasks.push(tokio::spawn(crate::kms::duties::run(self.clone())));
         tasks
     }
 

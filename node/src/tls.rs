@@ -23,7 +23,6 @@ use tonic::{Request, Status};
 use zeroize::Zeroizing;
 
 use crate::error::{NodeError, Result, StartError, StartResult};
-use crate::kms::Caller;
 
 const URI_PREFIX: &str = "spiffe://keyquorum/";
 
@@ -56,6 +55,25 @@ impl TlsConfig {
                     .into(),
             )),
             (false, _) => Err(StartError::Config("tls.ca, tls.cert and tls.key must be given together".into())),
+        }
+    }
+}
+
+/// Who a call is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// Named by a certificate the cluster CA signed: the caller's own, or, for a call a
+    /// current member forwarded, the principal that member forwarded it for.
+    Verified(Principal),
+    /// TLS is off (`tls.insecure_plaintext`): nobody is authenticated.
+    Plaintext,
+}
+
+impl std::fmt::Display for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Caller::Verified(p) => write!(f, "{p}"),
+            Caller::Plaintext => write!(f, "unauthenticated"),
         }
     }
 }

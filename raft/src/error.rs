@@ -2,8 +2,6 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use uuid::Uuid;
 
-use crate::key::{KeyState, VersionState};
-
 /// What a command was doing when a key's state refused it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Action {
@@ -41,20 +39,21 @@ impl std::fmt::Display for Action {
     }
 }
 
-fn key_state(state: &KeyState) -> &'static str {
-    match state {
-        KeyState::Enabled => "enabled",
-        KeyState::Disabled => "disabled",
-        KeyState::PendingDeletion { .. } => "pending deletion",
-        KeyState::Destroyed => "destroyed",
-    }
+/// Why a key or a version cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Unusable {
+    Disabled,
+    PendingDeletion,
+    Destroyed,
 }
 
-fn version_state(state: &VersionState) -> &'static str {
-    match state {
-        VersionState::Enabled => "enabled",
-        VersionState::Disabled => "disabled",
-        VersionState::Destroyed => "destroyed",
+impl std::fmt::Display for Unusable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Unusable::Disabled => "disabled",
+            Unusable::PendingDeletion => "pending deletion",
+            Unusable::Destroyed => "destroyed",
+        })
     }
 }
 
@@ -86,11 +85,11 @@ pub enum KmsError {
     #[error("{0}")]
     AlreadyExists(String),
     /// FAILED_PRECONDITION: the key's state forbids the action.
-    #[error("cannot {action}: key {key} is {}", key_state(state))]
-    KeyNotUsable { key: Uuid, state: KeyState, action: Action },
+    #[error("cannot {action}: key {key} is {state}")]
+    KeyNotUsable { key: Uuid, state: Unusable, action: Action },
     /// FAILED_PRECONDITION: the version's state forbids using it.
-    #[error("version {version} of key {key} is {}", version_state(state))]
-    VersionNotUsable { key: Uuid, version: u32, state: VersionState },
+    #[error("version {version} of key {key} is {state}")]
+    VersionNotUsable { key: Uuid, version: u32, state: Unusable },
     /// FAILED_PRECONDITION: the primary version cannot be disabled.
     #[error("version {version} is the primary version of key {key}")]
     PrimaryVersion { key: Uuid, version: u32 },

@@ -7,7 +7,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::error::Action;
+use crate::error::{Action, Unusable};
 use crate::KmsError;
 
 pub const DELETION_DAYS_MIN: u32 = 7;
@@ -156,9 +156,11 @@ impl Key {
     pub fn ensure_enabled(&self, action: Action) -> Result<(), KmsError> {
         match self.state {
             KeyState::Enabled => Ok(()),
-            state @ (KeyState::Disabled | KeyState::PendingDeletion { .. } | KeyState::Destroyed) => {
-                Err(KmsError::KeyNotUsable { key: self.id, state, action })
+            KeyState::Disabled => Err(KmsError::KeyNotUsable { key: self.id, state: Unusable::Disabled, action }),
+            KeyState::PendingDeletion { .. } => {
+                Err(KmsError::KeyNotUsable { key: self.id, state: Unusable::PendingDeletion, action })
             }
+            KeyState::Destroyed => Err(KmsError::KeyNotUsable { key: self.id, state: Unusable::Destroyed, action }),
         }
     }
 
@@ -199,9 +201,10 @@ impl Key {
     pub(crate) fn ensure_mutable(&self, action: Action) -> Result<(), KmsError> {
         match self.state {
             KeyState::Enabled | KeyState::Disabled => Ok(()),
-            state @ (KeyState::PendingDeletion { .. } | KeyState::Destroyed) => {
-                Err(KmsError::KeyNotUsable { key: self.id, state, action })
+            KeyState::PendingDeletion { .. } => {
+                Err(KmsError::KeyNotUsable { key: self.id, state: Unusable::PendingDeletion, action })
             }
+            KeyState::Destroyed => Err(KmsError::KeyNotUsable { key: self.id, state: Unusable::Destroyed, action }),
         }
     }
 }
@@ -209,8 +212,11 @@ impl Key {
 fn usable<'k>(key: &Key, v: &'k KeyVersion) -> Result<&'k KeyVersion, KmsError> {
     match v.state {
         VersionState::Enabled => Ok(v),
-        state @ (VersionState::Disabled | VersionState::Destroyed) => {
-            Err(KmsError::VersionNotUsable { key: key.id, version: v.version, state })
+        VersionState::Disabled => {
+            Err(KmsError::VersionNotUsable { key: key.id, version: v.version, state: Unusable::Disabled })
+        }
+        VersionState::Destroyed => {
+            Err(KmsError::VersionNotUsable { key: key.id, version: v.version, state: Unusable::Destroyed })
         }
     }
 }

@@ -21,7 +21,7 @@ pub mod runtime;
 mod state;
 
 pub use command::{Applied, Command, CommandResult, KeyChange, Payload, SealedRecord};
-pub use error::{Action, KmsError};
+pub use error::{Action, KmsError, Unusable};
 pub use key::{
     check_regions, validate_alias, Key, KeyRef, KeySpec, KeyState, KeyUsage, KeyVersion, VersionState, WrappedMaterial,
     DELETION_DAYS_DEFAULT, DELETION_DAYS_MAX, DELETION_DAYS_MIN, MAX_ALLOWED_REGIONS, MAX_REGION_LEN,

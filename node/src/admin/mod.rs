@@ -13,7 +13,7 @@ use raft::{Command, NodeId, NodeInfo};
 pub use status::{ClusterStatus, NodeStatus};
 
 use crate::error::{NodeError, Result};
-use crate::kms::{AuditRecord, AuditSink, CallContext, Forward, Routed};
+use crate::kms::{AuditRecord, AuditSink, CallContext, Forward, Outcome, Routed};
 use crate::node::Node;
 
 /// How long `Init` waits for the members to generate the root key.
@@ -120,8 +120,9 @@ impl Admin {
     pub async fn execute(&self, ctx: &CallContext, op: AdminOp) -> Result<Routed<AdminOut, AdminOp>> {
         let operation = op.name();
         let result = self.pipeline(ctx, op).await;
-        let record = AuditRecord { node: self.node.id(), operation, key: None, ctx, result: &result };
-        self.audit.record_admin(&record);
+        let outcome = Outcome::of(&result);
+        let record = AuditRecord { node: self.node.id(), service: "admin", operation, key: None, ctx, outcome };
+        self.audit.record(&record);
         result
     }
 

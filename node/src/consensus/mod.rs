@@ -32,8 +32,8 @@ use storage::SharedState;
 use tokio::time::Instant;
 
 use crate::config::NodeConfig;
+use crate::env::Env;
 use crate::error::{NodeError, Result, StartError, StartResult};
-use crate::node::Env;
 use network::{decode, encode, NetworkFactory, Peers};
 pub use network::{endpoint, Connector, TcpConnector};
 pub use read::Consistency;

@@ -41,8 +41,8 @@ use identity::Identities;
 
 use crate::config::NodeConfig;
 use crate::consensus::Consensus;
+use crate::env::Env;
 use crate::error::{NodeError, Result};
-use crate::node::Env;
 
 /// This node's custody of the root key and of key material.
 pub struct Custody {

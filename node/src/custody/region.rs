@@ -130,7 +130,7 @@ impl Custody {
             let destroyed = raft::KmsError::VersionNotUsable {
                 key: key_id,
                 version: request.version,
-                state: raft::VersionState::Destroyed,
+                state: raft::Unusable::Destroyed,
             };
             let wrapped: WrappedMaterial = key.version(request.version)?.material.clone().ok_or(destroyed)?;
             (key, wrapped, next)

@@ -50,7 +50,7 @@ impl Custody {
             let wrapped = v.material.clone().ok_or(NodeError::Kms(raft::KmsError::VersionNotUsable {
                 key: key_id,
                 version: request.version,
-                state: raft::VersionState::Destroyed,
+                state: raft::Unusable::Destroyed,
             }))?;
             (wrapped, key.allowed_regions.clone())
         };

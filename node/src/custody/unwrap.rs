@@ -23,7 +23,7 @@ impl Custody {
     pub async fn material(&self, key: &Key, version: &KeyVersion) -> Result<SecretBytes> {
         self.check_region(key)?;
         let (key_id, version, wrapped) = (key.id, version.version, version.material.as_ref());
-        let destroyed = raft::KmsError::VersionNotUsable { key: key_id, version, state: raft::VersionState::Destroyed };
+        let destroyed = raft::KmsError::VersionNotUsable { key: key_id, version, state: raft::Unusable::Destroyed };
         let wrapped = wrapped.ok_or(destroyed)?;
         if let Some(m) = self.cache.get(key_id, version) {
             return Ok(m);

@@ -115,7 +115,8 @@ where
     let internal = InternalServer::new(internal::InternalService(node.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
-    let duties = node.spawn_duties();
+    let mut duties = node.spawn_duties();
+    duties.push(tokio::spawn(crate::kms::duties::run(node.clone())));
     let result = server
         .add_service(InterceptedService::new(kms, Policy::AnyRole.interceptor::<IO::ConnectInfo>(tls)))
         .add_service(InterceptedService::new(admin, Policy::AdminOrNode.interceptor::<IO::ConnectInfo>(tls)))

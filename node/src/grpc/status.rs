@@ -3,7 +3,7 @@
 //! decides its code.
 
 use crypto::CryptoError;
-use raft::{KeyState, KmsError, VersionState};
+use raft::{KmsError, Unusable};
 use tonic::{Code, Status};
 
 use crate::error::NodeError;
@@ -13,11 +13,11 @@ fn advice(k: &KmsError) -> Option<&'static str> {
     match k {
         KmsError::AliasNotFound(_) => Some("create it (keyquorum key create --alias) or list the keys"),
         KmsError::AliasExists(_) => Some("choose another name or delete the alias first"),
-        KmsError::KeyNotUsable { state: KeyState::Disabled, .. } => Some("enable it first (keyquorum key enable)"),
-        KmsError::KeyNotUsable { state: KeyState::PendingDeletion { .. }, .. } => {
+        KmsError::KeyNotUsable { state: Unusable::Disabled, .. } => Some("enable it first (keyquorum key enable)"),
+        KmsError::KeyNotUsable { state: Unusable::PendingDeletion, .. } => {
             Some("cancel the deletion first (keyquorum key cancel-deletion), then enable it")
         }
-        KmsError::VersionNotUsable { state: VersionState::Disabled, .. } => {
+        KmsError::VersionNotUsable { state: Unusable::Disabled, .. } => {
             Some("enable the version first (keyquorum key enable-version)")
         }
         KmsError::PrimaryVersion { .. } => Some("it cannot be disabled: rotate the key first"),
@@ -128,7 +128,7 @@ mod tests {
         assert!(status(NodeError::Kms(KmsError::NotInitialized)).message().contains("keyquorum cluster init"));
         assert!(!KmsError::NotInitialized.to_string().contains("keyquorum"), "the domain error names no command");
         let key = uuid::Uuid::from_u128(7);
-        let disabled = KmsError::KeyNotUsable { key, state: KeyState::Disabled, action: raft::Action::Use };
+        let disabled = KmsError::KeyNotUsable { key, state: Unusable::Disabled, action: raft::Action::Use };
         assert_eq!(disabled.to_string(), format!("cannot use it: key {key} is disabled"));
         let s = status(NodeError::Kms(disabled));
         assert_eq!(s.code(), Code::FailedPrecondition);

@@ -15,60 +15,72 @@ use crate::error::Result;
 
 /// One call, as it is recorded.
 #[derive(Debug)]
-pub struct AuditRecord<'a, T, O> {
+pub struct AuditRecord<'a> {
     /// The node that recorded it.
     pub node: NodeId,
+    /// `kms` or `admin`.
+    pub service: &'static str,
     pub operation: &'static str,
     /// The key the call named (id or alias), if any.
     pub key: Option<&'a str>,
     pub ctx: &'a CallContext,
-    pub result: &'a Result<Routed<T, O>>,
+    pub outcome: Outcome,
 }
 
-/// How a call ended, as a record says it.
-pub fn outcome<T, O>(result: &Result<Routed<T, O>>) -> String {
-    match result {
-        Ok(Routed::Served(_)) => "ok".into(),
-        Ok(Routed::Forward(f, _)) => {
-            let to: Vec<String> = f.to.iter().map(|(id, _)| id.to_string()).collect();
-            format!("forwarded to node {}", to.join(" or "))
+/// How a call ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Served,
+    /// Sent on to one of these members.
+    Forwarded(Vec<NodeId>),
+    /// Refused, with the error's kind.
+    Refused(&'static str),
+}
+
+impl Outcome {
+    pub fn of<T, O>(result: &Result<Routed<T, O>>) -> Self {
+        match result {
+            Ok(Routed::Served(_)) => Outcome::Served,
+            Ok(Routed::Forward(f, _)) => Outcome::Forwarded(f.to.iter().map(|(id, _)| *id).collect()),
+            Err(e) => Outcome::Refused(e.kind()),
         }
-        Err(e) => format!("refused: {}", e.kind()),
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Served => write!(f, "ok"),
+            Outcome::Forwarded(to) => {
+                let to: Vec<String> = to.iter().map(|id| id.to_string()).collect();
+                write!(f, "forwarded to node {}", to.join(" or "))
+            }
+            Outcome::Refused(kind) => write!(f, "refused: {kind}"),
+        }
     }
 }
 
 /// Where call records go.
 pub trait AuditSink: Send + Sync + std::fmt::Debug {
-    fn record_kms(&self, record: &AuditRecord<'_, super::Out, super::Op>);
-    fn record_admin(&self, record: &AuditRecord<'_, crate::admin::AdminOut, crate::admin::AdminOp>);
+    fn record(&self, record: &AuditRecord<'_>);
 }
 
 /// Records calls as `tracing` events (target `audit`, level INFO).
 #[derive(Debug, Default)]
 pub struct TracingAudit;
 
-impl TracingAudit {
-    fn log<T, O>(&self, kind: &str, r: &AuditRecord<'_, T, O>) {
+impl AuditSink for TracingAudit {
+    fn record(&self, r: &AuditRecord<'_>) {
         tracing::info!(
             target: "audit",
             node = r.node,
-            service = kind,
+            service = r.service,
             operation = r.operation,
             principal = %r.ctx.caller,
             forwarded_by = r.ctx.forwarded_by,
             key = r.key,
-            outcome = %outcome(r.result),
+            outcome = %r.outcome,
             "call"
         );
-    }
-}
-
-impl AuditSink for TracingAudit {
-    fn record_kms(&self, record: &AuditRecord<'_, super::Out, super::Op>) {
-        self.log("kms", record);
-    }
-
-    fn record_admin(&self, record: &AuditRecord<'_, crate::admin::AdminOut, crate::admin::AdminOp>) {
-        self.log("admin", record);
     }
 }

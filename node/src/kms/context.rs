@@ -2,28 +2,10 @@
 //! be, and its idempotency token. Built at the gRPC edge, it flows through the whole pipeline
 //! to the audit record.
 
-use raft::{NodeId, Principal};
+use raft::NodeId;
 
 use crate::consensus::Consistency;
-
-/// Who a call is for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Caller {
-    /// Named by a certificate the cluster CA signed: the caller's own, or, for a call a
-    /// current member forwarded, the principal that member forwarded it for.
-    Verified(Principal),
-    /// TLS is off (`tls.insecure_plaintext`): nobody is authenticated.
-    Plaintext,
-}
-
-impl std::fmt::Display for Caller {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Caller::Verified(p) => write!(f, "{p}"),
-            Caller::Plaintext => write!(f, "unauthenticated"),
-        }
-    }
-}
+pub use crate::tls::Caller;
 
 /// One call's context.
 #[derive(Debug, Clone)]

@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use raft::{Key, KeyRef, NodeId, NodeInfo};
 
-pub use audit::{AuditRecord, AuditSink, TracingAudit};
+pub use audit::{AuditRecord, AuditSink, Outcome, TracingAudit};
 pub use context::{CallContext, Caller};
 pub use op::{Context, KeyInfo, NewKey, Op, Out, MAX_RANDOM_BYTES};
 
@@ -132,13 +132,9 @@ impl Kms {
         let operation = op.name();
         let key = op.key();
         let result = self.pipeline(ctx, op).await;
-        self.audit.record_kms(&AuditRecord {
-            node: self.node.id(),
-            operation,
-            key: key.as_deref(),
-            ctx,
-            result: &result,
-        });
+        let outcome = Outcome::of(&result);
+        let record = AuditRecord { node: self.node.id(), service: "kms", operation, key: key.as_deref(), ctx, outcome };
+        self.audit.record(&record);
         result
     }
 

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::{KeyStore, MAX_DESCRIPTION_LEN, MAX_ROTATION_DAYS, MAX_TAGS};
 use crate::command::{Applied, CommandResult, KeyChange};
-use crate::error::Action;
+use crate::error::{Action, Unusable};
 use crate::key::{
     check_regions, validate_alias, Key, KeyRef, KeySpec, KeyState, KeyVersion, VersionState, WrappedMaterial,
     DELETION_DAYS_MAX, DELETION_DAYS_MIN,
@@ -247,7 +247,7 @@ fn apply_change(k: &mut Key, change: &KeyChange, now_ms: u64) -> Result<(), KmsE
             }
             let version = k.version_mut(*v)?;
             if version.state == VersionState::Destroyed {
-                return Err(KmsError::VersionNotUsable { key: k.id, version: *v, state: VersionState::Destroyed });
+                return Err(KmsError::VersionNotUsable { key: k.id, version: *v, state: Unusable::Destroyed });
             }
             version.state = if enable { VersionState::Enabled } else { VersionState::Disabled };
         }
