@@ -7,7 +7,9 @@ use std::sync::Arc;
 use crypto::SecureRng;
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use raft::{NodeId, TypeConfig};
-use storage::SharedState;
+use std::sync::RwLockReadGuard;
+
+use storage::{SharedState, StateMachineData};
 
 use crate::config::NodeConfig;
 use crate::consensus::{Connector, Consensus, Consistency};
@@ -94,12 +96,26 @@ impl Node {
         }
         match self.state().sealed() {
             None => Ok(()),
-            Some(v) => Err(NodeError::Unavailable(format!(
-                "node {} is sealed: it is waiting for decryption shares of log key v{v} from its peers (a majority \
-                 of the cluster must be up); try another node",
-                self.id()
-            ))),
+            Some(v) => Err(self.sealed_error(v)),
         }
+    }
+
+    /// This node's state, to serve a call from: `Unavailable` while sealed, checked holding
+    /// the lock (a node may become sealed after `ensure_unsealed`, while its read barrier
+    /// waits, by installing a snapshot it cannot open yet).
+    pub fn open_state(&self) -> Result<RwLockReadGuard<'_, StateMachineData>> {
+        if crate::failpoint("node::serve-while-sealed") {
+            return Ok(self.state().read());
+        }
+        self.state().read_open().map_err(|v| self.sealed_error(v))
+    }
+
+    fn sealed_error(&self, version: u32) -> NodeError {
+        NodeError::Unavailable(format!(
+            "node {} is sealed: it is waiting for decryption shares of log key v{version} from its peers (a majority \
+             of the cluster must be up); try another node",
+            self.id()
+        ))
     }
 
     /// Waits until this node's state is fresh enough for `consistency`; refused while sealed.

@@ -57,7 +57,8 @@ pub struct StateMachineData {
     pub last_applied: Option<LogId<NodeId>>,
     pub last_membership: StoredMembership<NodeId, NodeInfo>,
     /// The key store. While the node is sealed and its snapshot's body is not opened yet, only
-    /// the snapshot's keyring (`KeyStore::from_keyring`): check [`SharedState::sealed`] first.
+    /// the snapshot's keyring (`KeyStore::from_keyring`): read it through
+    /// [`SharedState::read_open`] to serve from it.
     pub store: KeyStore,
 }
 
@@ -124,6 +125,19 @@ impl SharedState {
     fn write(&self) -> RwLockWriteGuard<'_, StateMachineData> {
         #[allow(clippy::expect_used)]
         self.data.write().expect("state lock poisoned")
+    }
+
+    /// The state, if this node is not sealed. The check is made holding the lock, and a staged
+    /// snapshot's keyring-only store is installed only after the node is marked sealed, so a
+    /// reader never sees it as a whole state (simulator seed 6280: a linearizable read at a
+    /// follower that was installing the leader's snapshot answered from the keyring alone).
+    /// `Err(version)`: sealed, waiting for log key `version`.
+    pub fn read_open(&self) -> std::result::Result<RwLockReadGuard<'_, StateMachineData>, u32> {
+        let guard = self.read();
+        match self.sealed() {
+            None => Ok(guard),
+            Some(version) => Err(version),
+        }
     }
 
     /// Last applied log index, updated after every applied entry.
@@ -336,18 +350,30 @@ impl<P: SnapshotPersist + Clone> StateMachineStore<P> {
         self.state.clone()
     }
 
-    /// Makes `stored` the state: its metadata and keyring now, its body when it opens.
+    /// Makes `stored` the state: its metadata and body now if this node holds the log key
+    /// version it is sealed under; else its keyring now (the node sealed first, under the
+    /// lock) and its body when it opens.
     fn stage(&self, backlog: &mut Backlog, stored: StoredSnapshot) -> Result<()> {
         let image: SnapshotImage = decode(&stored.data)?;
+        let last = stored.meta.last_log_id.map_or(0, |l| l.index);
+        let opened = open_snapshot(&self.state.cipher, &stored)?;
         {
             let mut s = self.state.write();
             s.last_applied = stored.meta.last_log_id;
             s.last_membership = stored.meta.last_membership.clone();
-            s.store = KeyStore::from_keyring(image.keyring);
+            match opened {
+                Ok(store) => {
+                    s.store = store;
+                    backlog.snapshot = None;
+                }
+                Err(version) => {
+                    self.state.seal_on(version);
+                    s.store = KeyStore::from_keyring(image.keyring);
+                    backlog.snapshot = Some(stored);
+                }
+            }
         }
-        let last = stored.meta.last_log_id.map_or(0, |l| l.index);
         backlog.entries.retain(|e| e.log_id.index > last);
-        backlog.snapshot = Some(stored);
         self.state.publish_applied();
         Ok(())
     }
@@ -453,5 +479,53 @@ impl<P: SnapshotPersist + Clone> RaftStateMachine<TypeConfig> for StateMachineSt
         let Some(bytes) = self.persist.load()? else { return Ok(None) };
         let stored: StoredSnapshot = decode(&bytes)?;
         Ok(Some(Snapshot { meta: stored.meta, snapshot: Box::new(Cursor::new(stored.data)) }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+    use crypto::{SecretBytes, SecureRng};
+    use openraft::{CommittedLeaderId, EntryPayload, LogId};
+    use raft::{Command, WrappedMaterial};
+
+    use super::*;
+
+    /// A snapshot under log key v1, taken by a node that holds it.
+    async fn snapshot_under_v1() -> StoredSnapshot {
+        let cipher = LogCipher::new(SecureRng::from_seed_u64(1));
+        cipher.install(1, SecretBytes::new(vec![42; 32])).unwrap();
+        let mut sm = StateMachineStore::open(MemSnapshots::default(), cipher.clone()).unwrap();
+        let add = Command::AddLogKey {
+            version: 1,
+            key: WrappedMaterial { root_epoch: 1, ciphertext: vec![3; 64], kcv: [4; 32], public_key: None },
+            now_ms: 1,
+        };
+        let log_id = LogId::new(CommittedLeaderId::new(1, 1), 1);
+        let entry = Entry { log_id, payload: EntryPayload::Normal(Payload::Clear(add)) };
+        sm.apply([cipher.seal_entry(entry).unwrap()]).await.unwrap();
+        let snapshot = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        StoredSnapshot { meta: snapshot.meta, data: snapshot.snapshot.into_inner() }
+    }
+
+    /// Simulator seed 6280: a follower installing a snapshot it could not open yet replaced
+    /// its state with the snapshot's keyring and advanced its applied index before it was
+    /// marked sealed, and a linearizable read in between answered from the keyring alone
+    /// ("alias does not exist"). Staging now seals first, under the lock.
+    #[tokio::test]
+    async fn a_snapshot_that_cannot_be_opened_seals_the_node_before_its_keyring_is_the_state() {
+        let stored = snapshot_under_v1().await;
+        let node =
+            StateMachineStore::open(MemSnapshots::default(), LogCipher::new(SecureRng::from_seed_u64(2))).unwrap();
+        let state = node.state();
+        assert!(state.read_open().is_ok());
+        let mut backlog = state.backlog.lock().await;
+        node.stage(&mut backlog, stored).unwrap();
+        // Before anything drains the backlog: the applied index has moved, and the node
+        // already says it is sealed, so nobody serves from the keyring-only store.
+        assert_eq!(*state.applied_index().borrow(), 1);
+        assert_eq!(state.sealed(), Some(1));
+        assert_eq!(state.read_open().err(), Some(1));
     }
 }

@@ -10,7 +10,7 @@ use crate::error::{NodeError, Result};
 impl Kms {
     fn key_out(&self, applied: Applied) -> Result<Out> {
         match applied {
-            Applied::Key(key) => Ok(Out::Key(self.info(*key))),
+            Applied::Key(key) => Ok(Out::Key(self.info(*key)?)),
             other => Err(NodeError::Internal(format!("unexpected apply outcome {other:?}"))),
         }
     }
@@ -43,8 +43,8 @@ impl Kms {
         self.key_out(applied)
     }
 
-    pub(super) fn list_keys(&self, after: Option<Uuid>, page_size: usize) -> Out {
-        let state = self.node.state().read();
+    pub(super) fn list_keys(&self, after: Option<Uuid>, page_size: usize) -> Result<Out> {
+        let state = self.node.open_state()?;
         let keys = state.store.list(after, page_size + 1);
         let more = keys.len() > page_size;
         let page: Vec<KeyInfo> = keys
@@ -53,7 +53,7 @@ impl Kms {
             .map(|k| KeyInfo { key: k.clone(), aliases: state.store.aliases_of(k.id) })
             .collect();
         let next_after = if more { page.last().map(|k| k.key.id) } else { None };
-        Out::Keys { keys: page, next_after }
+        Ok(Out::Keys { keys: page, next_after })
     }
 
     pub(super) async fn create_alias(&self, alias: String, key: KeyRef) -> Result<Out> {

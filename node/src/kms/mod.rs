@@ -197,7 +197,7 @@ impl Kms {
 
     /// The keys the call is about, from the state after the read barrier.
     fn resolve(&self, op: &Op) -> Result<Target> {
-        let state = self.node.state().read();
+        let state = self.node.open_state()?;
         let get = |key: &KeyRef| state.store.resolve(key).cloned().map_err(NodeError::from);
         let named_by_ciphertext = |ciphertext: &[u8]| -> Result<Key> {
             let header = ::crypto::ciphertext::parse_header(ciphertext)?;
@@ -299,13 +299,13 @@ impl Kms {
         let key = || key.ok_or_else(|| NodeError::Internal("a key operation reached its work unresolved".into()));
         match op {
             Op::CreateKey(new) => self.create_key(ctx, new).await,
-            Op::DescribeKey { .. } => Ok(Out::Key(self.info(key()?))),
-            Op::ListKeys { after, page_size } => Ok(self.list_keys(after, page_size)),
+            Op::DescribeKey { .. } => Ok(Out::Key(self.info(key()?)?)),
+            Op::ListKeys { after, page_size } => self.list_keys(after, page_size),
             Op::CreateAlias { alias, key } => self.create_alias(alias, key).await,
             Op::DeleteAlias { alias } => self.delete_alias(alias).await,
             Op::UpdateKey { key, change } => self.update_key(ctx, key, change).await,
             Op::RotateKey { key: named } => self.rotate_key(ctx, named, key()?.spec).await,
-            Op::ListKeyVersions { .. } => Ok(Out::Key(self.info(key()?))),
+            Op::ListKeyVersions { .. } => Ok(Out::Key(self.info(key()?)?)),
             Op::Encrypt { plaintext, context, .. } => self.encrypt(&key()?, &plaintext, &context).await,
             Op::Decrypt { ciphertext, context, .. } => self.decrypt(&key()?, &ciphertext, &context).await,
             Op::ReEncrypt { ciphertext, source_context, destination_context, .. } => {
@@ -345,9 +345,9 @@ impl Kms {
         Routed::Forward(forward, op)
     }
 
-    fn info(&self, key: Key) -> KeyInfo {
-        let aliases = self.node.state().read().store.aliases_of(key.id);
-        KeyInfo { key, aliases }
+    fn info(&self, key: Key) -> Result<KeyInfo> {
+        let aliases = self.node.open_state()?.store.aliases_of(key.id);
+        Ok(KeyInfo { key, aliases })
     }
 }
 
