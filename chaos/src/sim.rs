@@ -518,8 +518,14 @@ fn finish(seed: u64, plan: &Plan, recorder: &Recorder, sim_ms: u64) -> SeedRepor
         )
     };
     let clients = plan.clients.iter().map(|c| (c.name.clone(), c.region.clone())).collect();
-    let (failover, failover_checked) =
-        crate::invariants::failover::check(&losses, &clients, &ops, &fault_times, stop_ms.unwrap_or(0));
+    let (failover, failover_checked) = crate::invariants::failover::check(
+        &losses,
+        &clients,
+        &ops,
+        &fault_times,
+        stop_ms.unwrap_or(0),
+        crate::cluster::timings().read_lease_ms(),
+    );
     violations.extend(failover);
     if !losses.is_empty() {
         recorder.event(format!(
