@@ -36,6 +36,7 @@ fn apply(c: &mut Criterion) {
                     token: None,
                     material: material.clone(),
                     if_primary_is: None,
+                    by: None,
                     now_ms: 2,
                 };
                 s.apply(&command).unwrap()
@@ -48,8 +49,13 @@ fn apply(c: &mut Criterion) {
             || store.clone(),
             |s| {
                 let tags = BTreeMap::from([("team".to_string(), "bench".to_string())]);
-                let command =
-                    Command::Update { key: key.clone(), change: KeyChange::Tag(tags), token: None, now_ms: 2 };
+                let command = Command::Update {
+                    key: key.clone(),
+                    change: KeyChange::Tag(tags),
+                    token: None,
+                    by: None,
+                    now_ms: 2,
+                };
                 s.apply(&command).unwrap()
             },
             BatchSize::LargeInput,

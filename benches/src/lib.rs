@@ -96,7 +96,9 @@ pub fn create_key(key_id: Uuid, material: WrappedMaterial, alias: Option<String>
         alias,
         rotation_period_days: None,
         allowed_regions: BTreeSet::new(),
+        policy: None,
         material,
+        by: None,
         now_ms: 1,
     }
 }

@@ -61,7 +61,8 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
     cluster.wait_ready(Duration::from_secs(30)).await?;
     let members = cluster.members.clone();
     let endpoints = cluster.endpoints();
-    let (ca, admin_cert, admin_key) = cluster.admin_files();
+    let (ca, client_cert, client_key) = cluster.client_files();
+    let (_, admin_cert, admin_key) = cluster.admin_files();
     let joined = endpoints.join(",");
     println!("ready: {joined}");
     if with_wan {
@@ -74,14 +75,19 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
         }
     }
     println!();
-    println!("Try it (in another terminal):");
+    println!("Try it (in another terminal), as the application client/dev:");
     println!("  export KEYQUORUM_ENDPOINTS={joined}");
     println!("  export KEYQUORUM_TLS_CA={}", ca.display());
-    println!("  export KEYQUORUM_TLS_CERT={}", admin_cert.display());
-    println!("  export KEYQUORUM_TLS_KEY={}", admin_key.display());
+    println!("  export KEYQUORUM_TLS_CERT={}", client_cert.display());
+    println!("  export KEYQUORUM_TLS_KEY={}", client_key.display());
     println!("  keyquorum key create --alias demo");
     println!("  echo -n 'hello' | keyquorum encrypt --key alias/demo --context app=tour > /tmp/hello.kq");
     println!("  keyquorum decrypt --context app=tour --in /tmp/hello.kq");
+    println!(
+        "The operator admin/dev (cluster commands; no use of keys) has {} and {}.",
+        admin_cert.display(),
+        admin_key.display()
+    );
     println!("Press Ctrl-C to stop the cluster.");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut check = tokio::time::interval(Duration::from_secs(1));

@@ -5,6 +5,9 @@ use std::collections::HashMap;
 use clap::{Subcommand, ValueEnum};
 use client::pb;
 
+use std::path::PathBuf;
+
+use crate::access::{self, GrantCommand, PolicyCommand};
 use crate::common::{token, Common};
 use crate::output::{key_json, print_key, Output};
 
@@ -24,7 +27,17 @@ pub(crate) enum KeyCommand {
         /// every region.
         #[arg(long, value_delimiter = ',')]
         allowed_regions: Vec<String>,
+        /// The key's policy, a JSON file (`key policy get` shows the format); default: the
+        /// creator may do everything, nobody else anything.
+        #[arg(long)]
+        policy: Option<PathBuf>,
     },
+    /// Who may do what to a key: its policy.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Grants: one principal's use of one key, revocable at once.
+    #[command(subcommand)]
+    Grant(GrantCommand),
     Describe {
         key: String,
     },
@@ -77,7 +90,9 @@ pub(crate) enum Spec {
 pub(crate) async fn run(command: KeyCommand, common: &Common) -> anyhow::Result<()> {
     let c = common.client()?;
     let key = match command {
-        KeyCommand::Create { alias, spec, description, rotation_days, allowed_regions } => {
+        KeyCommand::Policy(command) => return access::policy(command, &c).await,
+        KeyCommand::Grant(command) => return access::grant(command, &c, common.output).await,
+        KeyCommand::Create { alias, spec, description, rotation_days, allowed_regions, policy } => {
             let spec = match spec {
                 Spec::Aes256GcmSiv => pb::KeySpec::Aes256GcmSiv,
                 Spec::EccNistP384 => pb::KeySpec::EccNistP384,
@@ -91,6 +106,7 @@ pub(crate) async fn run(command: KeyCommand, common: &Common) -> anyhow::Result<
                 idempotency_token: token(),
                 rotation_period_days: rotation_days.unwrap_or(0),
                 allowed_regions,
+                policy: policy.map(|p| access::read_policy(&p)).transpose()?.unwrap_or_default(),
             };
             c.create_key(req).await?.key
         }

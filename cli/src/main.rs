@@ -2,6 +2,7 @@
 //! and certificate command. Each command group parses its own arguments in its own module;
 //! only `server` reaches into the server crate.
 
+mod access;
 mod bench;
 mod cert;
 mod cluster;

@@ -237,6 +237,7 @@ async fn a_node_is_added_as_learner_then_voter_serves_and_is_removed() {
         let mut cluster = Cluster::start(3).await;
         cluster.init().await;
         let c = cluster.client_for(&[1, 2, 3]);
+        let a = cluster.admin_for(&[1, 2, 3]);
         create_key(&c, "before", pb::KeySpec::Aes256GcmSiv).await.unwrap();
         let ct = encrypt(&c, "alias/before", b"old data", &[]).await.unwrap();
 
@@ -247,9 +248,9 @@ async fn a_node_is_added_as_learner_then_voter_serves_and_is_removed() {
         // Sent to a follower on purpose: admin writes are passed on to the leader.
         let leader = cluster.leader().await;
         let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
-        cluster.client_for(&[follower]).add_node(req).await.unwrap();
+        cluster.admin_for(&[follower]).add_node(req).await.unwrap();
         eventually("every node sees node 4 as a reachable voter", || async {
-            let status = c.status(pb::StatusRequest {}).await?;
+            let status = a.status(pb::StatusRequest {}).await?;
             let four = status.nodes.into_iter().find(|n| n.id == 4).expect("node 4 in status");
             if four.voter && four.reachable {
                 Ok(())
@@ -270,15 +271,15 @@ async fn a_node_is_added_as_learner_then_voter_serves_and_is_removed() {
         // (Idempotent: a retry after a lost answer finds node 4 leading. Under CI load an
         // election may be under way when it is asked: "no leader is known; retry".)
         eventually("leadership moves to node 4", || async {
-            c.transfer_leader(pb::TransferLeaderRequest { id: 4 }).await
+            a.transfer_leader(pb::TransferLeaderRequest { id: 4 }).await
         })
         .await;
         assert_eq!(cluster.leader().await, 4);
-        c.remove_node(pb::RemoveNodeRequest { id: 4 }).await.unwrap();
+        a.remove_node(pb::RemoveNodeRequest { id: 4 }).await.unwrap();
         assert_ne!(cluster.leader().await, 4);
-        let status = c.status(pb::StatusRequest {}).await.unwrap();
+        let status = a.status(pb::StatusRequest {}).await.unwrap();
         assert_eq!(status.nodes.iter().map(|n| n.id).collect::<Vec<_>>(), vec![1, 2, 3]);
-        let missing = c.remove_node(pb::RemoveNodeRequest { id: 9 }).await.unwrap_err();
+        let missing = a.remove_node(pb::RemoveNodeRequest { id: 9 }).await.unwrap_err();
         assert_eq!(missing.code(), tonic::Code::NotFound);
         // Still a working 3-node cluster.
         assert_eq!(decrypt(&c, &ct.ciphertext, &[]).await.unwrap().plaintext, b"old data");
@@ -292,11 +293,12 @@ async fn leadership_moves_to_the_named_node_and_back() {
         let cluster = Cluster::start(3).await;
         cluster.init().await;
         let c = cluster.client();
+        let a = cluster.admin();
         create_key(&c, "k", pb::KeySpec::Aes256GcmSiv).await.unwrap();
         let first = cluster.leader().await;
         for target in [1u64, 2, 3].into_iter().filter(|id| *id != first).chain([first]) {
             // Sent through any node: followers pass it to the leader.
-            c.transfer_leader(pb::TransferLeaderRequest { id: target })
+            a.transfer_leader(pb::TransferLeaderRequest { id: target })
                 .await
                 .unwrap_or_else(|e| panic!("transfer to {target}: {e:?}"));
             assert_eq!(cluster.leader().await, target);
@@ -308,7 +310,7 @@ async fn leadership_moves_to_the_named_node_and_back() {
             .unwrap();
             assert!(rotated.primary_version >= 2);
         }
-        let err = c.transfer_leader(pb::TransferLeaderRequest { id: 7 }).await.unwrap_err();
+        let err = a.transfer_leader(pb::TransferLeaderRequest { id: 7 }).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::NotFound);
     })
     .await;

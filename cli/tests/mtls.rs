@@ -53,14 +53,29 @@ async fn every_call_needs_a_certificate_from_the_cluster_ca_with_the_right_role(
             rewrap: false,
         };
 
-        // An application certificate: KMS yes, admin and node-to-node no.
+        // An application certificate: KMS yes, admin and node-to-node no. It lists only the
+        // keys it may describe, and may not use another principal's key.
         cluster.issue(&Principal::Client("app".into()), "app");
         let app = cluster.client_as("app", &[1]);
-        list_keys(&app).await.unwrap();
+        assert_eq!(list_keys(&app).await.unwrap().keys.len(), 0, "client/app sees client/dev's key");
+        assert_eq!(list_keys(&cluster.client()).await.unwrap().keys.len(), 1);
+        let denied = encrypt(&app, "alias/mtls", b"x", &[]).await.unwrap_err();
+        assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+        let expected = format!("client/app is not allowed to Encrypt on key {}", key.key_id);
+        assert!(denied.message().starts_with(&expected), "{denied:?}");
         let denied = status(&app).await.unwrap_err();
         assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
         assert!(denied.message().contains("needs an admin certificate"), "{denied:?}");
         let denied = internal(&addr, cluster.credentials("app")).decryption_share(share_request(2)).await.unwrap_err();
+        assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+
+        // An operator may describe every key, but not use one (separation of duties), nor
+        // create one.
+        let admin = cluster.admin_for(&[1]);
+        assert_eq!(list_keys(&admin).await.unwrap().keys.len(), 1);
+        let denied = encrypt(&admin, "alias/mtls", b"x", &[]).await.unwrap_err();
+        assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+        let denied = create_key(&admin, "by-admin", pb::KeySpec::Aes256GcmSiv).await.unwrap_err();
         assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
 
         // An operator certificate may not ask for decryption shares either.
@@ -73,6 +88,12 @@ async fn every_call_needs_a_certificate_from_the_cluster_ca_with_the_right_role(
         cluster.issue(&Principal::Node(2), "node-2-again");
         let share = internal(&addr, cluster.credentials("node-2-again")).decryption_share(share_request(2)).await;
         assert!(!share.unwrap().into_inner().share.is_empty());
+        // A member's certificate is no KMS principal: it forwards calls, never makes them.
+        let member = cluster.client_as("node-2-again", &[1]);
+        let denied = list_keys(&member).await.unwrap_err();
+        assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+        let denied = encrypt(&member, "alias/mtls", b"x", &[]).await.unwrap_err();
+        assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
         let denied =
             internal(&addr, cluster.credentials("node-2-again")).decryption_share(share_request(3)).await.unwrap_err();
         assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
@@ -98,7 +119,7 @@ async fn every_call_needs_a_certificate_from_the_cluster_ca_with_the_right_role(
         let c = Client::new(&[addr.as_str()], None).unwrap();
         assert!(list_keys(&c).await.is_err(), "a plaintext client was served");
 
-        // The cluster still works for its own operator.
+        // The cluster still works for its own application.
         list_keys(&cluster.client()).await.unwrap();
 
         // And `keyquorum bench` measures it over mTLS (a smoke test: figures are for the note).
@@ -109,9 +130,9 @@ async fn every_call_needs_a_certificate_from_the_cluster_ca_with_the_right_role(
             .arg("--tls-ca")
             .arg(tls.join("ca.pem"))
             .arg("--tls-cert")
-            .arg(tls.join("admin.pem"))
+            .arg(tls.join("client.pem"))
             .arg("--tls-key")
-            .arg(tls.join("admin.key"))
+            .arg(tls.join("client.key"))
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -93,7 +93,23 @@ async fn a_region_restricted_key_is_unwrapped_only_inside_its_regions() {
         // forwarded it: the serving node's record names the application's certificate.
         cluster.issue(&Principal::Client("payments".into()), "payments");
         let app = cluster.client_as("payments", &[outside]);
+        // Refused while the key's policy names only its owner: the node inside authorizes
+        // client/payments, not the member that forwarded the call.
+        let denied = encrypt(&app, "alias/eu", b"for payments", &[]).await.unwrap_err();
+        assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+        assert!(denied.message().starts_with("client/payments is not allowed to Encrypt"), "{denied:?}");
+        // The owner adds a statement for client/payments (Encrypt only) to the policy.
+        let req = pb::GetKeyPolicyRequest { key: "alias/eu".into(), consistency: None };
+        let current = at_outside.get_key_policy(req).await.unwrap();
+        assert_eq!(current.owner, "client/dev");
+        let mut policy: serde_json::Value = serde_json::from_str(&current.policy).unwrap();
+        let statement = serde_json::json!({"principals": ["client/payments"], "operations": ["Encrypt"]});
+        policy["statements"].as_array_mut().unwrap().push(statement);
+        let req = pb::PutKeyPolicyRequest { key: "alias/eu".into(), policy: policy.to_string() };
+        at_outside.put_key_policy(req).await.unwrap();
         encrypt(&app, "alias/eu", b"for payments", &[]).await.unwrap();
+        let denied = decrypt(&app, &ct, &[("app", "r")]).await.unwrap_err();
+        assert_eq!(denied.code(), Code::PermissionDenied, "Encrypt only: {denied:?}");
         let served = |log: String| {
             log.lines().any(|l| {
                 l.contains("operation=\"Encrypt\"")
@@ -135,7 +151,7 @@ async fn a_region_restricted_key_is_unwrapped_only_inside_its_regions() {
         }
 
         // The root key rotates: the leader, outside, has the node inside re-wrap the key.
-        let rotated = at_leader.rotate_root(pb::RotateRootRequest {}).await;
+        let rotated = cluster.admin_for(&[leader]).rotate_root(pb::RotateRootRequest {}).await;
         assert!(rotated.unwrap().root_epoch > 1);
         assert_eq!(decrypt(&at_outside, &ct, &[("app", "r")]).await.unwrap().plaintext, b"stays in its region");
         assert!(cluster.log(leader).contains("re-wrap"), "the leader logs nothing about re-wrapping");

@@ -71,7 +71,7 @@ async fn custody_follows_the_voters_and_rotates_under_load() {
         eventually("node 4 answers", || cluster.local_status(4)).await;
         let member = pb::Member { id: 4, addr: cluster.addrs[&4].clone(), region: region(4), zone: String::new() };
         let req = pb::AddNodeRequest { member: Some(member) };
-        c.add_node(req).await.unwrap();
+        cluster.admin().add_node(req).await.unwrap();
         custody_settles(&cluster, &[1, 2, 3, 4], 2).await;
         let c = cluster.client();
         assert_eq!(decrypt(&c, &ct, &[]).await.unwrap().plaintext, b"before any resharing");
@@ -105,7 +105,7 @@ async fn custody_follows_the_voters_and_rotates_under_load() {
                 }
             })
         };
-        let rotated = c.rotate_root(pb::RotateRootRequest {}).await.unwrap();
+        let rotated = cluster.admin().rotate_root(pb::RotateRootRequest {}).await.unwrap();
         assert_eq!((rotated.root_epoch, rotated.holders.clone(), rotated.shares_needed), (3, vec![1, 2, 3, 4], 3));
         custody_settles(&cluster, &[1, 2, 3, 4], 3).await;
         stop.store(true, Ordering::Relaxed);
@@ -115,7 +115,7 @@ async fn custody_follows_the_voters_and_rotates_under_load() {
         assert_eq!(failed.load(Ordering::Relaxed), 0, "client calls failed during the root rotation");
 
         // A voter leaves: custody moves to the remaining three.
-        c.remove_node(pb::RemoveNodeRequest { id: 1 }).await.unwrap();
+        cluster.admin().remove_node(pb::RemoveNodeRequest { id: 1 }).await.unwrap();
         custody_settles(&cluster, &[2, 3, 4], 4).await;
         let c = cluster.client_for(&[2, 3, 4]);
         assert_eq!(decrypt(&c, &ct, &[]).await.unwrap().plaintext, b"before any resharing");
@@ -142,7 +142,7 @@ async fn custody_follows_the_voters_and_rotates_under_load() {
                 one.identity_rounds
             );
         }
-        let status = c.status(pb::StatusRequest {}).await.unwrap();
+        let status = cluster.admin_for(&[2, 3, 4]).status(pb::StatusRequest {}).await.unwrap();
         assert_eq!(status.nodes.iter().map(|n| n.id).collect::<Vec<_>>(), vec![2, 3, 4]);
         let removed = cluster.client_for(&[1]);
         let refused = removed.list_keys(pb::ListKeysRequest::default()).await;

@@ -57,7 +57,7 @@ fn bounded_staleness_or(ms: u64, on_stale: pb::OnStale) -> Option<pb::consistenc
 /// A Kms client straight to node `id`, from region `region_index`, with no client library in
 /// between (which would follow a leader hint elsewhere).
 fn direct(cluster: &Cluster, id: u64, region_index: usize) -> pb::kms_client::KmsClient<tonic::transport::Channel> {
-    let channel = client::endpoint(&cluster.addrs[&id], Some(&cluster.credentials("admin")))
+    let channel = client::endpoint(&cluster.addrs[&id], Some(&cluster.credentials("client")))
         .unwrap()
         .local_address(Some(wan_client_ip(region_index)))
         .timeout(Duration::from_secs(2))
@@ -78,7 +78,7 @@ async fn ask_describe(
 }
 
 async fn transfer_to(cluster: &Cluster, id: u64) {
-    let c = cluster.client();
+    let c = cluster.admin();
     eventually(&format!("node {id} leads"), || {
         let c = &c;
         async move {
@@ -226,7 +226,7 @@ async fn leadership_returns_to_the_preferred_region_after_it_heals() {
             }
         })
         .await;
-        let status = cluster.client().status(pb::StatusRequest {}).await.unwrap();
+        let status = cluster.admin().status(pb::StatusRequest {}).await.unwrap();
         assert!(status.nodes.iter().all(|n| n.preferred_leader_region == "region-a"), "{:?}", status.nodes);
         assert!(status.placement_warnings.is_empty(), "{:?}", status.placement_warnings);
         let key = create_key(&cluster.client(), "preferred", pb::KeySpec::Aes256GcmSiv).await.unwrap();

@@ -66,6 +66,14 @@ rpcs! { kms_call:
     verify(pb::VerifyRequest) -> pb::VerifyResponse, |_| CallKind::Read;
     get_public_key(pb::GetPublicKeyRequest) -> pb::GetPublicKeyResponse, |_| CallKind::Read;
     get_topology(pb::GetTopologyRequest) -> pb::TopologyResponse, |_| CallKind::Read;
+    get_key_policy(pb::GetKeyPolicyRequest) -> pb::KeyPolicyResponse, |_| CallKind::Read;
+    /// Replaces the whole policy: as idempotent as replacing it again.
+    put_key_policy(pb::PutKeyPolicyRequest) -> pb::Empty, |_| CallKind::Idempotent;
+    create_grant(pb::CreateGrantRequest) -> pb::GrantResponse, |r| tokened(&r.idempotency_token);
+    list_grants(pb::ListGrantsRequest) -> pb::ListGrantsResponse, |_| CallKind::Read;
+    /// Not retried once sent: a second attempt would find the grant gone.
+    revoke_grant(pb::RevokeGrantRequest) -> pb::Empty, |_| CallKind::Unsafe;
+    retire_grant(pb::RevokeGrantRequest) -> pb::Empty, |_| CallKind::Unsafe;
 }
 
 rpcs! { admin_call:

@@ -100,14 +100,14 @@ fn client_in(cluster: &LocalCluster, r: usize, seed: u64, discover: bool) -> any
         discover,
         ..ClientOptions::default()
     };
-    Ok(Client::with_options(&endpoints, Some(cluster.admin_tls()?), options)?)
+    Ok(Client::with_options(&endpoints, Some(cluster.tls("client")?), options)?)
 }
 
 /// A client of node `id` alone.
 fn pinned(cluster: &LocalCluster, id: u64) -> anyhow::Result<Client> {
     let m = cluster.members.iter().find(|m| m.id == id).context("no such node")?;
     let options = ClientOptions { discover: false, ..ClientOptions::default() };
-    Ok(Client::with_options(std::slice::from_ref(&m.addr), Some(cluster.admin_tls()?), options)?)
+    Ok(Client::with_options(std::slice::from_ref(&m.addr), Some(cluster.tls("client")?), options)?)
 }
 
 pub async fn run(options: Options) -> anyhow::Result<Results> {

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::key::{Key, KeyRef, KeySpec, WrappedMaterial};
+use crate::policy::{Actor, Grant, KeyPolicy, Permission};
 use crate::{KmsError, NodeId};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,7 +66,11 @@ pub enum Command {
         rotation_period_days: Option<u32>,
         /// Empty: usable in every region (`Key::allowed_regions`).
         allowed_regions: BTreeSet<String>,
+        /// `None`: the default policy (the owner may do everything).
+        policy: Option<KeyPolicy>,
         material: WrappedMaterial,
+        /// The owner. Administrators cannot create keys (separation of duties).
+        by: Option<Actor>,
         now_ms: u64,
     },
     RotateKey {
@@ -75,6 +80,7 @@ pub enum Command {
         /// Set by automatic rotation: rotate only if the primary is still this version, so two
         /// leaders proposing the same due rotation rotate once.
         if_primary_is: Option<u32>,
+        by: Option<Actor>,
         now_ms: u64,
     },
     Update {
@@ -82,15 +88,42 @@ pub enum Command {
         change: KeyChange,
         /// Idempotency token: a retried update with the same token applies once.
         token: Option<String>,
+        by: Option<Actor>,
         now_ms: u64,
     },
     CreateAlias {
         alias: String,
         key: KeyRef,
+        by: Option<Actor>,
         now_ms: u64,
     },
     DeleteAlias {
         alias: String,
+        by: Option<Actor>,
+        now_ms: u64,
+    },
+    /// Replaces a key's policy.
+    PutKeyPolicy {
+        key: KeyRef,
+        policy: KeyPolicy,
+        by: Option<Actor>,
+        now_ms: u64,
+    },
+    /// Gives `grant.grantee` some use of a key (the grant's id is chosen by the proposer).
+    CreateGrant {
+        key: KeyRef,
+        grant: Grant,
+        token: Option<String>,
+        by: Option<Actor>,
+        now_ms: u64,
+    },
+    /// Removes a grant: by someone with RevokeGrant on the key (`retire: false`), or by its
+    /// grantee giving it up (`retire: true`).
+    RevokeGrant {
+        key: KeyRef,
+        grant: Uuid,
+        retire: bool,
+        by: Option<Actor>,
         now_ms: u64,
     },
     /// Destroys every key whose deletion date is at or before `now_ms`.
@@ -120,6 +153,21 @@ pub enum KeyChange {
     SetAllowedRegions(BTreeSet<String>),
 }
 
+impl KeyChange {
+    /// What a principal needs to make this change.
+    pub fn permission(&self) -> Permission {
+        match self {
+            KeyChange::Enable | KeyChange::EnableVersion(_) => Permission::Enable,
+            KeyChange::Disable | KeyChange::DisableVersion(_) => Permission::Disable,
+            KeyChange::ScheduleDeletion { .. } => Permission::ScheduleDeletion,
+            KeyChange::CancelDeletion => Permission::CancelDeletion,
+            KeyChange::SetDescription(_) | KeyChange::SetRotationPolicy { .. } => Permission::Update,
+            KeyChange::Tag(_) | KeyChange::Untag(_) => Permission::Tag,
+            KeyChange::SetAllowedRegions(_) => Permission::SetAllowedRegions,
+        }
+    }
+}
+
 /// What applying a command produced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Applied {
@@ -127,6 +175,11 @@ pub enum Applied {
     Key(Box<Key>),
     /// Ids of the keys destroyed.
     Destroyed(Vec<Uuid>),
+    /// The grant created, of key `key`.
+    Grant {
+        key: Uuid,
+        grant: Box<Grant>,
+    },
     Done,
 }
 
@@ -147,6 +200,10 @@ impl Command {
             Command::Update { .. } => "Update",
             Command::CreateAlias { .. } => "CreateAlias",
             Command::DeleteAlias { .. } => "DeleteAlias",
+            Command::PutKeyPolicy { .. } => "PutKeyPolicy",
+            Command::CreateGrant { .. } => "CreateGrant",
+            Command::RevokeGrant { retire: false, .. } => "RevokeGrant",
+            Command::RevokeGrant { retire: true, .. } => "RetireGrant",
             Command::DestroyDue { .. } => "DestroyDue",
         }
     }
@@ -163,6 +220,9 @@ impl Command {
             | Command::Update { now_ms, .. }
             | Command::CreateAlias { now_ms, .. }
             | Command::DeleteAlias { now_ms, .. }
+            | Command::PutKeyPolicy { now_ms, .. }
+            | Command::CreateGrant { now_ms, .. }
+            | Command::RevokeGrant { now_ms, .. }
             | Command::DestroyDue { now_ms } => *now_ms,
         }
     }
@@ -181,8 +241,29 @@ impl Command {
         )
     }
 
+    /// Who made the command: `None` for the cluster's own commands and unauthenticated calls.
+    pub fn by(&self) -> Option<&Actor> {
+        match self {
+            Command::CreateKey { by, .. }
+            | Command::RotateKey { by, .. }
+            | Command::Update { by, .. }
+            | Command::CreateAlias { by, .. }
+            | Command::DeleteAlias { by, .. }
+            | Command::PutKeyPolicy { by, .. }
+            | Command::CreateGrant { by, .. }
+            | Command::RevokeGrant { by, .. } => by.as_ref(),
+            Command::StartKeyGen { .. }
+            | Command::KeyGenPart { .. }
+            | Command::KeyGenAck { .. }
+            | Command::AddLogKey { .. }
+            | Command::ReplaceRoot { .. }
+            | Command::DestroyDue { .. } => None,
+        }
+    }
+
     /// The idempotency token and what it must stand for: a token reused for a different
-    /// request is an error, not a silent replay.
+    /// request is an error, not a silent replay. Tokens are scoped by principal (the state
+    /// machine keys them by both), so one principal's token never replays another's result.
     pub(crate) fn token(&self) -> Option<(&str, String)> {
         match self {
             Command::CreateKey {
@@ -193,11 +274,20 @@ impl Command {
                 alias,
                 rotation_period_days,
                 allowed_regions,
+                policy,
                 ..
             } => Some((
                 t,
                 format!(
-                    "create|{spec:?}|{description:?}|{tags:?}|{alias:?}|{rotation_period_days:?}|{allowed_regions:?}"
+                    "create|{spec:?}|{description:?}|{tags:?}|{alias:?}|{rotation_period_days:?}|{allowed_regions:?}|\
+                     {policy:?}"
+                ),
+            )),
+            Command::CreateGrant { token: Some(t), key, grant, .. } => Some((
+                t,
+                format!(
+                    "grant|{key:?}|{:?}|{:?}|{:?}|{:?}",
+                    grant.grantee, grant.operations, grant.context, grant.expires_ms
                 ),
             )),
             Command::RotateKey { token: Some(t), key, .. } => Some((t, format!("rotate|{key:?}"))),

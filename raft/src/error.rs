@@ -18,6 +18,7 @@ pub enum Action {
     ChangeVersion,
     SetAllowedRegions,
     CreateAlias,
+    CreateGrant,
 }
 
 impl std::fmt::Display for Action {
@@ -35,6 +36,7 @@ impl std::fmt::Display for Action {
             Action::ChangeVersion => "change a version's state",
             Action::SetAllowedRegions => "change its allowed regions",
             Action::CreateAlias => "point an alias at it",
+            Action::CreateGrant => "grant its use",
         })
     }
 }
@@ -108,6 +110,13 @@ pub enum KmsError {
     /// INVALID_ARGUMENT.
     #[error("{0}")]
     Invalid(String),
+    /// PERMISSION_DENIED: neither the key's policy nor a grant allows it. Names who, what and
+    /// which key, never the policy.
+    #[error("{principal} is not allowed to {operation}{}", key.map(|k| format!(" on key {k}")).unwrap_or_default())]
+    AccessDenied { principal: String, operation: String, key: Option<Uuid> },
+    /// NOT_FOUND.
+    #[error("key {key} has no grant {grant}")]
+    GrantNotFound { key: Uuid, grant: Uuid },
     /// The command's material is wrapped under a root key that was replaced meanwhile. Never
     /// recorded under an idempotency token: the proposer wraps again and retries (UNAVAILABLE
     /// if it ever reaches a client).
@@ -122,7 +131,9 @@ impl KmsError {
             KmsError::KeyNotFound(_)
             | KmsError::AliasNotFound(_)
             | KmsError::VersionNotFound { .. }
-            | KmsError::NotFound(_) => "NotFound",
+            | KmsError::NotFound(_)
+            | KmsError::GrantNotFound { .. } => "NotFound",
+            KmsError::AccessDenied { .. } => "AccessDenied",
             KmsError::KeyExists(_) | KmsError::AliasExists(_) | KmsError::AlreadyExists(_) => "AlreadyExists",
             KmsError::KeyNotUsable { .. }
             | KmsError::VersionNotUsable { .. }

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::{Action, Unusable};
-use crate::KmsError;
+use crate::policy::{Grant, KeyPolicy};
+use crate::{KmsError, Principal};
 
 pub const DELETION_DAYS_MIN: u32 = 7;
 pub const DELETION_DAYS_MAX: u32 = 30;
@@ -102,6 +103,12 @@ pub struct Key {
     /// The regions whose nodes may hold this key's material unwrapped (and make it); empty:
     /// every region. Share holders refuse shares to nodes elsewhere.
     pub allowed_regions: BTreeSet<String>,
+    /// The principal that created the key (`None`: made without authentication).
+    pub owner: Option<Principal>,
+    /// Who may do what to the key (`policy.rs`).
+    pub policy: KeyPolicy,
+    /// Live grants by id; expired ones are dropped by the next write to the key.
+    pub grants: BTreeMap<Uuid, Grant>,
     pub created_ms: u64,
     pub updated_ms: u64,
 }

@@ -16,6 +16,7 @@ mod command;
 mod error;
 mod key;
 pub mod keygen;
+mod policy;
 mod principal;
 pub mod runtime;
 mod state;
@@ -25,6 +26,10 @@ pub use error::{Action, KmsError, Unusable};
 pub use key::{
     check_regions, validate_alias, Key, KeyRef, KeySpec, KeyState, KeyUsage, KeyVersion, VersionState, WrappedMaterial,
     DELETION_DAYS_DEFAULT, DELETION_DAYS_MAX, DELETION_DAYS_MIN, MAX_ALLOWED_REGIONS, MAX_REGION_LEN,
+};
+pub use policy::{
+    check_context, Actor, Conditions, Grant, KeyPolicy, Permission, Request, Statement, MAX_CONTEXT_PAIRS,
+    MAX_GRANTS_PER_KEY, MAX_PRINCIPALS, MAX_STATEMENTS,
 };
 pub use principal::Principal;
 pub use state::{KeyStore, Keyring, RootHolder, RootKey};

@@ -46,7 +46,9 @@ fn create(store: &mut KeyStore, id: Uuid, token: &str, material: WrappedMaterial
         alias: None,
         rotation_period_days: None,
         allowed_regions: Default::default(),
+        policy: None,
         material,
+        by: None,
         now_ms: T0,
     })
 }

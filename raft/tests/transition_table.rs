@@ -39,13 +39,15 @@ fn create(s: &mut KeyStore, alias: &str, token: Option<&str>) -> Result<Applied,
         alias: Some(alias.to_string()),
         rotation_period_days: None,
         allowed_regions: Default::default(),
+        policy: None,
         material: material(KeySpec::Aes256GcmSiv),
+        by: None,
         now_ms: T0,
     })
 }
 
 fn update(s: &mut KeyStore, key: &KeyRef, change: KeyChange, now_ms: u64) -> Result<Applied, KmsError> {
-    s.apply(&Command::Update { key: key.clone(), change, token: None, now_ms })
+    s.apply(&Command::Update { key: key.clone(), change, token: None, by: None, now_ms })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -68,6 +70,7 @@ fn key_in(start: Start) -> (KeyStore, KeyRef) {
         token: None,
         material: material(KeySpec::Aes256GcmSiv),
         if_primary_is: None,
+        by: None,
         now_ms: T0,
     })
     .unwrap();
@@ -175,15 +178,16 @@ fn run(start: Start, op: Op) -> (Result<(), KmsError>, Option<&'static str>) {
                 token: None,
                 material: material(KeySpec::Aes256GcmSiv),
                 if_primary_is: None,
+                by: None,
                 now_ms: T0,
             })
             .map(drop),
         Op::CreateAlias => {
-            s.apply(&Command::CreateAlias { alias: "other".into(), key: key.clone(), now_ms: T0 }).map(drop)
+            s.apply(&Command::CreateAlias { alias: "other".into(), key: key.clone(), by: None, now_ms: T0 }).map(drop)
         }
         Op::DeleteOwnAlias => {
             let alias = if start == Start::Absent { "none" } else { "k" };
-            s.apply(&Command::DeleteAlias { alias: alias.into(), now_ms: T0 }).map(drop)
+            s.apply(&Command::DeleteAlias { alias: alias.into(), by: None, now_ms: T0 }).map(drop)
         }
         Op::DestroyDueLater => s.apply(&Command::DestroyDue { now_ms: later }).map(drop),
         Op::EncryptCheck => s.resolve(&key).and_then(|k| k.primary_for(KeyUsage::EncryptDecrypt)).map(drop),
@@ -270,6 +274,7 @@ fn a_retried_update_with_the_same_token_applies_once() {
         key: key.clone(),
         change: KeyChange::Disable,
         token: Some(token.to_string()),
+        by: None,
         now_ms: T0,
     };
     let first = s.apply(&disable("t1")).unwrap();
@@ -278,7 +283,8 @@ fn a_retried_update_with_the_same_token_applies_once() {
     assert_eq!(s.apply(&disable("t1")).unwrap(), first);
     assert_eq!(s.resolve(&key).unwrap().state, KeyState::Enabled);
     // A token names one request: reusing it for another change is refused.
-    let other = Command::Update { key: key.clone(), change: KeyChange::Enable, token: Some("t1".into()), now_ms: T0 };
+    let other =
+        Command::Update { key: key.clone(), change: KeyChange::Enable, token: Some("t1".into()), by: None, now_ms: T0 };
     assert!(matches!(s.apply(&other), Err(KmsError::TokenReused(t)) if t == "t1"));
 }
 
@@ -291,6 +297,7 @@ fn rotation_adds_a_primary_version_and_conditional_rotation_happens_once() {
             token: None,
             material: material(KeySpec::Aes256GcmSiv),
             if_primary_is: cond,
+            by: None,
             now_ms: T0,
         })
     };
@@ -321,7 +328,9 @@ fn signing_keys_cannot_encrypt_and_mismatched_material_is_rejected() {
         alias: None,
         rotation_period_days: None,
         allowed_regions: Default::default(),
+        policy: None,
         material: material(KeySpec::Aes256GcmSiv),
+        by: None,
         now_ms: T0,
     };
     assert_eq!(s.apply(&cmd).map_err(|e| e.kind()), Err("Invalid"));
@@ -346,7 +355,9 @@ fn commands_before_the_root_key_exists_are_refused() {
         alias: None,
         rotation_period_days: None,
         allowed_regions: Default::default(),
+        policy: None,
         material: material(KeySpec::Aes256GcmSiv),
+        by: None,
         now_ms: T0,
     });
     assert_eq!(out.map_err(|e| e.kind()), Err("InvalidState"));

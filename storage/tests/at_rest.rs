@@ -35,7 +35,9 @@ fn create_key() -> Command {
         alias: Some(ALIAS.into()),
         rotation_period_days: None,
         allowed_regions: Default::default(),
+        policy: None,
         material: WrappedMaterial { root_epoch: 1, ciphertext: vec![1; 64], kcv: [2; 32], public_key: None },
+        by: None,
         now_ms: 1,
     }
 }

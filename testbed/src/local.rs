@@ -297,24 +297,41 @@ impl LocalCluster {
         Ok(Client::with_options(&endpoints, Some(self.tls(stem)?), options)?)
     }
 
-    /// The operator's client of the nodes `ids` and no others (no discovery).
-    pub fn client_for(&self, ids: &[u64]) -> anyhow::Result<Client> {
+    /// The operator's (`admin/dev`) client of the nodes `ids` and no others (no discovery).
+    pub fn admin_for(&self, ids: &[u64]) -> anyhow::Result<Client> {
         self.client_as("admin", ids, ClientOptions { discover: false, ..ClientOptions::default() })
+    }
+
+    /// The application's (`client/dev`) client of the nodes `ids` and no others (no
+    /// discovery).
+    pub fn client_for(&self, ids: &[u64]) -> anyhow::Result<Client> {
+        self.client_as("client", ids, ClientOptions { discover: false, ..ClientOptions::default() })
     }
 
     /// Node `id`'s own status, as its operator sees it.
     pub async fn local_status(&self, id: u64) -> anyhow::Result<pb::NodeStatus> {
-        Ok(self.client_for(&[id])?.local_status(pb::StatusRequest {}).await?)
+        Ok(self.admin_for(&[id])?.local_status(pb::StatusRequest {}).await?)
     }
 
-    /// `ca.pem`, `admin.pem`, `admin.key`.
+    /// `ca.pem`, `admin.pem`, `admin.key`: the operator's (`admin/dev`) files.
     pub fn admin_files(&self) -> (PathBuf, PathBuf, PathBuf) {
         (self.tls_dir.join("ca.pem"), self.tls_dir.join("admin.pem"), self.tls_dir.join("admin.key"))
     }
 
-    /// A region-aware client of every node, as the operator.
-    pub fn client(&self) -> anyhow::Result<Client> {
+    /// `ca.pem`, `client.pem`, `client.key`: the application's (`client/dev`) files.
+    pub fn client_files(&self) -> (PathBuf, PathBuf, PathBuf) {
+        (self.tls_dir.join("ca.pem"), self.tls_dir.join("client.pem"), self.tls_dir.join("client.key"))
+    }
+
+    /// A region-aware client of every node, as the operator (`admin/dev`): the Admin API.
+    pub fn admin(&self) -> anyhow::Result<Client> {
         Ok(Client::new(&self.endpoints(), Some(self.admin_tls()?))?)
+    }
+
+    /// A region-aware client of every node, as the application (`client/dev`): the KMS API.
+    /// Administrators cannot create or use keys (separation of duties).
+    pub fn client(&self) -> anyhow::Result<Client> {
+        Ok(Client::new(&self.endpoints(), Some(self.tls("client")?))?)
     }
 
     /// The process id of node `id`, if it runs.
@@ -324,7 +341,7 @@ impl LocalCluster {
 
     /// Waits until every running node answers (at most `bound`).
     pub async fn wait_up(&self, bound: Duration) -> anyhow::Result<()> {
-        let client = self.client()?;
+        let client = self.admin()?;
         for (i, m) in self.members.iter().enumerate() {
             if !self.children.contains_key(&m.id) {
                 continue;
@@ -344,7 +361,7 @@ impl LocalCluster {
 
     /// Initialises the cluster through node 1 unless it already is; returns whether it did.
     pub async fn init_if_needed(&self) -> anyhow::Result<Option<pb::InitResponse>> {
-        let first = self.client()?.only(0)?;
+        let first = self.admin()?.only(0)?;
         let status = first.local_status(pb::StatusRequest {}).await?;
         if status.initialized {
             return Ok(None);
@@ -554,7 +571,7 @@ impl Drop for LocalCluster {
 }
 
 /// The cluster's PKI in `<data_dir>/tls`: a CA (made once, kept) and a certificate for the
-/// operator (`admin/dev`, made when missing).
+/// operator (`admin/dev`) and one for an application (`client/dev`), made when missing.
 fn pki(spec: &Spec) -> anyhow::Result<PathBuf> {
     let dir = spec.data_dir.join("tls");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -571,6 +588,10 @@ fn pki(spec: &Spec) -> anyhow::Result<PathBuf> {
     if !dir.join("admin.pem").exists() {
         let hosts = ["127.0.0.1".to_string(), "localhost".to_string()];
         ca.issue(&Principal::Admin("dev".into()), &hosts, CERT_DAYS)?.write(&dir, "admin")?;
+    }
+    if !dir.join("client.pem").exists() {
+        let hosts = ["127.0.0.1".to_string(), "localhost".to_string()];
+        ca.issue(&Principal::Client("dev".into()), &hosts, CERT_DAYS)?.write(&dir, "client")?;
     }
     Ok(dir)
 }

@@ -117,12 +117,22 @@ impl Cluster {
         self.inner.tls(stem).unwrap()
     }
 
-    /// An operator's client of every node.
+    /// The operator's (`admin/dev`) client of every node: the Admin API.
+    pub fn admin(&self) -> Client {
+        self.admin_for(&self.addrs.keys().copied().collect::<Vec<_>>())
+    }
+
+    /// The operator's client of the nodes `ids` and no others.
+    pub fn admin_for(&self, ids: &[u64]) -> Client {
+        self.inner.admin_for(ids).unwrap()
+    }
+
+    /// The application's (`client/dev`) client of every node: the KMS API.
     pub fn client(&self) -> Client {
         self.client_for(&self.addrs.keys().copied().collect::<Vec<_>>())
     }
 
-    /// An operator's client (role `admin/dev`) of the nodes `ids` and no others.
+    /// The application's client of the nodes `ids` and no others.
     pub fn client_for(&self, ids: &[u64]) -> Client {
         self.inner.client_for(ids).unwrap()
     }
@@ -133,13 +143,13 @@ impl Cluster {
         self.inner.client_as(stem, ids, ClientOptions { discover: false, ..Default::default() }).unwrap()
     }
 
-    /// An operator's client with `options`, starting from the nodes `ids`.
+    /// The application's client with `options`, starting from the nodes `ids`.
     pub fn client_with(&self, ids: &[u64], options: ClientOptions) -> Client {
-        self.inner.client_as("admin", ids, options).unwrap()
+        self.inner.client_as("client", ids, options).unwrap()
     }
 
     pub async fn local_status(&self, id: u64) -> Result<pb::NodeStatus, Status> {
-        self.client_for(&[id]).local_status(pb::StatusRequest {}).await.map_err(Status::from)
+        self.admin_for(&[id]).local_status(pb::StatusRequest {}).await.map_err(Status::from)
     }
 
     /// Waits until every running node answers, then initialises through node 1.

@@ -2,17 +2,19 @@
 //! outcomes into responses, and (for calls forwarded to another member) operations back into
 //! requests.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use proto::v1 as pb;
-use raft::{Key, KeyRef, KeySpec, KeyState, KmsError, NodeId, NodeInfo, VersionState};
+use raft::{
+    Grant, Key, KeyPolicy, KeyRef, KeySpec, KeyState, KmsError, NodeId, NodeInfo, Permission, Principal, VersionState,
+};
 use uuid::Uuid;
 
 use crate::admin::{ClusterStatus, NodeStatus};
 use crate::consensus::Consistency;
 use crate::error::{NodeError, Result};
 use crate::kms::topology::{Health, Topology};
-use crate::kms::{CallContext, KeyInfo, NewKey, Op, Out};
+use crate::kms::{CallContext, KeyInfo, NewGrant, NewKey, Op, Out};
 
 pub(crate) fn key_ref(s: &str) -> Result<KeyRef> {
     if s.is_empty() {
@@ -121,7 +123,88 @@ pub(crate) fn new_key(r: &pb::CreateKeyRequest) -> Result<NewKey> {
         alias: if r.alias.is_empty() { None } else { Some(alias_name(&r.alias)?) },
         rotation_period_days: (r.rotation_period_days > 0).then_some(r.rotation_period_days),
         allowed_regions: r.allowed_regions.iter().cloned().collect(),
+        policy: if r.policy.is_empty() { None } else { Some(policy(&r.policy)?) },
     })
+}
+
+/// A grant to make, from its request.
+pub(crate) fn new_grant(r: &pb::CreateGrantRequest) -> Result<Op> {
+    let grantee = Principal::parse(&r.grantee).map_err(NodeError::Invalid)?;
+    let operations =
+        r.operations.iter().map(|o| o.parse::<Permission>()).collect::<std::result::Result<BTreeSet<_>, _>>()?;
+    let grant = NewGrant {
+        grantee,
+        operations,
+        context: context(&r.encryption_context),
+        expires_ms: (r.expires_ms > 0).then_some(r.expires_ms),
+    };
+    Ok(Op::CreateGrant { key: key_ref(&r.key)?, grant })
+}
+
+/// Revoking (or, by its grantee, retiring) a grant.
+pub(crate) fn revoke_grant(r: &pb::RevokeGrantRequest, retire: bool) -> Result<Op> {
+    let grant =
+        Uuid::parse_str(&r.grant_id).map_err(|_| NodeError::Invalid(format!("{:?} is not a grant id", r.grant_id)))?;
+    Ok(Op::RevokeGrant { key: key_ref(&r.key)?, grant, retire })
+}
+
+pub(crate) fn decrypt(r: pb::DecryptRequest) -> Result<Op> {
+    let expected_key = key_ref_or_none(&r.key)?;
+    Ok(Op::Decrypt { context: context(&r.encryption_context), ciphertext: r.ciphertext, expected_key })
+}
+
+pub(crate) fn re_encrypt(r: pb::ReEncryptRequest) -> Result<Op> {
+    Ok(Op::ReEncrypt {
+        destination: key_ref_or_none(&r.destination_key)?,
+        source_context: context(&r.source_encryption_context),
+        destination_context: context(&r.destination_encryption_context),
+        ciphertext: r.ciphertext,
+    })
+}
+
+fn wire_grant(key_id: Uuid, g: &Grant) -> pb::Grant {
+    pb::Grant {
+        grant_id: g.id.to_string(),
+        key_id: key_id.to_string(),
+        grantee: g.grantee.to_string(),
+        operations: g.operations.iter().map(ToString::to_string).collect(),
+        encryption_context: wire_context(&g.context),
+        expires_ms: g.expires_ms.unwrap_or(0),
+        created_by: g.created_by.as_ref().map(ToString::to_string).unwrap_or_default(),
+        created_ms: g.created_ms,
+    }
+}
+
+pub(crate) fn grant_response(out: Out) -> Result<pb::GrantResponse> {
+    match out {
+        Out::Grant { key_id, grant } => Ok(pb::GrantResponse { grant: Some(wire_grant(key_id, &grant)) }),
+        other => Err(unexpected(&other)),
+    }
+}
+
+pub(crate) fn grants_response(out: Out) -> Result<pb::ListGrantsResponse> {
+    match out {
+        Out::Grants { key_id, grants } => {
+            Ok(pb::ListGrantsResponse { grants: grants.iter().map(|g| wire_grant(key_id, g)).collect() })
+        }
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// The largest key policy document accepted, in bytes.
+const MAX_POLICY_BYTES: usize = 32 * 1024;
+
+/// A key policy from its JSON document.
+pub(crate) fn policy(json: &str) -> Result<KeyPolicy> {
+    if json.len() > MAX_POLICY_BYTES {
+        return Err(NodeError::Invalid(format!("the policy is {} bytes; the limit is {MAX_POLICY_BYTES}", json.len())));
+    }
+    serde_json::from_str(json)
+        .map_err(|e| NodeError::Invalid(format!("the policy is not a valid policy document: {e}")))
+}
+
+fn policy_json(policy: &KeyPolicy) -> Result<String> {
+    serde_json::to_string(policy).map_err(|e| NodeError::Internal(format!("encoding a policy: {e}")))
 }
 
 /// A data key of the bytes asked for (default 32).
@@ -175,6 +258,7 @@ fn metadata(key: &Key, aliases: &[String]) -> pb::KeyMetadata {
         updated_ms: key.updated_ms,
         version_count: key.versions.len() as u32,
         allowed_regions: key.allowed_regions.iter().cloned().collect(),
+        owner: key.owner.as_ref().map(ToString::to_string).unwrap_or_default(),
     }
 }
 
@@ -212,6 +296,9 @@ fn out_name(out: &Out) -> &'static str {
         Out::Verified(_) => "Verified",
         Out::PublicKey { .. } => "PublicKey",
         Out::Topology(_) => "Topology",
+        Out::Policy { .. } => "Policy",
+        Out::Grant { .. } => "Grant",
+        Out::Grants { .. } => "Grants",
     }
 }
 
@@ -220,6 +307,17 @@ fn out_name(out: &Out) -> &'static str {
 pub(crate) fn key_response(out: Out) -> Result<pb::KeyResponse> {
     match out {
         Out::Key(KeyInfo { key, aliases }) => Ok(pb::KeyResponse { key: Some(metadata(&key, &aliases)) }),
+        other => Err(unexpected(&other)),
+    }
+}
+
+pub(crate) fn policy_response(out: Out) -> Result<pb::KeyPolicyResponse> {
+    match out {
+        Out::Policy { key_id, owner, policy } => Ok(pb::KeyPolicyResponse {
+            key_id: key_id.to_string(),
+            owner: owner.map(|o| o.to_string()).unwrap_or_default(),
+            policy: policy_json(&policy)?,
+        }),
         other => Err(unexpected(&other)),
     }
 }
@@ -366,6 +464,10 @@ fn topology(t: Topology) -> pb::TopologyResponse {
 
 pub(crate) fn create_key_request(op: &Op, ctx: &CallContext) -> Option<pb::CreateKeyRequest> {
     let Op::CreateKey(new) = op else { return None };
+    let policy = match &new.policy {
+        Some(p) => policy_json(p).ok()?,
+        None => String::new(),
+    };
     Some(pb::CreateKeyRequest {
         spec: wire_spec(new.spec) as i32,
         usage: 0,
@@ -375,6 +477,7 @@ pub(crate) fn create_key_request(op: &Op, ctx: &CallContext) -> Option<pb::Creat
         idempotency_token: ctx.token.clone().unwrap_or_default(),
         rotation_period_days: new.rotation_period_days.unwrap_or(0),
         allowed_regions: new.allowed_regions.iter().cloned().collect(),
+        policy,
     })
 }
 

@@ -157,13 +157,8 @@ impl KmsRpc for KmsService {
 
     async fn set_allowed_regions(&self, request: Request<pb::SetAllowedRegionsRequest>) -> Answer<pb::KeyResponse> {
         let (ctx, r) = self.open(request)?;
-        self.update(
-            ctx,
-            &r.key,
-            &r.idempotency_token,
-            KeyChange::SetAllowedRegions(r.allowed_regions.into_iter().collect()),
-        )
-        .await
+        let change = KeyChange::SetAllowedRegions(r.allowed_regions.into_iter().collect());
+        self.update(ctx, &r.key, &r.idempotency_token, change).await
     }
 
     async fn list_key_versions(
@@ -196,24 +191,14 @@ impl KmsRpc for KmsService {
     async fn decrypt(&self, request: Request<pb::DecryptRequest>) -> Answer<pb::DecryptResponse> {
         let (ctx, r) = self.open(request)?;
         let ctx = ctx.with_consistency(c::consistency(r.consistency)?);
-        let context = c::context(&r.encryption_context);
-        let op = c::key_ref_or_none(&r.key).map(|expected_key| Op::Decrypt {
-            ciphertext: r.ciphertext,
-            context,
-            expected_key,
-        });
+        let op = c::decrypt(r);
         self.run(ctx, op, c::decrypt_response, c::decrypt_request, |mut k, r| async move { k.decrypt(r).await }).await
     }
 
     async fn re_encrypt(&self, request: Request<pb::ReEncryptRequest>) -> Answer<pb::ReEncryptResponse> {
         let (ctx, r) = self.open(request)?;
         let ctx = ctx.with_consistency(c::consistency(r.consistency)?);
-        let op = c::key_ref_or_none(&r.destination_key).map(|destination| Op::ReEncrypt {
-            source_context: c::context(&r.source_encryption_context),
-            destination_context: c::context(&r.destination_encryption_context),
-            ciphertext: r.ciphertext,
-            destination,
-        });
+        let op = c::re_encrypt(r);
         let send = |mut k: KmsClient<Channel>, r| async move { k.re_encrypt(r).await };
         self.run(ctx, op, c::re_encrypt_response, c::re_encrypt_request, send).await
     }
@@ -274,5 +259,39 @@ impl KmsRpc for KmsService {
         // The leader's view, as this node answers it.
         topology.get_mut().answered_by = self.0.node().id();
         Ok(topology)
+    }
+
+    async fn get_key_policy(&self, request: Request<pb::GetKeyPolicyRequest>) -> Answer<pb::KeyPolicyResponse> {
+        let (ctx, r) = self.open(request)?;
+        let ctx = ctx.with_consistency(c::consistency(r.consistency)?);
+        self.serve(ctx, key_ref(&r.key).map(|key| Op::GetKeyPolicy { key }), c::policy_response).await
+    }
+
+    async fn put_key_policy(&self, request: Request<pb::PutKeyPolicyRequest>) -> Answer<pb::Empty> {
+        let (ctx, r) = self.open(request)?;
+        let op = (|| Ok(Op::PutKeyPolicy { key: key_ref(&r.key)?, policy: c::policy(&r.policy)? }))();
+        self.serve(ctx, op, c::empty).await
+    }
+
+    async fn create_grant(&self, request: Request<pb::CreateGrantRequest>) -> Answer<pb::GrantResponse> {
+        let (ctx, r) = self.open(request)?;
+        let ctx = ctx.with_token(token(&r.idempotency_token)?);
+        self.serve(ctx, c::new_grant(&r), c::grant_response).await
+    }
+
+    async fn list_grants(&self, request: Request<pb::ListGrantsRequest>) -> Answer<pb::ListGrantsResponse> {
+        let (ctx, r) = self.open(request)?;
+        let ctx = ctx.with_consistency(c::consistency(r.consistency)?);
+        self.serve(ctx, key_ref(&r.key).map(|key| Op::ListGrants { key }), c::grants_response).await
+    }
+
+    async fn revoke_grant(&self, request: Request<pb::RevokeGrantRequest>) -> Answer<pb::Empty> {
+        let (ctx, r) = self.open(request)?;
+        self.serve(ctx, c::revoke_grant(&r, false), c::empty).await
+    }
+
+    async fn retire_grant(&self, request: Request<pb::RevokeGrantRequest>) -> Answer<pb::Empty> {
+        let (ctx, r) = self.open(request)?;
+        self.serve(ctx, c::revoke_grant(&r, true), c::empty).await
     }
 }

@@ -60,7 +60,12 @@ pub(crate) fn context<T>(node: &Node, request: &Request<T>) -> Result<CallContex
         verified @ Caller::Verified(_) => (verified, None),
         Caller::Plaintext => (Caller::Plaintext, by),
     };
-    Ok(CallContext { forwarded_by, ..CallContext::new(caller) })
+    let region = match forwarded_by {
+        Some(id) => node.consensus.members().into_iter().find(|(m, _)| *m == id).map(|(_, info)| info.region),
+        None => None,
+    };
+    let region = region.unwrap_or_else(|| node.config().region.clone());
+    Ok(CallContext { forwarded_by, ..CallContext::new(caller, region) })
 }
 
 /// Serves all gRPC services on `incoming` until `shutdown` resolves, with mTLS when

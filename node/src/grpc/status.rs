@@ -23,7 +23,11 @@ fn advice(k: &KmsError) -> Option<&'static str> {
         KmsError::PrimaryVersion { .. } => Some("it cannot be disabled: rotate the key first"),
         KmsError::NotInitialized => Some("run `keyquorum cluster init` (keyquorum dev does it for you)"),
         KmsError::TokenReused(_) => Some("use a new token for a new request"),
+        KmsError::AccessDenied { .. } => {
+            Some("ask the key's owner for a grant or a policy statement (keyquorum key policy get shows it to those who may read it)")
+        }
         KmsError::KeyNotFound(_)
+        | KmsError::GrantNotFound { .. }
         | KmsError::VersionNotFound { .. }
         | KmsError::NotFound(_)
         | KmsError::KeyExists(_)
@@ -45,7 +49,9 @@ pub(crate) fn status(e: NodeError) -> Status {
                 KmsError::KeyNotFound(_)
                 | KmsError::AliasNotFound(_)
                 | KmsError::VersionNotFound { .. }
-                | KmsError::NotFound(_) => Code::NotFound,
+                | KmsError::NotFound(_)
+                | KmsError::GrantNotFound { .. } => Code::NotFound,
+                KmsError::AccessDenied { .. } => Code::PermissionDenied,
                 KmsError::KeyExists(_) | KmsError::AliasExists(_) | KmsError::AlreadyExists(_) => Code::AlreadyExists,
                 KmsError::KeyNotUsable { .. }
                 | KmsError::VersionNotUsable { .. }

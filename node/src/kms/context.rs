@@ -2,7 +2,7 @@
 //! be, and its idempotency token. Built at the gRPC edge, it flows through the whole pipeline
 //! to the audit record.
 
-use raft::NodeId;
+use raft::{Actor, NodeId, Principal};
 
 use crate::consensus::Consistency;
 pub use crate::tls::Caller;
@@ -19,12 +19,33 @@ pub struct CallContext {
     pub consistency: Consistency,
     /// The write's idempotency token, if it carries one.
     pub token: Option<String>,
+    /// The region of the node the call entered the cluster at (this node's, or the
+    /// forwarding member's): what a policy's region condition is about.
+    pub region: String,
 }
 
 impl CallContext {
-    /// A context for `caller`, called directly, linearizable, without a token.
-    pub fn new(caller: Caller) -> Self {
-        Self { caller, forwarded_by: None, consistency: Consistency::Linearizable, token: None }
+    /// A context for `caller`, who called a node in `region` directly, linearizable, without a
+    /// token.
+    pub fn new(caller: Caller, region: String) -> Self {
+        Self { caller, forwarded_by: None, consistency: Consistency::Linearizable, token: None, region }
+    }
+
+    /// The principal the call is authorized as, and where it entered; `None` when the node
+    /// serves without authentication (plaintext), where nothing is authorized.
+    pub fn actor(&self) -> Option<Actor> {
+        match &self.caller {
+            Caller::Verified(principal) => Some(Actor { principal: principal.clone(), region: self.region.clone() }),
+            Caller::Plaintext => None,
+        }
+    }
+
+    /// The principal, if authenticated.
+    pub fn principal(&self) -> Option<&Principal> {
+        match &self.caller {
+            Caller::Verified(principal) => Some(principal),
+            Caller::Plaintext => None,
+        }
     }
 
     pub fn with_consistency(mut self, consistency: Consistency) -> Self {

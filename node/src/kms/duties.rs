@@ -56,8 +56,14 @@ async fn rotate_due(node: &Node, now_ms: u64) {
     };
     for (id, primary, spec) in due {
         let Ok((_, material)) = node.custody.new_material(spec) else { continue };
-        let command =
-            Command::RotateKey { key: KeyRef::Id(id), token: None, material, if_primary_is: Some(primary), now_ms };
+        let command = Command::RotateKey {
+            key: KeyRef::Id(id),
+            token: None,
+            material,
+            if_primary_is: Some(primary),
+            by: None,
+            now_ms,
+        };
         if let Err(e) = node.consensus.propose(command).await {
             tracing::warn!(%id, error = %e, "automatic rotation failed; will retry");
         }

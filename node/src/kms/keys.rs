@@ -1,10 +1,10 @@
 //! The key lifecycle: the replicated commands behind creating, changing, rotating and
 //! listing keys and aliases.
 
-use raft::{Applied, Command, KeyChange, KeyRef, KeySpec};
+use raft::{Applied, Command, Grant, Key, KeyChange, KeyPolicy, KeyRef, KeySpec, Permission};
 use uuid::Uuid;
 
-use super::{CallContext, KeyInfo, Kms, NewKey, Out};
+use super::{CallContext, KeyInfo, Kms, NewGrant, NewKey, Out};
 use crate::error::{NodeError, Result};
 
 impl Kms {
@@ -18,7 +18,7 @@ impl Kms {
     pub(super) async fn create_key(&self, ctx: &CallContext, new: NewKey) -> Result<Out> {
         let node = &self.node;
         let key_id = uuid::Builder::from_random_bytes(node.with_rng(|rng| rng.bytes::<16>())).into_uuid();
-        let NewKey { spec, description, tags, alias, rotation_period_days, allowed_regions } = new;
+        let NewKey { spec, description, tags, alias, rotation_period_days, allowed_regions, policy } = new;
         let (applied, material, wrapped) = node
             .custody
             .propose_with_material(spec, |material| Command::CreateKey {
@@ -30,7 +30,9 @@ impl Kms {
                 alias: alias.clone(),
                 rotation_period_days,
                 allowed_regions: allowed_regions.clone(),
+                policy: policy.clone(),
                 material,
+                by: ctx.actor(),
                 now_ms: node.now_ms(),
             })
             .await?;
@@ -43,9 +45,18 @@ impl Kms {
         self.key_out(applied)
     }
 
-    pub(super) fn list_keys(&self, after: Option<Uuid>, page_size: usize) -> Result<Out> {
+    /// A page of the keys the caller may describe.
+    pub(super) fn list_keys(&self, ctx: &CallContext, after: Option<Uuid>, page_size: usize) -> Result<Out> {
+        let now_ms = self.node.now_ms();
         let state = self.node.open_state()?;
-        let keys = state.store.list(after, page_size + 1);
+        let visible = |k: &Key| match ctx.principal() {
+            None => true,
+            Some(principal) => {
+                let request = raft::Request { principal, region: &ctx.region, context: None, now_ms };
+                k.authorize(Permission::Describe, &request).is_ok()
+            }
+        };
+        let keys: Vec<&Key> = state.store.keys_after(after).filter(|k| visible(k)).take(page_size + 1).collect();
         let more = keys.len() > page_size;
         let page: Vec<KeyInfo> = keys
             .into_iter()
@@ -56,13 +67,53 @@ impl Kms {
         Ok(Out::Keys { keys: page, next_after })
     }
 
-    pub(super) async fn create_alias(&self, alias: String, key: KeyRef) -> Result<Out> {
-        self.node.consensus.propose(Command::CreateAlias { alias, key, now_ms: self.node.now_ms() }).await?;
+    pub(super) async fn create_alias(&self, ctx: &CallContext, alias: String, key: KeyRef) -> Result<Out> {
+        let command = Command::CreateAlias { alias, key, by: ctx.actor(), now_ms: self.node.now_ms() };
+        self.node.consensus.propose(command).await?;
         Ok(Out::Done)
     }
 
-    pub(super) async fn delete_alias(&self, alias: String) -> Result<Out> {
-        self.node.consensus.propose(Command::DeleteAlias { alias, now_ms: self.node.now_ms() }).await?;
+    pub(super) async fn delete_alias(&self, ctx: &CallContext, alias: String) -> Result<Out> {
+        self.node
+            .consensus
+            .propose(Command::DeleteAlias { alias, by: ctx.actor(), now_ms: self.node.now_ms() })
+            .await?;
+        Ok(Out::Done)
+    }
+
+    /// Makes a grant (authorized as it applies); its id is chosen here.
+    pub(super) async fn create_grant(&self, ctx: &CallContext, key: KeyRef, new: NewGrant) -> Result<Out> {
+        let node = &self.node;
+        let id = uuid::Builder::from_random_bytes(node.with_rng(|rng| rng.bytes::<16>())).into_uuid();
+        let NewGrant { grantee, operations, context, expires_ms } = new;
+        let grant = Grant {
+            id,
+            grantee,
+            operations,
+            context,
+            expires_ms,
+            created_by: ctx.principal().cloned(),
+            created_ms: node.now_ms(),
+        };
+        let by = ctx.actor();
+        let command = Command::CreateGrant { key, grant, token: ctx.token.clone(), by, now_ms: node.now_ms() };
+        match node.consensus.propose(command).await? {
+            Applied::Grant { key, grant } => Ok(Out::Grant { key_id: key, grant: *grant }),
+            other => Err(NodeError::Internal(format!("unexpected apply outcome {other:?}"))),
+        }
+    }
+
+    /// Revokes or retires a grant (authorized as it applies).
+    pub(super) async fn revoke_grant(&self, ctx: &CallContext, key: KeyRef, grant: Uuid, retire: bool) -> Result<Out> {
+        let command = Command::RevokeGrant { key, grant, retire, by: ctx.actor(), now_ms: self.node.now_ms() };
+        self.node.consensus.propose(command).await?;
+        Ok(Out::Done)
+    }
+
+    /// Replaces a key's policy (authorized as it applies).
+    pub(super) async fn put_policy(&self, ctx: &CallContext, key: KeyRef, policy: KeyPolicy) -> Result<Out> {
+        let command = Command::PutKeyPolicy { key, policy, by: ctx.actor(), now_ms: self.node.now_ms() };
+        self.node.consensus.propose(command).await?;
         Ok(Out::Done)
     }
 
@@ -74,7 +125,8 @@ impl Kms {
                 | KeyChange::DisableVersion(_)
                 | KeyChange::SetAllowedRegions(_)
         );
-        let command = Command::Update { key, change, token: ctx.token.clone(), now_ms: self.node.now_ms() };
+        let command =
+            Command::Update { key, change, token: ctx.token.clone(), by: ctx.actor(), now_ms: self.node.now_ms() };
         let applied = self.node.consensus.propose(command).await?;
         if let (true, Applied::Key(k)) = (evict, &applied) {
             // At once here; every node also sweeps its cache as it applies the change.
@@ -93,6 +145,7 @@ impl Kms {
                 token: ctx.token.clone(),
                 material,
                 if_primary_is: None,
+                by: ctx.actor(),
                 now_ms: node.now_ms(),
             })
             .await?;

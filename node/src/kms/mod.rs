@@ -7,8 +7,10 @@
 //!    node's state *before* the read barrier (`Routed::Forward`; the gRPC edge sends it);
 //! 4. **read barrier** at the call's consistency, then **resolve** the keys from the fresh
 //!    state, and route again should the fresh state have moved the key's regions;
-//! 5. **authorize** the call's principal for the operation on those keys (a hook: nothing
-//!    is refused yet);
+//! 5. **authorize** the call's principal for the operation on those keys, against their
+//!    policies and grants as the barrier's state holds them (`raft::Key::authorize`); writes
+//!    are authorized again by the state machine as they apply, against the state they apply
+//!    to, so a revocation binds every call that starts after it was acknowledged;
 //! 6. **work**: custody and crypto (`crypto.rs`), or a replicated command (`keys.rs`);
 //! 7. **record** the call (`audit.rs`).
 //!
@@ -27,11 +29,11 @@ pub mod topology;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use raft::{Key, KeyRef, NodeId, NodeInfo};
+use raft::{Key, KeyRef, KmsError, NodeId, NodeInfo, Permission, Principal};
 
 pub use audit::{AuditRecord, AuditSink, Outcome, TracingAudit};
 pub use context::{CallContext, Caller};
-pub use op::{Context, KeyInfo, NewKey, Op, Out, MAX_RANDOM_BYTES};
+pub use op::{Context, KeyInfo, NewGrant, NewKey, Op, Out, MAX_RANDOM_BYTES};
 
 use crate::error::{NodeError, Result};
 use crate::node::Node;
@@ -139,6 +141,14 @@ impl Kms {
     }
 
     async fn pipeline(&self, ctx: &CallContext, op: Op) -> Result<Routed<Out, Op>> {
+        if let Some(member @ Principal::Node(_)) = ctx.principal() {
+            return Err(KmsError::AccessDenied {
+                principal: member.to_string(),
+                operation: format!("{} (cluster members forward calls; they do not make them)", op.name()),
+                key: None,
+            }
+            .into());
+        }
         op.validate()?;
         self.admit(&op).await?;
         if let Op::GetTopology = op {
@@ -217,6 +227,8 @@ impl Kms {
             | Op::Sign { key, .. }
             | Op::Verify { key, .. }
             | Op::GetPublicKey { key, .. }
+            | Op::GetKeyPolicy { key }
+            | Op::ListGrants { key }
             | Op::RotateKey { key } => Target { key: Some(get(key)?), destination: None },
             Op::Decrypt { ciphertext, expected_key, .. } => {
                 let key = named_by_ciphertext(ciphertext)?;
@@ -288,10 +300,60 @@ impl Kms {
         Ok(Some(Forward { to, refusal, idempotent, fallback: None }))
     }
 
-    /// Whether the call's principal may do this. A hook for per-key policies: it refuses
-    /// nothing yet.
-    fn authorize(&self, _ctx: &CallContext, _op: &Op, _target: &Target) -> Result<()> {
-        Ok(())
+    /// Whether the call's principal may do this to the resolved keys, by their policies and
+    /// grants in the state the barrier gave. Writes that resolve their key in the state machine
+    /// are authorized there, at apply; RotateKey is checked here too, before material is made
+    /// for it. Without authentication (plaintext) nothing is checked.
+    fn authorize(&self, ctx: &CallContext, op: &Op, target: &Target) -> Result<()> {
+        let Some(principal) = ctx.principal() else { return Ok(()) };
+        let now_ms = self.node.now_ms();
+        let check = |key: &Option<Key>, permission: Permission, context: Option<&Context>| -> Result<()> {
+            let key = key.as_ref().ok_or_else(|| NodeError::Internal("authorizing an unresolved key".into()))?;
+            let request = raft::Request { principal, region: &ctx.region, context, now_ms };
+            Ok(key.authorize(permission, &request)?)
+        };
+        let key = &target.key;
+        match op {
+            Op::CreateKey(_) => match principal {
+                Principal::Client(_) => Ok(()),
+                other => Err(KmsError::AccessDenied {
+                    principal: other.to_string(),
+                    operation: "CreateKey (keys are created by client principals)".into(),
+                    key: None,
+                }
+                .into()),
+            },
+            Op::DescribeKey { .. } | Op::ListKeyVersions { .. } => check(key, Permission::Describe, None),
+            Op::RotateKey { .. } => check(key, Permission::Rotate, None),
+            Op::Encrypt { context, .. } => check(key, Permission::Encrypt, Some(context)),
+            Op::Decrypt { context, .. } => check(key, Permission::Decrypt, Some(context)),
+            Op::ReEncrypt { source_context, destination_context, .. } => {
+                check(key, Permission::ReEncryptFrom, Some(source_context))?;
+                check(&target.destination, Permission::ReEncryptTo, Some(destination_context))
+            }
+            Op::GenerateDataKey { context, with_plaintext: true, .. } => {
+                check(key, Permission::GenerateDataKey, Some(context))
+            }
+            Op::GenerateDataKey { context, with_plaintext: false, .. } => {
+                check(key, Permission::GenerateDataKeyWithoutPlaintext, Some(context))
+            }
+            Op::Sign { .. } => check(key, Permission::Sign, None),
+            Op::Verify { .. } => check(key, Permission::Verify, None),
+            Op::GetPublicKey { .. } => check(key, Permission::GetPublicKey, None),
+            Op::GetKeyPolicy { .. } => check(key, Permission::GetPolicy, None),
+            Op::ListGrants { .. } => {
+                check(key, Permission::GetPolicy, None).or_else(|_| check(key, Permission::RevokeGrant, None))
+            }
+            // Authorized by the state machine as they apply.
+            Op::CreateAlias { .. }
+            | Op::DeleteAlias { .. }
+            | Op::UpdateKey { .. }
+            | Op::PutKeyPolicy { .. }
+            | Op::CreateGrant { .. }
+            | Op::RevokeGrant { .. } => Ok(()),
+            // Lists only what the principal may describe; no key.
+            Op::ListKeys { .. } | Op::GenerateRandom { .. } | Op::GetTopology => Ok(()),
+        }
     }
 
     async fn work(&self, ctx: &CallContext, op: Op, target: Target) -> Result<Out> {
@@ -300,9 +362,9 @@ impl Kms {
         match op {
             Op::CreateKey(new) => self.create_key(ctx, new).await,
             Op::DescribeKey { .. } => Ok(Out::Key(self.info(key()?)?)),
-            Op::ListKeys { after, page_size } => self.list_keys(after, page_size),
-            Op::CreateAlias { alias, key } => self.create_alias(alias, key).await,
-            Op::DeleteAlias { alias } => self.delete_alias(alias).await,
+            Op::ListKeys { after, page_size } => self.list_keys(ctx, after, page_size),
+            Op::CreateAlias { alias, key } => self.create_alias(ctx, alias, key).await,
+            Op::DeleteAlias { alias } => self.delete_alias(ctx, alias).await,
             Op::UpdateKey { key, change } => self.update_key(ctx, key, change).await,
             Op::RotateKey { key: named } => self.rotate_key(ctx, named, key()?.spec).await,
             Op::ListKeyVersions { .. } => Ok(Out::Key(self.info(key()?)?)),
@@ -321,6 +383,17 @@ impl Kms {
             Op::Verify { version, message, signature, .. } => self.verify(&key()?, version, &message, &signature),
             Op::GetPublicKey { version, .. } => self.public_key(&key()?, version),
             Op::GetTopology => Ok(Out::Topology(self.node.local_topology())),
+            Op::GetKeyPolicy { .. } => {
+                let k = key()?;
+                Ok(Out::Policy { key_id: k.id, owner: k.owner, policy: k.policy })
+            }
+            Op::PutKeyPolicy { key, policy } => self.put_policy(ctx, key, policy).await,
+            Op::CreateGrant { key, grant } => self.create_grant(ctx, key, grant).await,
+            Op::ListGrants { .. } => {
+                let k = key()?;
+                Ok(Out::Grants { key_id: k.id, grants: k.grants.into_values().collect() })
+            }
+            Op::RevokeGrant { key, grant, retire } => self.revoke_grant(ctx, key, grant, retire).await,
         }
     }
 

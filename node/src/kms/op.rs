@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crypto::{SecretBytes, MAX_PLAINTEXT_LEN};
-use raft::{Key, KeyChange, KeyRef, KeySpec};
+use raft::{Grant, Key, KeyChange, KeyPolicy, KeyRef, KeySpec, Permission, Principal};
 use uuid::Uuid;
 
 use super::topology::Topology;
@@ -25,6 +25,8 @@ pub struct NewKey {
     pub alias: Option<String>,
     pub rotation_period_days: Option<u32>,
     pub allowed_regions: BTreeSet<String>,
+    /// `None`: the default (the creator may do everything, nobody else anything).
+    pub policy: Option<KeyPolicy>,
 }
 
 /// One KMS operation.
@@ -101,6 +103,35 @@ pub enum Op {
         version: Option<u32>,
     },
     GetTopology,
+    GetKeyPolicy {
+        key: KeyRef,
+    },
+    PutKeyPolicy {
+        key: KeyRef,
+        policy: KeyPolicy,
+    },
+    CreateGrant {
+        key: KeyRef,
+        grant: NewGrant,
+    },
+    ListGrants {
+        key: KeyRef,
+    },
+    /// `retire`: the grantee gives it up.
+    RevokeGrant {
+        key: KeyRef,
+        grant: Uuid,
+        retire: bool,
+    },
+}
+
+/// A grant to be made.
+#[derive(Debug, Clone)]
+pub struct NewGrant {
+    pub grantee: Principal,
+    pub operations: BTreeSet<Permission>,
+    pub context: Context,
+    pub expires_ms: Option<u64>,
 }
 
 /// A key with the aliases that point at it.
@@ -125,6 +156,9 @@ pub enum Out {
     Verified(bool),
     PublicKey { key_id: Uuid, version: u32, der: Vec<u8>, pem: String },
     Topology(Topology),
+    Policy { key_id: Uuid, owner: Option<Principal>, policy: KeyPolicy },
+    Grant { key_id: Uuid, grant: Grant },
+    Grants { key_id: Uuid, grants: Vec<Grant> },
 }
 
 impl Op {
@@ -149,6 +183,12 @@ impl Op {
             Op::Verify { .. } => "Verify",
             Op::GetPublicKey { .. } => "GetPublicKey",
             Op::GetTopology => "GetTopology",
+            Op::GetKeyPolicy { .. } => "GetKeyPolicy",
+            Op::PutKeyPolicy { .. } => "PutKeyPolicy",
+            Op::CreateGrant { .. } => "CreateGrant",
+            Op::ListGrants { .. } => "ListGrants",
+            Op::RevokeGrant { retire: false, .. } => "RevokeGrant",
+            Op::RevokeGrant { retire: true, .. } => "RetireGrant",
         }
     }
 
@@ -164,7 +204,12 @@ impl Op {
             | Op::GenerateDataKey { key, .. }
             | Op::Sign { key, .. }
             | Op::Verify { key, .. }
-            | Op::GetPublicKey { key, .. } => Some(key.to_string()),
+            | Op::GetPublicKey { key, .. }
+            | Op::GetKeyPolicy { key }
+            | Op::PutKeyPolicy { key, .. }
+            | Op::CreateGrant { key, .. }
+            | Op::ListGrants { key }
+            | Op::RevokeGrant { key, .. } => Some(key.to_string()),
             Op::Decrypt { ciphertext, .. } | Op::ReEncrypt { ciphertext, .. } => {
                 crypto::ciphertext::parse_header(ciphertext).ok().map(|h| h.key_id.to_string())
             }
@@ -182,6 +227,9 @@ impl Op {
                 | Op::DeleteAlias { .. }
                 | Op::UpdateKey { .. }
                 | Op::RotateKey { .. }
+                | Op::PutKeyPolicy { .. }
+                | Op::CreateGrant { .. }
+                | Op::RevokeGrant { .. }
         )
     }
 
@@ -202,7 +250,23 @@ impl Op {
             Op::GenerateRandom { bytes } if !(1..=MAX_RANDOM_BYTES).contains(bytes) => {
                 Err(NodeError::Invalid(format!("number_of_bytes must be 1-{MAX_RANDOM_BYTES}, got {bytes}")))
             }
-            Op::CreateKey(new) => Ok(raft::check_regions(&new.allowed_regions)?),
+            Op::CreateKey(new) => {
+                raft::check_regions(&new.allowed_regions)?;
+                Ok(new.policy.as_ref().map(KeyPolicy::validate).transpose().map(drop)?)
+            }
+            Op::PutKeyPolicy { policy, .. } => Ok(policy.validate()?),
+            Op::CreateGrant { grant, .. } => {
+                let check = Grant {
+                    id: Uuid::nil(),
+                    grantee: grant.grantee.clone(),
+                    operations: grant.operations.clone(),
+                    context: grant.context.clone(),
+                    expires_ms: grant.expires_ms,
+                    created_by: None,
+                    created_ms: 0,
+                };
+                Ok(check.validate()?)
+            }
             Op::UpdateKey { change: KeyChange::SetAllowedRegions(regions), .. } => Ok(raft::check_regions(regions)?),
             _ => Ok(()),
         }

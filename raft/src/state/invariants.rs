@@ -60,6 +60,19 @@ impl KeyStore {
             if k.id != *id {
                 return Err(format!("key {} is stored under id {id}", k.id));
             }
+            if k.policy.statements.len() > crate::MAX_STATEMENTS || k.grants.len() > crate::MAX_GRANTS_PER_KEY {
+                return Err(format!(
+                    "key {id} holds {} policy statements and {} grants, over the limits",
+                    k.policy.statements.len(),
+                    k.grants.len()
+                ));
+            }
+            if let Some((gid, g)) = k.grants.iter().find(|(gid, g)| **gid != g.id) {
+                return Err(format!("key {id}: grant {} is stored under id {gid}", g.id));
+            }
+            if k.state == KeyState::Destroyed && !k.grants.is_empty() {
+                return Err(format!("key {id} is destroyed but holds {} grants", k.grants.len()));
+            }
             for (i, v) in k.versions.iter().enumerate() {
                 if v.version != i as u32 + 1 {
                     return Err(format!("key {id}: version {} at position {}", v.version, i + 1));
@@ -150,6 +163,9 @@ mod tests {
             rotation_period_days: None,
             next_rotation_ms: None,
             allowed_regions: Default::default(),
+            owner: None,
+            policy: Default::default(),
+            grants: Default::default(),
             created_ms: 0,
             updated_ms: 0,
         };

@@ -11,7 +11,8 @@ use crate::key::{
     check_regions, validate_alias, Key, KeyRef, KeySpec, KeyState, KeyVersion, VersionState, WrappedMaterial,
     DELETION_DAYS_MAX, DELETION_DAYS_MIN,
 };
-use crate::{KmsError, DAY_MS};
+use crate::policy::{Actor, KeyPolicy, Permission};
+use crate::{KmsError, Principal, DAY_MS};
 
 impl KeyStore {
     /// Creates a key with its first version.
@@ -25,9 +26,21 @@ impl KeyStore {
         alias: &Option<String>,
         rotation_period_days: &Option<u32>,
         allowed_regions: &BTreeSet<String>,
+        policy: &Option<KeyPolicy>,
         material: &WrappedMaterial,
+        by: &Option<Actor>,
         now_ms: &u64,
     ) -> CommandResult {
+        let owner = by.as_ref().map(|a| a.principal.clone());
+        if let Some(who @ (Principal::Admin(_) | Principal::Node(_))) = &owner {
+            return Err(KmsError::AccessDenied {
+                principal: who.to_string(),
+                operation: "CreateKey (keys are created by client principals)".into(),
+                key: None,
+            });
+        }
+        let policy = policy.clone().unwrap_or_else(|| KeyPolicy::default_for(owner.as_ref()));
+        policy.validate()?;
         self.check_material(*spec, material)?;
         check_description(description)?;
         check_regions(allowed_regions)?;
@@ -55,6 +68,9 @@ impl KeyStore {
             rotation_period_days: *rotation_period_days,
             next_rotation_ms: rotation_period_days.map(|d| now_ms + u64::from(d) * DAY_MS),
             allowed_regions: allowed_regions.clone(),
+            owner,
+            policy,
+            grants: BTreeMap::new(),
             created_ms: *now_ms,
             updated_ms: *now_ms,
         };
@@ -71,10 +87,13 @@ impl KeyStore {
         key: &KeyRef,
         material: &WrappedMaterial,
         if_primary_is: &Option<u32>,
+        by: &Option<Actor>,
         now_ms: &u64,
     ) -> CommandResult {
         let id = self.resolve_id(key)?;
-        let spec = self.resolve(key)?.spec;
+        let k = self.resolve(key)?;
+        authorize(k, Permission::Rotate, by, *now_ms)?;
+        let spec = k.spec;
         self.check_material(spec, material)?;
         let k = self.key_mut(id)?;
         k.ensure_enabled(Action::Rotate)?;
@@ -95,18 +114,33 @@ impl KeyStore {
     }
 
     /// Changes a key's metadata or state.
-    pub(super) fn update(&mut self, key: &KeyRef, change: &KeyChange, now_ms: &u64) -> CommandResult {
+    pub(super) fn update(
+        &mut self,
+        key: &KeyRef,
+        change: &KeyChange,
+        by: &Option<Actor>,
+        now_ms: &u64,
+    ) -> CommandResult {
         let id = self.resolve_id(key)?;
         let k = self.key_mut(id)?;
+        authorize(k, change.permission(), by, *now_ms)?;
         apply_change(k, change, *now_ms)?;
         k.updated_ms = *now_ms;
         Ok(Applied::Key(Box::new(k.clone())))
     }
 
     /// Points a new alias at a key.
-    pub(super) fn create_alias(&mut self, alias: &str, key: &KeyRef) -> CommandResult {
-        self.check_alias_free(alias)?;
+    pub(super) fn create_alias(
+        &mut self,
+        alias: &str,
+        key: &KeyRef,
+        by: &Option<Actor>,
+        now_ms: &u64,
+    ) -> CommandResult {
+        validate_alias(alias)?;
         let k = self.resolve(key)?;
+        authorize(k, Permission::ManageAliases, by, *now_ms)?;
+        self.check_alias_free(alias)?;
         k.ensure_mutable(Action::CreateAlias)?;
         let id = k.id;
         self.aliases.insert(alias.to_string(), id);
@@ -114,8 +148,10 @@ impl KeyStore {
     }
 
     /// Removes an alias.
-    pub(super) fn delete_alias(&mut self, alias: &String) -> CommandResult {
+    pub(super) fn delete_alias(&mut self, alias: &String, by: &Option<Actor>, now_ms: &u64) -> CommandResult {
         validate_alias(alias)?;
+        let k = self.resolve(&KeyRef::Alias(alias.clone()))?;
+        authorize(k, Permission::ManageAliases, by, *now_ms)?;
         self.aliases.remove(alias).map(|_| Applied::Done).ok_or_else(|| KmsError::AliasNotFound(alias.clone()))
     }
 
@@ -134,7 +170,7 @@ impl KeyStore {
         Ok(Applied::Destroyed(destroyed))
     }
 
-    fn key_mut(&mut self, id: Uuid) -> Result<&mut Key, KmsError> {
+    pub(super) fn key_mut(&mut self, id: Uuid) -> Result<&mut Key, KmsError> {
         self.keys.get_mut(&id).ok_or(KmsError::KeyNotFound(id))
     }
 
@@ -155,6 +191,15 @@ impl KeyStore {
     }
 }
 
+/// Fails unless `by` may do `permission` to `key`. `None` is the cluster itself (automatic
+/// rotation, destruction) or a node serving without authentication: not checked.
+pub(super) fn authorize(key: &Key, permission: Permission, by: &Option<Actor>, now_ms: u64) -> Result<(), KmsError> {
+    match by {
+        None => Ok(()),
+        Some(actor) => key.authorize(permission, &actor.request(None, now_ms)),
+    }
+}
+
 fn destroy(k: &mut Key, now_ms: u64) {
     k.state = KeyState::Destroyed;
     for v in &mut k.versions {
@@ -162,6 +207,7 @@ fn destroy(k: &mut Key, now_ms: u64) {
         v.material = None;
     }
     k.next_rotation_ms = None;
+    k.grants.clear();
     k.updated_ms = now_ms;
 }
 

@@ -2,6 +2,7 @@
 //! (`root.rs`), keys and aliases (`keys.rs`), and the invariants that hold after every applied
 //! command (`invariants.rs`).
 
+mod access;
 mod invariants;
 mod keys;
 mod root;
@@ -158,6 +159,13 @@ impl KeyStore {
         self.aliases.iter().filter(|(_, k)| **k == id).map(|(a, _)| a.clone()).collect()
     }
 
+    /// Keys in id order, starting after `after`.
+    pub fn keys_after(&self, after: Option<Uuid>) -> impl Iterator<Item = &Key> {
+        use std::ops::Bound;
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.keys.range((lower, Bound::Unbounded)).map(|(_, k)| k)
+    }
+
     /// Keys in id order, starting after `after`, at most `limit`.
     pub fn list(&self, after: Option<Uuid>, limit: usize) -> Vec<&Key> {
         use std::ops::Bound;
@@ -193,7 +201,10 @@ impl KeyStore {
         let now_ms = command.now_ms();
         self.prune_tokens(now_ms);
         if let Some((token, fingerprint)) = command.token() {
-            if let Some(record) = self.tokens.get(token) {
+            // Scoped by principal: one principal's token never replays another's result.
+            let who = command.by().map_or_else(|| "-".to_string(), |a| a.principal.to_string());
+            let scoped = format!("{who} {token}");
+            if let Some(record) = self.tokens.get(&scoped) {
                 if record.fingerprint != fingerprint {
                     return Err(KmsError::TokenReused(token.to_string()));
                 }
@@ -204,7 +215,7 @@ impl KeyStore {
             self.check_wrapped_epochs(command)?;
             let outcome = self.apply_inner(command);
             let record = TokenRecord { fingerprint, outcome: outcome.clone(), at_ms: now_ms };
-            self.tokens.insert(token.to_string(), record);
+            self.tokens.insert(scoped, record);
             return outcome;
         }
         self.check_wrapped_epochs(command)?;
@@ -258,7 +269,9 @@ impl KeyStore {
                 alias,
                 rotation_period_days,
                 allowed_regions,
+                policy,
                 material,
+                by,
                 now_ms,
                 ..
             } => self.create_key(
@@ -269,15 +282,22 @@ impl KeyStore {
                 alias,
                 rotation_period_days,
                 allowed_regions,
+                policy,
                 material,
+                by,
                 now_ms,
             ),
-            Command::RotateKey { key, material, if_primary_is, now_ms, .. } => {
-                self.rotate_key(key, material, if_primary_is, now_ms)
+            Command::RotateKey { key, material, if_primary_is, by, now_ms, .. } => {
+                self.rotate_key(key, material, if_primary_is, by, now_ms)
             }
-            Command::Update { key, change, now_ms, .. } => self.update(key, change, now_ms),
-            Command::CreateAlias { alias, key, .. } => self.create_alias(alias, key),
-            Command::DeleteAlias { alias, .. } => self.delete_alias(alias),
+            Command::Update { key, change, by, now_ms, .. } => self.update(key, change, by, now_ms),
+            Command::CreateAlias { alias, key, by, now_ms } => self.create_alias(alias, key, by, now_ms),
+            Command::DeleteAlias { alias, by, now_ms } => self.delete_alias(alias, by, now_ms),
+            Command::PutKeyPolicy { key, policy, by, now_ms } => self.put_policy(key, policy, by, now_ms),
+            Command::CreateGrant { key, grant, by, now_ms, .. } => self.create_grant(key, grant, by, now_ms),
+            Command::RevokeGrant { key, grant, retire, by, now_ms } => {
+                self.revoke_grant(key, grant, *retire, by, now_ms)
+            }
             Command::DestroyDue { now_ms, .. } => self.destroy_due(now_ms),
         }
     }
