@@ -147,7 +147,7 @@ async fn every_call_needs_a_certificate_from_the_cluster_ca_with_the_right_role(
 async fn a_node_without_tls_refuses_to_start_unless_plaintext_is_asked_for_and_then_says_so() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = testbed::free_port().unwrap();
         let base = format!(
             "id = 1\nlisten = \"127.0.0.1:{port}\"\nregion = \"r\"\ndata_dir = \"{}\"\n",
             dir.path().join("data").display()

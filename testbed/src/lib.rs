@@ -13,5 +13,5 @@
 pub mod local;
 pub mod pki;
 
-pub use local::{region_name, LocalCluster, Spec, WanOptions, QUICK_RAFT};
+pub use local::{free_port, region_name, LocalCluster, Spec, WanOptions, QUICK_RAFT};
 pub use pki::{Authority, CertifiedKey};

@@ -174,7 +174,7 @@ impl LocalCluster {
         }
         let spec = &self.spec;
         let port = if spec.base_port == 0 {
-            std::net::TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port()
+            free_port()?
         } else {
             spec.base_port.checked_add((id - 1) as u16).context("port out of range")?
         };
@@ -568,6 +568,27 @@ impl Drop for LocalCluster {
             }
         }
     }
+}
+
+/// A port for a node of a cluster without a base port: from 20000-31999, below Linux's
+/// ephemeral range (32768-60999) where outgoing connections take their source ports, so a port
+/// found free here stays free until its node binds it (a port the system hands out for port 0
+/// may be taken by one of the many outgoing connections of the clusters running beside it
+/// before the node binds it). A counter per process, started where the process id puts it,
+/// keeps the clusters of one test binary, and of test binaries beside each other, apart.
+pub fn free_port() -> anyhow::Result<u16> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let start = std::process::id().wrapping_mul(7919) % SPAN;
+    for _ in 0..SPAN {
+        let port = (LOW + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port in {LOW}-{}", LOW + SPAN - 1)
 }
 
 /// The cluster's PKI in `<data_dir>/tls`: a CA (made once, kept) and a certificate for the
