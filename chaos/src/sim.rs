@@ -306,8 +306,8 @@ fn converged(world: &World) -> Option<Vec<u64>> {
     Some(members)
 }
 
-/// No root key generation or replacement under way at any member, and none holds an identity
-/// key of a round older than its root key's.
+/// No root key generation or replacement under way at any member, no replaced root still
+/// retired, and none holds an identity key of a round older than its root key's.
 fn custody_settled(world: &World, members: &[u64]) -> bool {
     members.iter().all(|id| {
         world.node(*id).is_some_and(|n| {
@@ -315,6 +315,7 @@ fn custody_settled(world: &World, members: &[u64]) -> bool {
             let root_round = s.store.root().map(|r| r.transcript.epoch);
             s.store.keygen().is_none()
                 && s.store.next_root().is_none()
+                && s.store.retired().is_empty()
                 && root_round.is_none_or(|round| n.custody.identity_rounds().iter().all(|r| *r >= round))
         })
     })

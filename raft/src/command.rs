@@ -130,6 +130,14 @@ pub enum Command {
     DestroyDue {
         now_ms: u64,
     },
+    /// `node` holds a durable snapshot whose keyring's root is of `root_epoch`: it will never
+    /// again need shares of an older root to read its own state. Once every holder has said
+    /// so, the roots before are let go and their shares erased.
+    SnapshotDurable {
+        node: NodeId,
+        root_epoch: u64,
+        now_ms: u64,
+    },
 }
 
 /// In-place changes to one key.
@@ -205,6 +213,7 @@ impl Command {
             Command::RevokeGrant { retire: false, .. } => "RevokeGrant",
             Command::RevokeGrant { retire: true, .. } => "RetireGrant",
             Command::DestroyDue { .. } => "DestroyDue",
+            Command::SnapshotDurable { .. } => "SnapshotDurable",
         }
     }
 
@@ -223,6 +232,7 @@ impl Command {
             | Command::PutKeyPolicy { now_ms, .. }
             | Command::CreateGrant { now_ms, .. }
             | Command::RevokeGrant { now_ms, .. }
+            | Command::SnapshotDurable { now_ms, .. }
             | Command::DestroyDue { now_ms } => *now_ms,
         }
     }
@@ -257,6 +267,7 @@ impl Command {
             | Command::KeyGenAck { .. }
             | Command::AddLogKey { .. }
             | Command::ReplaceRoot { .. }
+            | Command::SnapshotDurable { .. }
             | Command::DestroyDue { .. } => None,
         }
     }

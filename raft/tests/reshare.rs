@@ -128,6 +128,28 @@ fn a_new_member_set_gets_a_new_root_and_everything_moves_in_one_step() {
         assert!(matches!(unwrap(&next, &w, &mixed), Err(CryptoError::KeyCheckMismatch { .. })));
     }
 
+    // The replaced root stays retired, with log key v1 as it was wrapped under it, so a node
+    // restarted from a snapshot before the replacement can still read its state: its old
+    // holders' shares still open that wrapping.
+    let retired = &store.retired()[&1];
+    assert_eq!(retired.root, old);
+    assert_eq!(retired.log_keys.keys().copied().collect::<Vec<_>>(), vec![1]);
+    let old_three: Vec<ShareHolder> = holders(&old, &old_keys).into_iter().take(3).collect();
+    assert_eq!(unwrap(&old, &retired.log_keys[&1], &old_three.iter().collect::<Vec<_>>()).unwrap(), log_key);
+    assert_eq!(store.keyring().retired, store.retired().clone(), "sealed nodes see it too");
+    // It is let go once every holder of the new root has a durable snapshot past it.
+    let durable = |node, root_epoch| Command::SnapshotDurable { node, root_epoch, now_ms: T0 };
+    for node in [1, 2, 3, 4] {
+        store.apply(&durable(node, 2)).unwrap();
+    }
+    store.apply(&durable(5, 2)).unwrap();
+    assert!(store.retired().contains_key(&1), "node 6 has not said so yet (node 5 holds nothing now)");
+    store.apply(&durable(6, 1)).unwrap();
+    assert!(store.retired().contains_key(&1), "a snapshot under the old root does not count");
+    assert_eq!(store.apply(&durable(6, 3)).unwrap_err().kind(), "Invalid", "no such root yet");
+    store.apply(&durable(6, 2)).unwrap();
+    assert!(store.retired().is_empty());
+
     // Late material under the replaced root is refused, and its token stays free.
     let d = Uuid::from_u128(4);
     let md = SecretBytes::new(vec![0xD; 32]);

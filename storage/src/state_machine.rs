@@ -83,6 +83,8 @@ pub struct SharedState {
     /// Set once `Raft::new` has returned: from then on `apply` waits for log keys rather
     /// than queueing, so every result it returns is real.
     started: Arc<std::sync::atomic::AtomicBool>,
+    /// The root epoch of the keyring of this node's durable snapshot (0: none yet).
+    durable_root_epoch: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for SharedState {
@@ -104,7 +106,19 @@ impl SharedState {
             cipher,
             observer: Default::default(),
             started: Default::default(),
+            durable_root_epoch: Default::default(),
         }
+    }
+
+    /// The root epoch of the keyring in this node's durable snapshot: a node that restarts
+    /// needs shares of that root, or a later one, to read its state.
+    pub fn durable_root_epoch(&self) -> Option<u64> {
+        Some(self.durable_root_epoch.load(std::sync::atomic::Ordering::SeqCst)).filter(|e| *e > 0)
+    }
+
+    fn persisted(&self, keyring: &raft::Keyring) {
+        let epoch = keyring.root.as_ref().map_or(0, |r| r.epoch);
+        self.durable_root_epoch.store(epoch, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Called once `Raft::new` has returned (the node's start): while openraft re-applies the
@@ -355,6 +369,7 @@ impl<P: SnapshotPersist + Clone> StateMachineStore<P> {
     /// lock) and its body when it opens.
     fn stage(&self, backlog: &mut Backlog, stored: StoredSnapshot) -> Result<()> {
         let image: SnapshotImage = decode(&stored.data)?;
+        self.state.persisted(&image.keyring);
         let last = stored.meta.last_log_id.map_or(0, |l| l.index);
         let opened = open_snapshot(&self.state.cipher, &stored)?;
         {
@@ -411,9 +426,11 @@ impl<P: SnapshotPersist + Clone> RaftSnapshotBuilder<TypeConfig> for StateMachin
                 },
             }
         };
-        let data = encode(&SnapshotImage { keyring, body })?;
+        let image = SnapshotImage { keyring, body };
+        let data = encode(&image)?;
         let stored = encode(&StoredSnapshot { meta: meta.clone(), data: data.clone() })?;
         self.persist.save(&stored)?;
+        self.state.persisted(&image.keyring);
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }

@@ -55,6 +55,8 @@ pub struct Custody {
     shares: Mutex<BTreeMap<u64, Arc<ShareHolder>>>,
     /// (root round, applied index): old identity keys are erased once a snapshot reaches it.
     erase_after_snapshot: Mutex<Option<(u64, u64)>>,
+    /// The root epoch of the durable snapshot this node last reported (`report_durable_snapshot`).
+    durable_reported: Mutex<u64>,
     cache: cache::MaterialCache,
     /// Wrapped ciphertexts this node has checked before giving shares for them.
     /// By (key, version, root epoch): a re-wrap under a new root is a new ciphertext.
@@ -86,6 +88,7 @@ impl Custody {
             identities,
             shares: Mutex::new(BTreeMap::new()),
             erase_after_snapshot: Mutex::new(None),
+            durable_reported: Mutex::new(0),
             cache: cache::MaterialCache::new(ttl),
             verified: Mutex::new(BTreeSet::new()),
             faulty_shares: Mutex::new(BTreeMap::new()),
@@ -219,7 +222,8 @@ impl Custody {
         }
         let (index, pks, transcript) = {
             let state = self.consensus.state().read();
-            let Some(root) = state.store.root_of_epoch(epoch) else { return Ok(None) };
+            let retired = state.store.retired().get(&epoch).map(|r| &r.root);
+            let Some(root) = state.store.root_of_epoch(epoch).or(retired) else { return Ok(None) };
             let Some(holder) = root.holders.get(&self.id) else { return Ok(None) };
             (holder.share_index as usize, root.public_key_set.clone(), root.transcript.clone())
         };
@@ -263,6 +267,39 @@ impl Custody {
         });
     }
 
+    /// Tells the cluster, once, that this node's durable snapshot is under a newer root than a
+    /// retired one (`raft::RetiredRoot`), and takes such a snapshot if it has none yet: a
+    /// retired root is let go once every holder has said so.
+    async fn report_durable_snapshot(&self) {
+        let state = self.consensus.state();
+        if state.sealed().is_some() {
+            return;
+        }
+        let (oldest_retired, reported, root_epoch) = {
+            let s = state.read();
+            let oldest = s.store.retired().keys().next().copied();
+            (oldest, s.store.snapshot_epoch(self.id), s.store.root().map(|r| r.epoch))
+        };
+        let (Some(oldest), Some(root_epoch)) = (oldest_retired, root_epoch) else { return };
+        let durable = state.durable_root_epoch().unwrap_or(0);
+        if durable <= oldest {
+            if durable < root_epoch {
+                if let Err(e) = self.consensus.trigger_snapshot().await {
+                    tracing::warn!(error = %e, "cannot trigger the snapshot a retired root waits for");
+                }
+            }
+            return;
+        }
+        if reported.is_some_and(|r| r >= durable) || *lock(&self.durable_reported) >= durable {
+            return;
+        }
+        let command = Command::SnapshotDurable { node: self.id, root_epoch: durable, now_ms: self.env.now_ms() };
+        match self.consensus.propose(command).await {
+            Ok(_) => *lock(&self.durable_reported) = durable,
+            Err(e) => tracing::debug!(error = %e, "reporting the durable snapshot failed; will retry"),
+        }
+    }
+
     /// Erases the identity keys of rounds that can no longer matter: every round older than the
     /// one that made the current root key, except a round still running. With them go this
     /// node's shares of any root key those rounds made. Rounds newer than the root's are kept:
@@ -276,16 +313,19 @@ impl Custody {
         if state.sealed().is_some() {
             return;
         }
-        let (root_round, running, epochs) = {
+        let (root_round, running, epochs, retired_rounds) = {
             let s = state.read();
+            let retired = s.store.retired().values().map(|r| &r.root);
             let epochs: Vec<u64> =
-                [s.store.root(), s.store.next_root()].into_iter().flatten().map(|r| r.epoch).collect();
-            (s.store.root().map(|r| r.transcript.epoch), s.store.keygen().map(|r| r.epoch), epochs)
+                [s.store.root(), s.store.next_root()].into_iter().flatten().chain(retired).map(|r| r.epoch).collect();
+            let retired_rounds: Vec<u64> = s.store.retired().values().map(|r| r.root.transcript.epoch).collect();
+            (s.store.root().map(|r| r.transcript.epoch), s.store.keygen().map(|r| r.epoch), epochs, retired_rounds)
         };
         let Some(root_round) = root_round else { return };
-        // Shares of replaced roots go from memory at once (zeroized on drop).
+        // Shares of roots let go go from memory at once (zeroized on drop).
         lock(&self.shares).retain(|epoch, _| epochs.contains(epoch));
-        let keep = |round: u64| round >= root_round || Some(round) == running;
+        // A retired root's round stays until every holder has a snapshot past its replacement.
+        let keep = |round: u64| round >= root_round || Some(round) == running || retired_rounds.contains(&round);
         if self.identities.rounds().into_iter().all(keep) {
             return;
         }
@@ -328,6 +368,7 @@ async fn sweep_on_apply(custody: Arc<Custody>) {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
         custody.sweep_cache();
+        custody.report_durable_snapshot().await;
         custody.erase_stale_identities().await;
     }
 }

@@ -6,8 +6,10 @@
 //! makes a new root key beside the current one (`next_root`), and new material is wrapped
 //! under it from then on. The leader unwraps every entry still under the old root with the old
 //! holders' shares, wraps it again under the new root and proposes `ReplaceRoot`: one
-//! replicated step that moves all of it, with a fresh log key version, or nothing. After it
-//! applies, every node erases its identity key for the old round, and with it its old share.
+//! replicated step that moves all of it, with a fresh log key version, or nothing. The old root
+//! stays retired (`raft::RetiredRoot`) until every holder of the new one has a durable
+//! snapshot past the replacement (`Custody::report_durable_snapshot`); then every node erases
+//! its identity key for the old round, and with it its old share.
 //!
 //! `keyquorum cluster rotate-root` runs the same round among unchanged voters.
 
@@ -202,6 +204,6 @@ async fn replace_root(node: &Arc<Custody>, root: &RootKey, epoch: u64) -> Result
     if let Some(version) = version {
         node.consensus.state().cipher().install(version, log_key).map_err(NodeError::Internal)?;
     }
-    tracing::info!(epoch, log_key_version = ?version, "audit: root key replaced; old shares are erased as nodes apply it");
+    tracing::info!(epoch, log_key_version = ?version, "audit: root key replaced; the old one stays retired until every holder has a durable snapshot past this");
     Ok(())
 }

@@ -157,7 +157,13 @@ impl Custody {
         requester: NodeId,
         request: &DecryptionShareRequest,
     ) -> Result<DecryptionShareReply> {
-        let lookup = || self.consensus.state().read().store.log_keys().get(&request.version).cloned();
+        // A replaced root's wrapping, for a node restarted from a snapshot before the
+        // replacement, while the root is retired; else our own.
+        let lookup = || {
+            let state = self.consensus.state().read();
+            let retired = state.store.retired().get(&request.root_epoch).and_then(|r| r.log_keys.get(&request.version));
+            retired.or_else(|| state.store.log_keys().get(&request.version)).cloned()
+        };
         let wrapped = match lookup() {
             Some(w) => w,
             None => {

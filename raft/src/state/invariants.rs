@@ -44,6 +44,18 @@ impl KeyStore {
                 ));
             }
         }
+        for (epoch, retired) in &self.retired {
+            let root_epoch = self.root.as_ref().map_or(0, |r| r.epoch);
+            if *epoch >= root_epoch || retired.root.epoch != *epoch {
+                return Err(format!("retired root epoch {epoch} is not a replaced root (root epoch {root_epoch})"));
+            }
+            if let Some((v, w)) = retired.log_keys.iter().find(|(_, w)| w.root_epoch != *epoch) {
+                return Err(format!(
+                    "retired root epoch {epoch} keeps log key v{v} wrapped under epoch {}",
+                    w.root_epoch
+                ));
+            }
+        }
         for (alias, id) in &self.aliases {
             match self.keys.get(id) {
                 None => return Err(format!("alias/{alias} points at key {id}, which does not exist")),

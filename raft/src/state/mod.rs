@@ -41,6 +41,18 @@ pub struct RootHolder {
     pub share_index: u64,
 }
 
+/// A root key `ReplaceRoot` replaced, with the log key versions as they were wrapped under it.
+/// Kept until every holder of the current root has a durable snapshot past the replacement: a
+/// node that restarts from an older snapshot reads its state with these log key wrappings,
+/// so t + 1 holders must still be able to give shares of them (simulator seed 5820: holders
+/// that erased their old shares at once left nodes restarted from older snapshots sealed for
+/// good, and with them the quorum the new root needed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetiredRoot {
+    pub root: RootKey,
+    pub log_keys: BTreeMap<u32, WrappedMaterial>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct TokenRecord {
     fingerprint: String,
@@ -62,6 +74,10 @@ pub struct KeyStore {
     next_root: Option<RootKey>,
     /// The log key's versions, wrapped under the root key.
     log_keys: BTreeMap<u32, WrappedMaterial>,
+    /// Replaced roots some holder may still need shares of, by epoch.
+    retired: BTreeMap<u64, RetiredRoot>,
+    /// The root epoch of the newest durable snapshot each holder has reported.
+    snapshot_epochs: BTreeMap<NodeId, u64>,
     last_token_prune_ms: u64,
 }
 
@@ -74,6 +90,7 @@ pub struct Keyring {
     pub keygen: Option<KeyGenRound>,
     pub next_root: Option<RootKey>,
     pub log_keys: BTreeMap<u32, WrappedMaterial>,
+    pub retired: BTreeMap<u64, RetiredRoot>,
 }
 
 impl KeyStore {
@@ -112,6 +129,16 @@ impl KeyStore {
         log.chain(keys).collect()
     }
 
+    /// Replaced roots some holder may still need shares of, with their log key wrappings.
+    pub fn retired(&self) -> &BTreeMap<u64, RetiredRoot> {
+        &self.retired
+    }
+
+    /// The root epoch of the newest durable snapshot `node` has reported.
+    pub fn snapshot_epoch(&self, node: NodeId) -> Option<u64> {
+        self.snapshot_epochs.get(&node).copied()
+    }
+
     /// The wrapped versions of the log key.
     pub fn log_keys(&self) -> &BTreeMap<u32, WrappedMaterial> {
         &self.log_keys
@@ -123,6 +150,7 @@ impl KeyStore {
             keygen: self.keygen.clone(),
             next_root: self.next_root.clone(),
             log_keys: self.log_keys.clone(),
+            retired: self.retired.clone(),
         }
     }
 
@@ -133,6 +161,7 @@ impl KeyStore {
             keygen: keyring.keygen,
             next_root: keyring.next_root,
             log_keys: keyring.log_keys,
+            retired: keyring.retired,
             ..Self::default()
         }
     }
@@ -299,6 +328,7 @@ impl KeyStore {
                 self.revoke_grant(key, grant, *retire, by, now_ms)
             }
             Command::DestroyDue { now_ms, .. } => self.destroy_due(now_ms),
+            Command::SnapshotDurable { node, root_epoch, .. } => self.snapshot_durable(node, root_epoch),
         }
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use uuid::Uuid;
 
-use super::{KeyStore, RootHolder, RootKey};
+use super::{KeyStore, RetiredRoot, RootHolder, RootKey};
 use crate::command::{Applied, CommandResult};
 use crate::key::WrappedMaterial;
 use crate::keygen::KeyGenRound;
@@ -113,6 +113,9 @@ impl KeyStore {
         if missing > 0 {
             return Err(KmsError::InvalidState(format!("{missing} entries under root epoch {old} are not re-wrapped")));
         }
+        let old_log_keys = self.log_keys.iter().filter(|(_, w)| w.root_epoch == old).map(|(v, w)| (*v, w.clone()));
+        let retired = RetiredRoot { root: root.clone(), log_keys: old_log_keys.collect() };
+        self.retired.insert(old, retired);
         for (version, w) in self.log_keys.iter_mut().filter(|(_, w)| w.root_epoch == old) {
             rewrap(w, *epoch, &log_keys[version]);
         }
@@ -126,7 +129,37 @@ impl KeyStore {
         self.root = self.next_root.take();
         let version = self.log_keys.last_key_value().map_or(1, |(v, _)| v + 1);
         self.log_keys.insert(version, log_key.clone());
+        self.prune_retired();
         Ok(Applied::Done)
+    }
+
+    /// Records that `node` holds a durable snapshot whose keyring is at `root_epoch`, and
+    /// lets go of the retired roots no holder needs any more.
+    pub(super) fn snapshot_durable(&mut self, node: &NodeId, root_epoch: &u64) -> CommandResult {
+        let known = self.root.as_ref().is_some_and(|r| *root_epoch <= r.epoch);
+        if !known {
+            return Err(KmsError::Invalid(format!("root epoch {root_epoch} is not one this cluster has had")));
+        }
+        let e = self.snapshot_epochs.entry(*node).or_default();
+        *e = (*e).max(*root_epoch);
+        self.prune_retired();
+        Ok(Applied::Done)
+    }
+
+    /// Drops every retired root that all holders of the current root have a durable snapshot
+    /// past, and the reports of nodes that hold no share of the current or next root.
+    fn prune_retired(&mut self) {
+        let holders: Vec<NodeId> =
+            [&self.root, &self.next_root].into_iter().flatten().flat_map(|r| r.holders.keys().copied()).collect();
+        let Some(root) = &self.root else { return };
+        let past = |epoch: u64| {
+            root.holders.keys().all(|h| self.snapshot_epochs.get(h).is_some_and(|reported| *reported > epoch))
+        };
+        let done: Vec<u64> = self.retired.keys().copied().filter(|e| past(*e)).collect();
+        for epoch in done {
+            self.retired.remove(&epoch);
+        }
+        self.snapshot_epochs.retain(|node, _| holders.contains(node));
     }
 
     /// Adds the next log key version, wrapped under the root.
