@@ -43,16 +43,18 @@ impl Internal for InternalService {
 
     async fn propose(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let command: Command = decode(&request.get_ref().payload)?;
-        // A key-generation message speaks for one node: only that node may send it.
+        // A key-generation message or a durable-snapshot report speaks for one node: only that
+        // node may send it (a forged report would let an old root go before its holder is past it).
         let speaker = match &command {
             Command::KeyGenPart { dealer, .. } => Some(*dealer),
             Command::KeyGenAck { acker, .. } => Some(*acker),
+            Command::SnapshotDurable { node, .. } => Some(*node),
             _ => None,
         };
         if let (Some(speaker), Some(caller)) = (speaker, calling_node(&request)?) {
             if speaker != caller {
                 return Err(Status::permission_denied(format!(
-                    "node {caller} may not send a key-generation message for node {speaker}"
+                    "node {caller} may not send a message that speaks for node {speaker}"
                 )));
             }
         }
