@@ -101,22 +101,30 @@ impl Consensus {
     }
 
     /// On a leader outside the preferred leader region (if one is configured): the voter
-    /// there to hand leadership to, if one is healthy (answered within the election timeout)
-    /// and holds every entry.
+    /// there to hand leadership to, if one is healthy and holds every entry.
     pub fn preferred_successor(&self) -> Option<NodeId> {
         let preferred = &self.config.raft.preferred_leader_region;
-        if preferred.is_empty() || *preferred == self.config.region || !self.is_leader() {
+        if preferred.is_empty() || *preferred == self.config.region {
+            return None;
+        }
+        self.ready_successor(|node| node.region == *preferred)
+    }
+
+    /// On the leader: a voter that `wanted` accepts, is healthy (answered within the election
+    /// timeout) and holds every entry, the lowest id first.
+    fn ready_successor(&self, wanted: impl Fn(&raft::NodeInfo) -> bool) -> Option<NodeId> {
+        if !self.is_leader() {
             return None;
         }
         let m = self.raft.metrics().borrow().clone();
         let last = m.last_log_index.unwrap_or(0);
         let membership = m.membership_config.membership();
         membership.voter_ids().find(|v| {
-            let in_region = membership.get_node(v).is_some_and(|n| n.region == *preferred);
+            let wanted = *v != self.id && membership.get_node(v).is_some_and(&wanted);
             let healthy = self.peer_silence(*v).is_some_and(|ago| ago <= self.health_window());
             let caught_up =
                 m.replication.as_ref().and_then(|r| r.get(v).copied().flatten()).is_some_and(|l| l.index >= last);
-            in_region && healthy && caught_up
+            wanted && healthy && caught_up
         })
     }
 
@@ -186,9 +194,18 @@ impl Consensus {
     }
 }
 
-/// Keeps the leader in the preferred leader region (when one is configured): a leader
-/// elsewhere hands over to a healthy, caught-up voter there. A new leader settles for two
-/// election timeouts first, and a failed move waits before the next.
+/// Moves leadership where it serves best, checked every second on the leader:
+/// - A **sealed** leader (it restarted and waits for a log key version) hands over to any
+///   healthy, caught-up voter. It cannot apply, serve reads or send a snapshot (its state
+///   machine waits for the key), so a follower that needs a snapshot would wait for ever, and
+///   that follower may be the very holder whose share would unseal it (seed 8830: the leader
+///   restarted sealed, re-took leadership from its committed vote, and a lagging holder never
+///   caught up).
+/// - Else, a leader outside the preferred leader region (when one is configured) hands over
+///   to a healthy, caught-up voter there.
+///
+/// A new leader settles for two election timeouts first, and a failed move waits before the
+/// next.
 pub(super) async fn run_placement(consensus: Arc<Consensus>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -197,9 +214,6 @@ pub(super) async fn run_placement(consensus: Arc<Consensus>) {
     let mut next_move: Option<Instant> = None;
     loop {
         tick.tick().await;
-        if consensus.state.sealed().is_some() {
-            continue;
-        }
         if !consensus.is_leader() {
             next_move = None;
             continue;
@@ -208,13 +222,23 @@ pub(super) async fn run_placement(consensus: Arc<Consensus>) {
         if now < *next_move.get_or_insert(now + settle) {
             continue;
         }
-        if let Some(target) = consensus.preferred_successor() {
-            let region = &consensus.config.raft.preferred_leader_region;
-            tracing::info!(target, %region, "moving leadership to the preferred region");
-            if let Err(e) = consensus.transfer_leadership(target).await {
-                tracing::warn!(target, error = %e, "moving leadership to the preferred region failed; will retry");
-            }
-            next_move = Some(Instant::now() + 5 * settle);
+        let sealed = consensus.state.sealed();
+        let target = match sealed {
+            Some(_) => consensus.ready_successor(|_| true),
+            None => consensus.preferred_successor(),
+        };
+        let Some(target) = target else { continue };
+        match sealed {
+            Some(version) => tracing::info!(target, version, "leading while sealed: handing leadership over"),
+            None => tracing::info!(
+                target,
+                region = %consensus.config.raft.preferred_leader_region,
+                "moving leadership to the preferred region"
+            ),
         }
+        if let Err(e) = consensus.transfer_leadership(target).await {
+            tracing::warn!(target, error = %e, "moving leadership failed; will retry");
+        }
+        next_move = Some(Instant::now() + 5 * settle);
     }
 }

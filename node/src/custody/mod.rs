@@ -213,17 +213,23 @@ impl Custody {
         }
     }
 
-    /// This node's share of the root key of `epoch` (the root or, during a rotation, the next
-    /// root), opened from the replicated transcript with its identity key for that round.
+    /// The root key of `epoch` as this node's replicated state knows it: the root, the next
+    /// root, or a replaced root kept retired until every holder is past it.
+    pub(crate) fn known_root(&self, epoch: u64) -> Option<raft::RootKey> {
+        let state = self.consensus.state().read();
+        let retired = state.store.retired().get(&epoch).map(|r| &r.root);
+        state.store.root_of_epoch(epoch).or(retired).cloned()
+    }
+
+    /// This node's share of the root key of `epoch` (the root, the next root during a
+    /// rotation, or a retired root), opened from the replicated transcript with its identity key for that round.
     /// `None` if this node is not one of that root's holders.
     pub fn share_holder(&self, epoch: u64) -> Result<Option<Arc<ShareHolder>>> {
         if let Some(h) = lock(&self.shares).get(&epoch) {
             return Ok(Some(h.clone()));
         }
         let (index, pks, transcript) = {
-            let state = self.consensus.state().read();
-            let retired = state.store.retired().get(&epoch).map(|r| &r.root);
-            let Some(root) = state.store.root_of_epoch(epoch).or(retired) else { return Ok(None) };
+            let Some(root) = self.known_root(epoch) else { return Ok(None) };
             let Some(holder) = root.holders.get(&self.id) else { return Ok(None) };
             (holder.share_index as usize, root.public_key_set.clone(), root.transcript.clone())
         };

@@ -178,17 +178,44 @@ impl Custody {
             }
             match asks.join_next().await {
                 Some(Ok(Ok((peer, reply)))) => {
-                    let id = if reply.root_epoch == wrapped.root_epoch {
-                        // Under our root we know each holder's index.
-                        if root.holders.get(&peer).map(|h| h.share_index) != Some(reply.share_index) {
-                            refusals.push(format!("node {peer} answered with the wrong share index"));
-                            continue;
-                        }
-                        (wrapped.root_epoch, wrapped.ciphertext.clone(), root.public_key_set.clone())
+                    // Under a root we know (ours, or one retired but still kept) we know each
+                    // holder's index and the public key set; a copy under a root we do not
+                    // know is taken at its word and must pass the key-check value.
+                    let known = if reply.root_epoch == wrapped.root_epoch {
+                        Some(root.clone())
                     } else {
-                        (reply.root_epoch, reply.ciphertext, reply.public_key_set)
+                        self.known_root(reply.root_epoch)
                     };
-                    let group = groups.entry(id.clone()).or_default();
+                    let id = match &known {
+                        Some(known) => {
+                            if known.holders.get(&peer).map(|h| h.share_index) != Some(reply.share_index) {
+                                refusals.push(format!("node {peer} answered with the wrong share index"));
+                                continue;
+                            }
+                            let ciphertext = if reply.root_epoch == wrapped.root_epoch {
+                                wrapped.ciphertext.clone()
+                            } else {
+                                reply.ciphertext
+                            };
+                            (reply.root_epoch, ciphertext, known.public_key_set.clone())
+                        }
+                        None => (reply.root_epoch, reply.ciphertext, reply.public_key_set),
+                    };
+                    let group = groups.entry(id.clone()).or_insert_with(|| {
+                        // A peer still on a root this node has retired (it restarted from an
+                        // older snapshot) answers with its copy under that root: our share of
+                        // the retired root counts toward that copy, as the peer's does.
+                        let mut group = ShareGroup::default();
+                        if known.is_some() {
+                            if let Ok(Some(holder)) = self.share_holder(id.0) {
+                                if let Ok(share) = holder.decryption_share(&id.1) {
+                                    group.shares.insert(holder.index(), share);
+                                    group.holders.insert(holder.index(), self.id);
+                                }
+                            }
+                        }
+                        group
+                    });
                     // The first claim to an index stands: a faulty holder cannot push out
                     // another's share by claiming its index.
                     if group.holders.contains_key(&reply.share_index) {
