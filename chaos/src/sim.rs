@@ -519,9 +519,16 @@ fn finish(seed: u64, plan: &Plan, recorder: &Recorder, sim_ms: u64) -> SeedRepor
         )
     };
     let clients = plan.clients.iter().map(|c| (c.name.clone(), c.region.clone())).collect();
+    let key_regions = plan
+        .key_names()
+        .into_iter()
+        .zip(&plan.key_regions)
+        .filter_map(|(alias, region)| Some((alias, region.clone()?)))
+        .collect();
     let (failover, failover_checked) = crate::invariants::failover::check(
         &losses,
         &clients,
+        &key_regions,
         &ops,
         &fault_times,
         stop_ms.unwrap_or(0),
