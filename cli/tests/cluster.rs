@@ -245,10 +245,25 @@ async fn a_node_is_added_as_learner_then_voter_serves_and_is_removed() {
         eventually("node 4 answers", || cluster.local_status(4)).await;
         let member = pb::Member { id: 4, addr: cluster.addrs[&4].clone(), region: region(4), zone: String::new() };
         let req = pb::AddNodeRequest { member: Some(member) };
-        // Sent to a follower on purpose: admin writes are passed on to the leader.
+        // Sent to a follower on purpose. Operator calls are not forwarded (a member would
+        // make them with its own certificate): the follower refuses, naming the leader...
         let leader = cluster.leader().await;
         let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
-        cluster.admin_for(&[follower]).add_node(req).await.unwrap();
+        let pinned = client::ClientOptions {
+            discover: false,
+            call_timeout: Duration::from_secs(2),
+            ..client::ClientOptions::default()
+        };
+        let pinned = cluster.inner.client_as("admin", &[follower], pinned).unwrap();
+        let refused = pinned.add_node(req.clone()).await.unwrap_err();
+        let refused = tonic::Status::from(refused);
+        assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+        assert!(refused.message().contains(&format!("the leader is node {leader}")), "{refused:?}");
+        let hint = refused.metadata().get(client::LEADER_HINT).and_then(|v| v.to_str().ok());
+        assert_eq!(hint, Some(cluster.addrs[&leader].as_str()));
+        // ...and a client that may follow hints (the default) goes there and is served.
+        let follows = cluster.inner.client_as("admin", &[follower], client::ClientOptions::default()).unwrap();
+        follows.add_node(req).await.unwrap();
         eventually("every node sees node 4 as a reachable voter", || async {
             let status = a.status(pb::StatusRequest {}).await?;
             let four = status.nodes.into_iter().find(|n| n.id == 4).expect("node 4 in status");
@@ -267,6 +282,9 @@ async fn a_node_is_added_as_learner_then_voter_serves_and_is_removed() {
         let pt = eventually("node 4 decrypts", || decrypt(&alone, &ct.ciphertext, &[])).await;
         assert_eq!(pt.plaintext, b"old data");
 
+        // The operator's client of every node, node 4 included: leader-only calls go to the
+        // leader, wherever it is.
+        let a = cluster.admin();
         // Removing the leader itself: it hands leadership to another voter, which removes it.
         // (Idempotent: a retry after a lost answer finds node 4 leading. Under CI load an
         // election may be under way when it is asked: "no leader is known; retry".)

@@ -94,6 +94,13 @@ async fn every_call_needs_a_certificate_from_the_cluster_ca_with_the_right_role(
         assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
         let denied = encrypt(&member, "alias/mtls", b"x", &[]).await.unwrap_err();
         assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+        // Nor an operator: operator calls are never forwarded, so no member needs the Admin
+        // service, and a stolen node certificate cannot change the membership.
+        let denied = status(&member).await.unwrap_err();
+        assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+        assert!(denied.message().contains("needs an admin certificate"), "{denied:?}");
+        let removal = member.remove_node(pb::RemoveNodeRequest { id: 3 }).await.unwrap_err();
+        assert_eq!(tonic::Status::from(removal).code(), Code::PermissionDenied);
         let denied =
             internal(&addr, cluster.credentials("node-2-again")).decryption_share(share_request(3)).await.unwrap_err();
         assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");

@@ -267,8 +267,8 @@ impl Shared {
                 let wait = {
                     let mut state = self.lock();
                     if !state.budget.try_retry(Instant::now()) {
-                        let why = format!("{} (the client's retry budget is spent; not retrying)", last.message());
-                        return Err(fail(Status::new(last.code(), why), sent_any));
+                        let why = annotated(&last, "the client's retry budget is spent; not retrying");
+                        return Err(fail(why, sent_any));
                     }
                     let cap = o.backoff_max.min(o.backoff_base.saturating_mul(1 << (retry - 1).min(16)));
                     Duration::from_micros(state.rng.gen_range(0..=cap.as_micros() as u64))
@@ -575,7 +575,12 @@ impl Shared {
 }
 
 fn deadline_status(last: &Status) -> Status {
-    Status::new(last.code(), format!("{} (the call's deadline passed)", last.message()))
+    annotated(last, "the call's deadline passed")
+}
+
+/// `last` with a note after its message, its metadata (the leader hint) kept.
+fn annotated(last: &Status, note: &str) -> Status {
+    Status::with_metadata(last.code(), format!("{} ({note})", last.message()), last.metadata().clone())
 }
 
 /// The endpoint for `e` (`host:port`, or a URL whose scheme matches `tls`): `https` with the

@@ -115,8 +115,8 @@ pub fn role_of(der: &[u8]) -> std::result::Result<Principal, String> {
 pub enum Policy {
     /// KMS: any role.
     AnyRole,
-    /// Admin: operators, and nodes forwarding an operator's call.
-    AdminOrNode,
+    /// Admin: operators only (members never forward an operator's call).
+    AdminOnly,
     /// Node-to-node: nodes only.
     NodeOnly,
 }
@@ -125,9 +125,7 @@ impl Policy {
     fn admits(self, role: &Principal) -> bool {
         matches!(
             (self, role),
-            (Policy::AnyRole, _)
-                | (Policy::AdminOrNode, Principal::Admin(_) | Principal::Node(_))
-                | (Policy::NodeOnly, Principal::Node(_))
+            (Policy::AnyRole, _) | (Policy::AdminOnly, Principal::Admin(_)) | (Policy::NodeOnly, Principal::Node(_))
         )
     }
 
@@ -154,7 +152,7 @@ impl Policy {
                         "{role} may not call this service ({})",
                         match self {
                             Policy::AnyRole => "open to every role",
-                            Policy::AdminOrNode => "needs an admin certificate",
+                            Policy::AdminOnly => "needs an admin certificate",
                             Policy::NodeOnly => "for cluster nodes only",
                         }
                     )));
@@ -269,8 +267,8 @@ mod tests {
     fn policies_admit_only_their_principals() {
         let (node, admin, client) = (Principal::Node(1), Principal::Admin("a".into()), Principal::Client("c".into()));
         assert!(Policy::AnyRole.admits(&client));
-        assert!(Policy::AdminOrNode.admits(&admin) && Policy::AdminOrNode.admits(&node));
-        assert!(!Policy::AdminOrNode.admits(&client));
+        assert!(Policy::AdminOnly.admits(&admin));
+        assert!(!Policy::AdminOnly.admits(&client) && !Policy::AdminOnly.admits(&node));
         assert!(Policy::NodeOnly.admits(&node));
         assert!(!Policy::NodeOnly.admits(&admin) && !Policy::NodeOnly.admits(&client));
     }

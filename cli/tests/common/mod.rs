@@ -16,7 +16,7 @@ use tonic::Status;
 /// A local cluster for one test. Everything of [`LocalCluster`] is reachable through it.
 #[derive(Debug)]
 pub struct Cluster {
-    inner: LocalCluster,
+    pub inner: LocalCluster,
     /// Each node's address, as clients reach it.
     pub addrs: BTreeMap<u64, String>,
 }

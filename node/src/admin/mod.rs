@@ -1,6 +1,7 @@
 //! The operator's calls, transport-free, through the same pipeline as the KMS's: validate,
-//! route (membership changes and leadership transfer run on the leader: a follower forwards
-//! them), authorize (a hook), work, record.
+//! route (membership changes and leadership transfer run on the leader: a follower refuses
+//! them, naming the leader, and the client goes there; a member never makes an operator's call
+//! with its own certificate), authorize (operators only), work, record.
 
 mod status;
 
@@ -8,12 +9,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use raft::{Command, NodeId, NodeInfo};
+use raft::{Command, NodeId, NodeInfo, Principal};
 
 pub use status::{ClusterStatus, NodeStatus};
 
 use crate::error::{NodeError, Result};
-use crate::kms::{AuditRecord, AuditSink, CallContext, Forward, Outcome, Routed};
+use crate::kms::{AuditRecord, AuditSink, CallContext, Caller, Outcome};
 use crate::node::Node;
 
 /// How long `Init` waits for the members to generate the root key.
@@ -117,16 +118,16 @@ impl Admin {
     }
 
     /// Runs one operator call through the pipeline and records it.
-    pub async fn execute(&self, ctx: &CallContext, op: AdminOp) -> Result<Routed<AdminOut, AdminOp>> {
+    pub async fn execute(&self, ctx: &CallContext, op: AdminOp) -> Result<AdminOut> {
         let operation = op.name();
         let result = self.pipeline(ctx, op).await;
-        let outcome = Outcome::of(&result);
+        let outcome = Outcome::served(&result);
         let record = AuditRecord { node: self.node.id(), service: "admin", operation, key: None, ctx, outcome };
         self.audit.record(&record);
         result
     }
 
-    async fn pipeline(&self, ctx: &CallContext, op: AdminOp) -> Result<Routed<AdminOut, AdminOp>> {
+    async fn pipeline(&self, ctx: &CallContext, op: AdminOp) -> Result<AdminOut> {
         if let AdminOp::Init { members } = &op {
             for (id, info) in members {
                 check_member(*id, info)?;
@@ -135,29 +136,30 @@ impl Admin {
         if let AdminOp::AddNode { id, info } = &op {
             check_member(*id, info)?;
         }
-        if let Some(forward) = self.route(ctx, &op).await? {
-            return Ok(Routed::Forward(forward, op));
-        }
         self.authorize(ctx, &op)?;
-        self.work(op).await.map(Routed::Served)
+        self.route(&op).await?;
+        self.work(op).await
     }
 
-    /// Membership changes and leadership transfer run on the leader; a follower forwards them.
-    /// A leader asked to remove itself first hands leadership to the most caught-up other
-    /// voter, which then does the removal: openraft 0.9 keeps a leader that removed itself
+    /// Membership changes and leadership transfer run on the leader; a follower refuses them
+    /// as unavailable, naming the leader, and the client retries there (`grpc::serve` puts
+    /// the leader's address in the response). A leader asked to remove itself first hands
+    /// leadership to the most caught-up other voter and refuses likewise, so the retry reaches
+    /// the new leader, which does the removal: openraft 0.9 keeps a leader that removed itself
     /// leading a configuration it is not in, and its next membership change trips an internal
     /// assertion (found by the simulator, seed 156).
-    async fn route(&self, ctx: &CallContext, op: &AdminOp) -> Result<Option<Forward<AdminOut>>> {
+    async fn route(&self, op: &AdminOp) -> Result<()> {
         let on_leader =
             matches!(op, AdminOp::AddNode { .. } | AdminOp::RemoveNode { .. } | AdminOp::TransferLeader { .. });
         if !on_leader {
-            return Ok(None);
+            return Ok(());
         }
         let consensus = &self.node.consensus;
+        let me = self.node.id();
         if consensus.is_leader() {
-            let AdminOp::RemoveNode { id } = op else { return Ok(None) };
-            if *id != self.node.id() {
-                return Ok(None);
+            let AdminOp::RemoveNode { id } = op else { return Ok(()) };
+            if *id != me {
+                return Ok(());
             }
             let target = consensus.successor().ok_or_else(|| {
                 NodeError::Kms(raft::KmsError::InvalidState(
@@ -165,26 +167,28 @@ impl Admin {
                 ))
             })?;
             consensus.transfer_leadership(target).await?;
-        } else if ctx.forwarded_by.is_some() {
-            // Served here or refused, never forwarded again: the caller retries at the leader.
-            return Err(NodeError::Unavailable(format!("node {} is not the leader; retry", self.node.id())));
+            return Err(NodeError::Unavailable(format!(
+                "node {me} handed leadership to node {target} before its own removal; retry at the leader"
+            )));
         }
-        let (id, addr) =
-            consensus.leader().ok_or_else(|| NodeError::Unavailable("no leader is known; retry".into()))?;
-        if id == self.node.id() {
-            return Err(NodeError::Unavailable("leadership is moving; retry".into()));
-        }
-        let info = consensus.members().into_iter().find(|(m, _)| *m == id).map(|(_, i)| i);
-        let info = info.unwrap_or(NodeInfo { addr, ..NodeInfo::default() });
-        let refusal =
-            NodeError::Unavailable(format!("node {} is not the leader; the leader is node {id}", self.node.id()));
-        Ok(Some(Forward { to: vec![(id, info)], refusal, idempotent: false, fallback: None }))
+        Err(NodeError::Unavailable(match consensus.leader() {
+            Some((id, addr)) if id != me => format!("node {me} is not the leader; the leader is node {id} at {addr}"),
+            _ => format!("node {me} is not the leader and no leader is known; retry"),
+        }))
     }
 
-    /// Whether the call's principal may do this. A hook: nothing is refused here yet (the
-    /// Admin service admits operators and members only).
-    fn authorize(&self, _ctx: &CallContext, _op: &AdminOp) -> Result<()> {
-        Ok(())
+    /// Operators only: a member's certificate never makes an operator's call (the Admin
+    /// service admits `admin/*` certificates only; this holds behind it too). Without TLS
+    /// (development only) nothing is authenticated.
+    fn authorize(&self, ctx: &CallContext, op: &AdminOp) -> Result<()> {
+        match &ctx.caller {
+            Caller::Verified(Principal::Admin(_)) | Caller::Plaintext => Ok(()),
+            Caller::Verified(other) => Err(NodeError::Kms(raft::KmsError::AccessDenied {
+                principal: other.to_string(),
+                operation: format!("{} (operator calls need an admin certificate)", op.name()),
+                key: None,
+            })),
+        }
     }
 
     async fn work(&self, op: AdminOp) -> Result<AdminOut> {

@@ -1,23 +1,26 @@
 //! `keyquorum.v1.Admin`: each RPC into an operator call with its context, through the admin
 //! layer (`crate::admin`), and back; and [`PeerFleet`], how that layer asks the other members
-//! for their status.
+//! for their status (over the node-to-node service).
+//!
+//! Operator calls are never forwarded: a member would make them with its own certificate. A
+//! follower asked for a leader-only call refuses it as unavailable, and the response names the
+//! leader (`proto::LEADER_HINT`, added in `grpc::serve`), which the client library tries next.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use proto::internal::internal_client::InternalClient;
+use proto::internal::InternalEmpty;
 use proto::v1 as pb;
-use proto::v1::admin_client::AdminClient;
 use proto::v1::admin_server::Admin as AdminRpc;
 use raft::{NodeId, NodeInfo};
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+use super::context;
 use super::convert as c;
-use super::{context, forward::forward};
 use crate::admin::{Admin, AdminOp, AdminOut, Fleet, NodeStatus};
 use crate::error::{NodeError, Result};
-use crate::kms::{CallContext, Routed};
+use crate::kms::CallContext;
 use crate::node::Node;
 
 type Answer<R> = std::result::Result<Response<R>, Status>;
@@ -30,27 +33,16 @@ fn unexpected(out: AdminOut) -> NodeError {
 }
 
 impl AdminService {
-    /// Runs `op` for the request's caller; its outcome through `answer`, or, when the leader
-    /// serves it, the leader's answer to `message` sent with `send`.
-    async fn run<T, W, R, Fut>(
+    /// Runs `op` for the request's caller; its outcome through `answer`.
+    async fn run<T, R>(
         &self,
         request: Request<T>,
         op: Result<AdminOp>,
         answer: fn(AdminOut) -> Result<R>,
-        message: W,
-        send: impl Fn(AdminClient<Channel>, Request<W>) -> Fut,
-    ) -> Answer<R>
-    where
-        W: Clone,
-        Fut: Future<Output = Answer<R>>,
-    {
+    ) -> Answer<R> {
         let ctx: CallContext = context(self.0.node(), &request)?;
-        match self.0.execute(&ctx, op?).await? {
-            Routed::Served(out) => Ok(Response::new(answer(out)?)),
-            Routed::Forward(to, _) => {
-                forward(self.0.node(), &ctx, to.map(answer)?, AdminClient::new, message, send).await
-            }
-        }
+        let out = self.0.execute(&ctx, op?).await?;
+        Ok(Response::new(answer(out)?))
     }
 }
 
@@ -68,9 +60,8 @@ impl AdminRpc for AdminService {
             AdminOut::Init { shares_needed, holders } => Ok(pb::InitResponse { shares_needed, holders }),
             other => Err(unexpected(other)),
         };
-        let message = request.get_ref().clone();
         let op = Ok(AdminOp::Init { members: unique });
-        self.run(request, op, answer, message, |mut a, r| async move { a.init(r).await }).await
+        self.run(request, op, answer).await
     }
 
     async fn rotate_root(&self, request: Request<pb::RotateRootRequest>) -> Answer<pb::RotateRootResponse> {
@@ -80,8 +71,7 @@ impl AdminRpc for AdminService {
             }
             other => Err(unexpected(other)),
         };
-        let send = |mut a: AdminClient<Channel>, r| async move { a.rotate_root(r).await };
-        self.run(request, Ok(AdminOp::RotateRoot), answer, pb::RotateRootRequest {}, send).await
+        self.run(request, Ok(AdminOp::RotateRoot), answer).await
     }
 
     async fn status(&self, request: Request<pb::StatusRequest>) -> Answer<pb::ClusterStatusResponse> {
@@ -89,8 +79,7 @@ impl AdminRpc for AdminService {
             AdminOut::ClusterStatus(s) => Ok(c::cluster_status(s)),
             other => Err(unexpected(other)),
         };
-        let send = |mut a: AdminClient<Channel>, r| async move { a.status(r).await };
-        self.run(request, Ok(AdminOp::Status), answer, pb::StatusRequest {}, send).await
+        self.run(request, Ok(AdminOp::Status), answer).await
     }
 
     async fn local_status(&self, request: Request<pb::StatusRequest>) -> Answer<pb::NodeStatus> {
@@ -98,13 +87,12 @@ impl AdminRpc for AdminService {
             AdminOut::NodeStatus(s) => Ok(c::node_status(*s)),
             other => Err(unexpected(other)),
         };
-        let send = |mut a: AdminClient<Channel>, r| async move { a.local_status(r).await };
-        self.run(request, Ok(AdminOp::LocalStatus), answer, pb::StatusRequest {}, send).await
+        self.run(request, Ok(AdminOp::LocalStatus), answer).await
     }
 
     async fn add_node(&self, request: Request<pb::AddNodeRequest>) -> Answer<pb::AdminEmpty> {
-        let message = request.get_ref().clone();
-        let op = message
+        let op = request
+            .get_ref()
             .member
             .as_ref()
             .map(|m| {
@@ -112,19 +100,17 @@ impl AdminRpc for AdminService {
                 AdminOp::AddNode { id, info }
             })
             .ok_or_else(|| NodeError::Invalid("member is required".into()));
-        self.run(request, op, done, message.clone(), |mut a, r| async move { a.add_node(r).await }).await
+        self.run(request, op, done).await
     }
 
     async fn remove_node(&self, request: Request<pb::RemoveNodeRequest>) -> Answer<pb::AdminEmpty> {
-        let message = *request.get_ref();
-        let op = Ok(AdminOp::RemoveNode { id: message.id });
-        self.run(request, op, done, message, |mut a, r| async move { a.remove_node(r).await }).await
+        let op = Ok(AdminOp::RemoveNode { id: request.get_ref().id });
+        self.run(request, op, done).await
     }
 
     async fn transfer_leader(&self, request: Request<pb::TransferLeaderRequest>) -> Answer<pb::AdminEmpty> {
-        let message = *request.get_ref();
-        let op = Ok(AdminOp::TransferLeader { id: message.id });
-        self.run(request, op, done, message, |mut a, r| async move { a.transfer_leader(r).await }).await
+        let op = Ok(AdminOp::TransferLeader { id: request.get_ref().id });
+        self.run(request, op, done).await
     }
 
     async fn snapshot(&self, request: Request<pb::SnapshotRequest>) -> Answer<pb::SnapshotResponse> {
@@ -132,8 +118,7 @@ impl AdminRpc for AdminService {
             AdminOut::Snapshot { last_log_index } => Ok(pb::SnapshotResponse { last_log_index }),
             other => Err(unexpected(other)),
         };
-        let send = |mut a: AdminClient<Channel>, r| async move { a.snapshot(r).await };
-        self.run(request, Ok(AdminOp::Snapshot), answer, pb::SnapshotRequest {}, send).await
+        self.run(request, Ok(AdminOp::Snapshot), answer).await
     }
 }
 
@@ -144,7 +129,7 @@ fn done(out: AdminOut) -> Result<pb::AdminEmpty> {
     }
 }
 
-/// The other members' status, asked over their Admin service.
+/// The other members' status, asked over the node-to-node service.
 #[derive(Debug)]
 pub(super) struct PeerFleet(pub Arc<Node>);
 
@@ -153,9 +138,9 @@ impl Fleet for PeerFleet {
     async fn local_status(&self, _id: NodeId, member: &NodeInfo, timeout: Duration) -> Result<NodeStatus> {
         let ask = async {
             let channel = self.0.consensus.peers().channel(&member.addr)?;
-            let mut request = Request::new(pb::StatusRequest {});
+            let mut request = Request::new(InternalEmpty {});
             request.set_timeout(timeout);
-            AdminClient::new(channel)
+            InternalClient::new(channel)
                 .local_status(request)
                 .await
                 .map(|r| c::node_status_from_wire(r.into_inner()))

@@ -29,6 +29,10 @@ fn payload(payload: Vec<u8>) -> Response<RaftPayload> {
 
 #[tonic::async_trait]
 impl Internal for InternalService {
+    async fn local_status(&self, _request: Request<InternalEmpty>) -> Result<Response<proto::v1::NodeStatus>, Status> {
+        Ok(Response::new(super::convert::node_status(self.0.local_status())))
+    }
+
     async fn append_entries(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         self.0.consensus.serve_append(&request.get_ref().payload).await.map(payload)
     }

@@ -124,7 +124,7 @@ where
     duties.push(tokio::spawn(crate::kms::duties::run(node.clone())));
     let result = server
         .add_service(InterceptedService::new(kms, Policy::AnyRole.interceptor::<IO::ConnectInfo>(tls)))
-        .add_service(InterceptedService::new(admin, Policy::AdminOrNode.interceptor::<IO::ConnectInfo>(tls)))
+        .add_service(InterceptedService::new(admin, Policy::AdminOnly.interceptor::<IO::ConnectInfo>(tls)))
         .add_service(InterceptedService::new(internal, Policy::NodeOnly.interceptor::<IO::ConnectInfo>(tls)))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;

@@ -45,6 +45,14 @@ impl Outcome {
             Err(e) => Outcome::Refused(e.kind()),
         }
     }
+
+    /// The outcome of a call served here or refused (operator calls are never forwarded).
+    pub fn served<T>(result: &Result<T>) -> Self {
+        match result {
+            Ok(_) => Outcome::Served,
+            Err(e) => Outcome::Refused(e.kind()),
+        }
+    }
 }
 
 impl std::fmt::Display for Outcome {
