@@ -55,8 +55,9 @@ pub struct Custody {
     shares: Mutex<BTreeMap<u64, Arc<ShareHolder>>>,
     /// (root round, applied index): old identity keys are erased once a snapshot reaches it.
     erase_after_snapshot: Mutex<Option<(u64, u64)>>,
-    /// The root epoch of the durable snapshot this node last reported (`report_durable_snapshot`).
-    durable_reported: Mutex<u64>,
+    /// The root epoch of the durable snapshot this node last reported, and the root epoch then
+    /// (`report_durable_snapshot`).
+    durable_reported: Mutex<(u64, u64)>,
     cache: cache::MaterialCache,
     /// Wrapped ciphertexts this node has checked before giving shares for them.
     /// By (key, version, root epoch): a re-wrap under a new root is a new ciphertext.
@@ -88,7 +89,7 @@ impl Custody {
             identities,
             shares: Mutex::new(BTreeMap::new()),
             erase_after_snapshot: Mutex::new(None),
-            durable_reported: Mutex::new(0),
+            durable_reported: Mutex::new((0, 0)),
             cache: cache::MaterialCache::new(ttl),
             verified: Mutex::new(BTreeSet::new()),
             faulty_shares: Mutex::new(BTreeMap::new()),
@@ -296,12 +297,15 @@ impl Custody {
             }
             return;
         }
-        if reported.is_some_and(|r| r >= durable) || *lock(&self.durable_reported) >= durable {
+        // Reported, as the state shows, or proposed already under this root (its apply may
+        // not have reached us yet). A report the state dropped (it kept only the holders'
+        // then, and this node became a holder since: simulator seed 9220) is made again.
+        if reported.is_some_and(|r| r >= durable) || *lock(&self.durable_reported) >= (durable, root_epoch) {
             return;
         }
         let command = Command::SnapshotDurable { node: self.id, root_epoch: durable, now_ms: self.env.now_ms() };
         match self.consensus.propose(command).await {
-            Ok(_) => *lock(&self.durable_reported) = durable,
+            Ok(_) => *lock(&self.durable_reported) = (durable, root_epoch),
             Err(e) => tracing::debug!(error = %e, "reporting the durable snapshot failed; will retry"),
         }
     }
