@@ -181,22 +181,17 @@ impl Custody {
                     // Under a root we know (ours, or one retired but still kept) we know each
                     // holder's index and the public key set; a copy under a root we do not
                     // know is taken at its word and must pass the key-check value.
-                    let known = if reply.root_epoch == wrapped.root_epoch {
-                        Some(root.clone())
-                    } else {
-                        self.known_root(reply.root_epoch)
-                    };
-                    let id = match &known {
+                    // (Our own root is not cloned per reply: only another epoch is looked up.)
+                    let ours = reply.root_epoch == wrapped.root_epoch;
+                    let other = if ours { None } else { self.known_root(reply.root_epoch) };
+                    let known = if ours { Some(&root) } else { other.as_ref() };
+                    let id = match known {
                         Some(known) => {
                             if known.holders.get(&peer).map(|h| h.share_index) != Some(reply.share_index) {
                                 refusals.push(format!("node {peer} answered with the wrong share index"));
                                 continue;
                             }
-                            let ciphertext = if reply.root_epoch == wrapped.root_epoch {
-                                wrapped.ciphertext.clone()
-                            } else {
-                                reply.ciphertext
-                            };
+                            let ciphertext = if ours { wrapped.ciphertext.clone() } else { reply.ciphertext };
                             (reply.root_epoch, ciphertext, known.public_key_set.clone())
                         }
                         None => (reply.root_epoch, reply.ciphertext, reply.public_key_set),
