@@ -99,8 +99,8 @@ fn ci_range_of_seeds_keeps_every_invariant() {
 }
 
 /// Seeds that campaigns beyond the CI range found failing, each fixed since (the closing
-/// notes of issue 18 tell each story). They must stay clean.
-const FOUND_BY_CAMPAIGNS: [u64; 6] = [5820, 6280, 6887, 8455, 8830, 9220];
+/// notes of issue 18 tell each story; 12042 hung rather than failed). They must stay clean.
+const FOUND_BY_CAMPAIGNS: [u64; 7] = [5820, 6280, 6887, 8455, 8830, 9220, 12042];
 
 #[test]
 fn seeds_that_campaigns_found_stay_fixed() {

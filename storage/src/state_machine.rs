@@ -254,10 +254,18 @@ impl SharedState {
         }
     }
 
-    /// Applies everything queued, waiting for log key versions as needed.
+    /// Applies everything queued, waiting for log key versions as needed. It waits for the
+    /// backlog rather than trying it as `resume` does: when openraft's `apply` holds it,
+    /// waiting for a version that is already installed, only letting `apply` run unseals
+    /// the node; a try that failed would find the node still sealed on an installed version
+    /// and try again at once, for ever, in a runtime that never got to run `apply`
+    /// (simulator seed 12042 hung there, in a snapshot build).
     async fn settle(&self) -> Result<()> {
         loop {
-            self.resume().await?;
+            {
+                let mut backlog = self.backlog.lock().await;
+                self.drain(&mut backlog, &mut BTreeMap::new())?;
+            }
             match self.sealed() {
                 None => return Ok(()),
                 Some(version) => self.cipher.wait_for(version).await,

@@ -139,3 +139,55 @@ async fn a_snapshot_opens_only_with_its_own_metadata_and_a_sealed_node_waits_for
     assert_eq!(state.read().store.key_count(), 0, "created without a root key: refused, but applied");
     assert_eq!(state.read().last_applied, Some(log_id(1, 2)));
 }
+
+/// A snapshot build while openraft's `apply` holds the backlog, waiting for a log key version
+/// that has just been installed, must let `apply` run and then finish, on a one-thread runtime
+/// as the simulator's (seed 12042 spun for ever there: the build found the node still sealed
+/// on an installed version and tried again without yielding). Run on its own thread so a hang
+/// fails the test instead of stopping the suite.
+#[test]
+fn a_snapshot_build_waits_for_an_apply_that_holds_the_backlog() {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let cipher = cipher_with_key();
+            let (mut leader, _) = recording_sm(cipher.clone());
+            let add = Command::AddLogKey {
+                version: 1,
+                key: WrappedMaterial { root_epoch: 1, ciphertext: vec![3; 64], kcv: [4; 32], public_key: None },
+                now_ms: 1,
+            };
+            leader.apply([cipher.seal_entry(entry(1, 1, add)).unwrap()]).await.unwrap();
+            let snapshot = leader.get_snapshot_builder().await.build_snapshot().await.unwrap();
+
+            // A started node that installed the snapshot without the log key: sealed.
+            let empty = LogCipher::new(SecureRng::from_seed_u64(3));
+            let (mut sealed, seen) = recording_sm(empty.clone());
+            let state = sealed.state();
+            state.mark_started();
+            let data = snapshot.snapshot.into_inner();
+            sealed.install_snapshot(&snapshot.meta, Box::new(Cursor::new(data))).await.unwrap();
+            assert_eq!(state.sealed(), Some(1));
+            // openraft applies the next entry: it holds the backlog, waiting for v1.
+            let later = cipher.seal_entry(entry(1, 2, create_key())).unwrap();
+            let mut applier = sealed.clone();
+            let apply = tokio::spawn(async move { applier.apply([later]).await.map(|r| r.len()) });
+            tokio::task::yield_now().await;
+            assert!(!apply.is_finished(), "apply did not wait for the log key");
+            // The key arrives; before `apply` has run again, a snapshot is built.
+            empty.install(1, SecretBytes::new(vec![42; 32])).unwrap();
+            let built = sealed.get_snapshot_builder().await.build_snapshot().await.unwrap();
+            assert_eq!(built.meta.last_log_id, Some(log_id(1, 2)), "the snapshot is of everything applied");
+            assert_eq!(apply.await.unwrap().unwrap(), 1);
+            assert_eq!(state.sealed(), None);
+            assert_eq!(seen.lock().unwrap().len(), 1, "the entry was applied once");
+        });
+        done_tx.send(()).unwrap();
+    });
+    match done_rx.recv_timeout(std::time::Duration::from_secs(60)) {
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("the snapshot build hung"),
+        // Done, or the thread panicked (its panic is this test's failure).
+        _ => thread.join().unwrap(),
+    }
+}
