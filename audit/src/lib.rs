@@ -179,6 +179,11 @@ pub fn verify(node: u64, lines: &[Line], head: Option<&Head>) -> Result<Verified
                 Some(p) if record.seq <= p.seq => {
                     format!("sequence number {} after {}: records reordered or repeated", record.seq, p.seq)
                 }
+                // The record that belongs here comes later: the records were reordered.
+                Some(_) if records.iter().any(|r| r.seq == expected_seq) => {
+                    format!("record {} is here where record {expected_seq} should be: records reordered", record.seq)
+                }
+                Some(p) if record.seq == p.seq + 2 => format!("record {} is missing", p.seq + 1),
                 Some(p) => format!("records {}..{} are missing", p.seq + 1, record.seq - 1),
             };
             return Err(bad(expected_seq, why));

@@ -80,12 +80,12 @@ fn deletion_reorder_insertion_and_truncation_are_caught() {
     let mut deleted = lines.clone();
     deleted.remove(2);
     let b = verify(1, &deleted, Some(&head)).unwrap_err();
-    assert!(b.seq == 3 && b.why.contains("missing"), "{b}");
+    assert!(b.seq == 3 && b.why.contains("record 3 is missing"), "{b}");
     // Two records swapped.
     let mut swapped = lines.clone();
     swapped.swap(1, 2);
     let b = verify(1, &swapped, Some(&head)).unwrap_err();
-    assert!(b.why.contains("starts") || b.why.contains("reordered") || b.why.contains("missing"), "{b}");
+    assert!(b.why.contains("reordered"), "{b}");
     assert_eq!(b.seq, 2, "{b}");
     // A record repeated.
     let mut repeated = lines.clone();

@@ -29,6 +29,7 @@ pub struct Disk {
     pub log: MemLogStore,
     pub snapshots: MemSnapshots,
     pub identities: MemoryDisk,
+    pub audit: node::audit::MemoryStore,
 }
 
 /// State shared between the driver and every simulated host.
@@ -139,6 +140,7 @@ impl World {
             material_cache_ttl_ms: 60_000,
             tls: Default::default(),
             identity_passphrase_file: None,
+            audit: Default::default(),
         };
         let credentials = self.pki.node(id)?;
         let disk = self.disk(id);
@@ -173,7 +175,8 @@ impl World {
         let identities = Identities::in_memory(disk.identities.clone())?;
         let rng = SecureRng::from_seed_u64(mix(seed, (STREAM_NODES + id) << 16 | boot));
         let env = Env::new(self.clock(id), rng);
-        let node = Node::start(config, env, connector, (log, sm, state), identities).await?;
+        let audit = Box::new(disk.audit.clone());
+        let node = Node::start(config, env, connector, (log, sm, state), identities, audit).await?;
         lock(&self.running).insert(id, node.clone());
         self.recorder.event(format!("n{id} boots ({boot})"));
         tokio::spawn(watch_leadership(node.clone(), self.recorder.clone()));

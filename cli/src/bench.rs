@@ -3,8 +3,9 @@
 //! read index, t+1 decryption shares gathered over mTLS, combine, key-check, then AES. A
 //! **warm** call finds the material cached and pays the read index and AES only. Keys are
 //! created at the first endpoint and used at the second (with `--region`: created at a node
-//! outside that region), so every first use is cold.
+//! outside that region), so every first use is cold. Each call encrypts 1 KiB.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -21,6 +22,10 @@ pub(crate) struct BenchArgs {
     /// Warm Encrypts to time.
     #[arg(long, default_value_t = 1000)]
     warm: usize,
+    /// Concurrent callers of the warm Encrypts (a closed loop: each calls again as soon as it
+    /// is answered); the figures are then throughput and per-call latency under that load.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    clients: u64,
     /// `linearizable` (a read index at the leader per call, shared by concurrent calls) or
     /// `bounded:<ms>` (served from the node's state if it heard from the leader within ms).
     #[arg(long, default_value = "linearizable", value_parser = parse_consistency)]
@@ -79,7 +84,7 @@ impl Figures {
 async fn encrypt(c: &Client, key: &str, consistency: &pb::Consistency) -> anyhow::Result<Duration> {
     let req = pb::EncryptRequest {
         key: key.to_string(),
-        plaintext: b"keyquorum bench".to_vec(),
+        plaintext: vec![0x6b; 1024],
         encryption_context: Default::default(),
         consistency: Some(*consistency),
     };
@@ -88,9 +93,10 @@ async fn encrypt(c: &Client, key: &str, consistency: &pb::Consistency) -> anyhow
     Ok(started.elapsed())
 }
 
-/// Runs `cold` cold and `warm` warm Encrypts, one at a time, and prints the figures.
+/// Runs `cold` cold Encrypts one at a time and `warm` warm ones from `clients` concurrent
+/// callers, and prints the figures.
 pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let BenchArgs { cold, warm, consistency, common } = args;
+    let BenchArgs { cold, warm, clients, consistency, common } = args;
     let tls = common.tls()?;
     let output = common.output;
     let pinned = ClientOptions { discover: false, ..common.client_options() };
@@ -141,22 +147,38 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         samples.push(encrypt(&at_user, key, &consistency).await?);
     }
     let cold_figures = Figures::of(samples, started.elapsed());
+    // One untimed call caches the material (when `cold` is 0, nothing has yet).
+    encrypt(&at_user, &keys[0], &consistency).await?;
+    let at_user = std::sync::Arc::new(at_user);
+    let left = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(warm));
     let started = Instant::now();
+    let mut callers = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let (c, key, left) = (at_user.clone(), keys[0].clone(), left.clone());
+        callers.spawn(async move {
+            let mut samples = Vec::new();
+            while left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok() {
+                samples.push(encrypt(&c, &key, &consistency).await?);
+            }
+            anyhow::Ok(samples)
+        });
+    }
     let mut samples = Vec::with_capacity(warm);
-    for _ in 0..warm {
-        samples.push(encrypt(&at_user, &keys[0], &consistency).await?);
+    while let Some(done) = callers.join_next().await {
+        samples.extend(done??);
     }
     let warm_figures = Figures::of(samples, started.elapsed());
     match output {
         Output::Json => println!(
             "{}",
-            serde_json::json!({"endpoint": user, "consistency": describe(&consistency), "cold_encrypt": cold_figures.json(), "warm_encrypt": warm_figures.json()})
+            serde_json::json!({"endpoint": user, "consistency": describe(&consistency), "clients": clients, "cold_encrypt": cold_figures.json(), "warm_encrypt": warm_figures.json()})
         ),
         Output::Text => {
             println!("{}", cold_figures.line(&format!("cold Encrypt (unwrap with t+1 shares) at {user}")));
             println!("{}", warm_figures.line(&format!("warm Encrypt (cached material) at {user}")));
             println!(
-                "one call at a time, {}; {} bench keys left behind (disable or schedule deletion)",
+                "cold: one call at a time; warm: {clients} concurrent callers; {}; {} bench keys left behind \
+                 (disable or schedule deletion)",
                 describe(&consistency),
                 keys.len()
             );

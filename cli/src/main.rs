@@ -3,6 +3,7 @@
 //! only `server` reaches into the server crate.
 
 mod access;
+mod audit;
 mod bench;
 mod cert;
 mod cluster;
@@ -53,6 +54,13 @@ enum Commands {
         #[command(flatten)]
         common: common::Common,
     },
+    /// Every node's audit log: verify the chains, tail, query.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+        #[command(flatten)]
+        common: common::Common,
+    },
     /// The cluster CA and the certificates it issues to nodes, operators and applications.
     Cert {
         #[command(subcommand)]
@@ -88,6 +96,7 @@ fn main() -> std::process::ExitCode {
             Commands::Key { command, common } => key::run(command, &common).await,
             Commands::Crypto(command) => crypto::run(command).await,
             Commands::Cluster { command, common } => cluster::run(command, &common).await,
+            Commands::Audit { command, common } => audit::run(command, &common).await,
             Commands::Cert { command } => cert::run(command),
         }
     });

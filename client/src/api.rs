@@ -87,4 +87,41 @@ rpcs! { admin_call:
     snapshot(pb::SnapshotRequest) -> pb::SnapshotResponse, |_| CallKind::Idempotent;
     /// Joins a rotation already under way rather than starting a second.
     rotate_root(pb::RotateRootRequest) -> pb::RotateRootResponse, |_| CallKind::Idempotent;
+    /// One node's audit records (pin the client to it: `Client::only`).
+    read_audit(pb::ReadAuditRequest) -> pb::ReadAuditResponse, |_| CallKind::Read;
+    audit_heads(pb::AuditHeadsRequest) -> pb::AuditHeadsResponse, |_| CallKind::Read;
+}
+
+impl Client {
+    /// Every line of the audit log kept by the node this client reaches (make it a client of
+    /// one node: [`Client::only`]), in file order, read page by page; and that node's id and
+    /// last durable sequence number. Fails if the pages come from different nodes.
+    pub async fn audit_log(&self) -> Result<AuditLog, Error> {
+        let mut log = AuditLog::default();
+        let mut node = None;
+        loop {
+            let req = pb::ReadAuditRequest { from_index: log.lines.len() as u64, max_records: 0 };
+            let page = self.read_audit(req).await?;
+            if node.is_some_and(|n| n != page.node) {
+                let why = format!("the audit log's pages came from node {} and node {}", node.unwrap_or(0), page.node);
+                return Err(Error::new(CallKind::Read, tonic::Status::failed_precondition(why), true));
+            }
+            node = Some(page.node);
+            log.node = page.node;
+            log.last_seq = log.last_seq.max(page.last_seq);
+            let got = page.lines.len();
+            log.lines.extend(page.lines);
+            if got == 0 || log.lines.len() as u64 >= page.total {
+                return Ok(log);
+            }
+        }
+    }
+}
+
+/// One node's audit log as [`Client::audit_log`] read it.
+#[derive(Debug, Clone, Default)]
+pub struct AuditLog {
+    pub node: u64,
+    pub last_seq: u64,
+    pub lines: Vec<pb::AuditLine>,
 }

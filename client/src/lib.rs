@@ -34,6 +34,7 @@ pub use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
+pub use crate::api::AuditLog;
 pub use crate::error::{Error, ErrorKind, SetupError};
 use crate::health::{Admission, Breaker, Latency, RetryBudget};
 pub use crate::options::{CallKind, ClientOptions};
@@ -180,27 +181,78 @@ impl Client {
         Self::with_connector(&[addr], options, self.shared.connect.clone())
     }
 
-    /// A KMS call, retried as `kind` allows (the typed methods in `api.rs` call this).
+    /// The request id of a call about to be made: the one [`with_request_id`] set, else a new
+    /// random one.
+    fn request_id(&self) -> Tag {
+        let given =
+            REQUEST_ID.try_with(|id| tonic::metadata::AsciiMetadataValue::try_from(id.as_str()).ok()).ok().flatten();
+        Tag(given.unwrap_or_else(|| {
+            let bytes: [u8; 16] = self.shared.lock().rng.gen();
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            tonic::metadata::AsciiMetadataValue::try_from(hex).unwrap_or_else(|_| unreachable!("hex digits are ASCII"))
+        }))
+    }
+
+    /// A KMS call, retried as `kind` allows (the typed methods in `api.rs` call this). Every
+    /// attempt carries the same request id.
     async fn kms_call<T, F, Fut>(&self, kind: CallKind, call: F) -> Result<T, Error>
     where
-        F: Fn(KmsClient<Channel>) -> Fut,
+        F: Fn(KmsClient<Tagged>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let max = self.shared.options.max_message_bytes;
+        let tag = self.request_id();
         self.shared
-            .call(kind, |ch| call(KmsClient::new(ch).max_decoding_message_size(max).max_encoding_message_size(max)))
+            .call(kind, |ch| {
+                call(
+                    KmsClient::with_interceptor(ch, tag.clone())
+                        .max_decoding_message_size(max)
+                        .max_encoding_message_size(max),
+                )
+            })
             .await
     }
 
     /// An Admin call, retried as `kind` allows.
     async fn admin_call<T, F, Fut>(&self, kind: CallKind, call: F) -> Result<T, Error>
     where
-        F: Fn(AdminClient<Channel>) -> Fut,
+        F: Fn(AdminClient<Tagged>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
-        self.shared.call(kind, |ch| call(AdminClient::new(ch))).await
+        let tag = self.request_id();
+        self.shared.call(kind, |ch| call(AdminClient::with_interceptor(ch, tag.clone()))).await
     }
 }
+
+tokio::task_local! {
+    static REQUEST_ID: String;
+}
+
+/// Runs `f` so that every call it makes carries `id` as its request id (the `x-request-id`
+/// header; printable ASCII, at most 128 characters, else the client makes one up). Each node
+/// that handles the call — the one asked and any it forwards to — writes it into its audit
+/// record, so a caller can find the records of its own calls (`keyquorum audit query`). Calls
+/// made outside get a random id each.
+pub async fn with_request_id<F: Future>(id: impl Into<String>, f: F) -> F::Output {
+    REQUEST_ID.scope(id.into(), f).await
+}
+
+/// The name of the request-id header.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Stamps a call's request id on each attempt.
+#[derive(Debug, Clone)]
+pub struct Tag(tonic::metadata::AsciiMetadataValue);
+
+impl tonic::service::Interceptor for Tag {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        request.metadata_mut().insert(REQUEST_ID_HEADER, self.0.clone());
+        Ok(request)
+    }
+}
+
+/// A channel whose calls carry a request id.
+pub type Tagged = tonic::service::interceptor::InterceptedService<Channel, Tag>;
 
 impl EndpointState {
     fn new(addr: String, channel: Channel, region: Option<String>) -> Self {

@@ -59,6 +59,12 @@ impl Recorder {
         inner.ops.len() - 1
     }
 
+    /// The request id operation `op`'s calls carry (`x-request-id`): the audit check finds
+    /// every acknowledged operation's record by it.
+    pub fn request_id(op: usize) -> String {
+        format!("jepsen-op-{op}")
+    }
+
     pub fn complete(&self, op: usize, outcome: Outcome) {
         let ms = self.now_ms();
         let mut inner = self.lock();

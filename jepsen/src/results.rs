@@ -65,6 +65,26 @@ pub fn counts(ops: &[Op]) -> BTreeMap<String, BTreeMap<&'static str, u64>> {
     out
 }
 
+fn add(anomalies: &mut BTreeMap<String, (usize, Vec<String>)>, violations: Vec<Violation>) {
+    for v in violations {
+        let entry = anomalies.entry(v.invariant.to_string()).or_default();
+        entry.0 += 1;
+        if entry.1.len() < KEEP {
+            entry.1.push(v.detail);
+        }
+    }
+}
+
+impl Results {
+    /// Adds the violations of a check made apart from the history's (the audit trail's).
+    pub fn add(&mut self, violations: Vec<Violation>) {
+        if !violations.is_empty() {
+            self.valid = Validity::Invalid;
+        }
+        add(&mut self.anomalies, violations);
+    }
+}
+
 pub fn check(
     options: &Options,
     ops: &[Op],
@@ -84,13 +104,7 @@ pub fn check(
         unreadable.iter().map(|e| Violation { invariant: "final-read", detail: format!("after healing: {e}") }),
     );
     let mut anomalies: BTreeMap<String, (usize, Vec<String>)> = BTreeMap::new();
-    for v in violations {
-        let entry = anomalies.entry(v.invariant.to_string()).or_default();
-        entry.0 += 1;
-        if entry.1.len() < KEEP {
-            entry.1.push(v.detail);
-        }
-    }
+    add(&mut anomalies, violations);
     let valid = if !anomalies.is_empty() {
         Validity::Invalid
     } else if !lin.unchecked.is_empty() {

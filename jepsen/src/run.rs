@@ -19,6 +19,7 @@ use testbed::{region_name, LocalCluster, Spec, WanOptions};
 use crate::nemesis::{self, Fault, NemesisOptions, SharedCluster};
 use crate::recorder::Recorder;
 use crate::results::{self, Results};
+use crate::trail;
 use crate::workload::{self, KeyPool, Workload, WorkloadOptions};
 
 /// libfaketime as Debian installs it (`apt-get install faketime`, which `scripts/setup.sh`
@@ -185,8 +186,11 @@ pub async fn run(options: Options) -> anyhow::Result<Results> {
     unreadable.extend(more);
 
     let ops = recorder.ops();
+    println!("reading every node's audit log back");
+    let trails = trail::read(&cluster).await;
     let members: Vec<u64> = cluster.lock().await.members.iter().map(|m| m.id).collect();
-    let results = results::check(&options, &ops, &recorder.nemesis_events(), &listings, &unreadable, &members);
+    let mut results = results::check(&options, &ops, &recorder.nemesis_events(), &listings, &unreadable, &members);
+    results.add(trail::check(&ops, &trails));
     results::write(out, &ops, &recorder.nemesis_events(), &results)?;
     let cluster = Arc::try_unwrap(cluster).map_err(|_| anyhow::anyhow!("the cluster is still shared"))?.into_inner();
     drop(cluster);
@@ -205,7 +209,8 @@ async fn answered(
 ) -> Option<Outcome> {
     let left = deadline.checked_duration_since(tokio::time::Instant::now())?;
     let op = recorder.invoke("checker", key, kind.clone());
-    let outcome = execute_until_answered(client, key, &kind, token, left.min(Duration::from_secs(60))).await;
+    let until = execute_until_answered(client, key, &kind, token, left.min(Duration::from_secs(60)));
+    let outcome = client::with_request_id(Recorder::request_id(op), until).await;
     recorder.complete(op, outcome.clone());
     Some(outcome)
 }

@@ -201,7 +201,7 @@ pub async fn run_client(
 /// Runs one operation through the client and records it.
 pub async fn record(recorder: &Recorder, client: &Client, who: &str, key: &str, kind: OpKind, token: &str) -> Outcome {
     let op = recorder.invoke(who, key, kind.clone());
-    let outcome = execute(client, key, &kind, token).await;
+    let outcome = client::with_request_id(Recorder::request_id(op), execute(client, key, &kind, token)).await;
     recorder.complete(op, outcome.clone());
     outcome
 }

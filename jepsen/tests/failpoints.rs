@@ -98,3 +98,35 @@ async fn writes_acknowledged_before_they_are_durable_are_lost_on_power_loss_and_
     }
     panic!("three runs with writes acknowledged before they were durable, and no loss was caught");
 }
+
+/// Nodes that answer a call before its audit record is durable (the record is written a second
+/// later: `node::audit-answer-before-durable`): kill -9 of every node loses records of answered
+/// calls, and the audit-trail check must name them. At most three runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_records_lost_by_answering_before_they_are_durable_are_caught() {
+    for attempt in 1..=3 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = options(
+            dir.path(),
+            "node::audit-answer-before-durable=return",
+            vec![Fault::KillAll],
+            vec![Workload::Crypto],
+        );
+        options.time_limit = Duration::from_secs(20);
+        options.nemesis.interval = Duration::from_secs(3);
+        options.nemesis.hold = (Duration::from_secs(1), Duration::from_secs(2));
+        options.final_budget = Duration::from_secs(60);
+        options.seed = attempt;
+        let results = tokio::time::timeout(Duration::from_secs(300), run(options))
+            .await
+            .expect("the run took over 300 s")
+            .unwrap();
+        if let Some((n, first)) = results.anomalies.get("audit-trail") {
+            assert_eq!(results.valid, Validity::Invalid);
+            eprintln!("run {attempt}: audit-trail: {n}, e.g. {}", first[0]);
+            return;
+        }
+        eprintln!("run {attempt}: not caught ({:?}); again", results.anomalies.keys().collect::<Vec<_>>());
+    }
+    panic!("three runs of nodes that answer before their audit records are durable, and no lost record was caught");
+}

@@ -59,6 +59,26 @@ pub struct NodeConfig {
     /// protected by its mode (0600) only.
     #[serde(default)]
     pub identity_passphrase_file: Option<PathBuf>,
+    /// The audit log (`data_dir/audit/`): rotation, retention, chain heads.
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// A segment file is closed once it is this large.
+    pub segment_bytes: u64,
+    /// How many segment files to keep (the oldest go first); 0 keeps them all.
+    pub retain_segments: usize,
+    /// How often the node writes its chain head into the replicated log (when it moved).
+    pub head_interval_ms: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { segment_bytes: 64 * 1024 * 1024, retain_segments: 0, head_interval_ms: 5_000 }
+    }
 }
 
 fn default_cache_ttl_ms() -> u64 {

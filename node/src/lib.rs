@@ -9,6 +9,7 @@
 //! [`node::Clock`], and randomness only from its injected [`crypto::SecureRng`].
 
 pub mod admin;
+pub mod audit;
 pub mod config;
 pub mod consensus;
 pub mod custody;

@@ -11,6 +11,7 @@ use std::sync::RwLockReadGuard;
 
 use storage::{SharedState, StateMachineData};
 
+use crate::audit::{AuditLog, AuditStore};
 use crate::config::NodeConfig;
 use crate::consensus::{Connector, Consensus, Consistency};
 use crate::custody::identity::Identities;
@@ -24,6 +25,7 @@ pub struct Node {
     env: Arc<Env>,
     pub consensus: Arc<Consensus>,
     pub custody: Arc<Custody>,
+    pub audit: Arc<AuditLog>,
 }
 
 impl std::fmt::Debug for Node {
@@ -34,14 +36,15 @@ impl std::fmt::Debug for Node {
 
 impl Node {
     /// Starts a node on `log` and `state_machine` (whose applied state is `state`), reaching
-    /// peers through `connector`, with its identity keys and environment. Serving it is
-    /// `server::serve`'s job.
+    /// peers through `connector`, with its identity keys, its audit records and environment.
+    /// Serving it is `server::serve`'s job.
     pub async fn start<LS, SM>(
         config: NodeConfig,
         env: Arc<Env>,
         connector: Arc<dyn Connector>,
         (log, state_machine, state): (LS, SM, SharedState),
         identities: Identities,
+        audit: Box<dyn AuditStore>,
     ) -> StartResult<Arc<Self>>
     where
         LS: RaftLogStorage<TypeConfig>,
@@ -50,7 +53,9 @@ impl Node {
         let config = Arc::new(config);
         let consensus = Consensus::start(config.clone(), env.clone(), connector, log, state_machine, state).await?;
         let custody = Arc::new(Custody::new(config.clone(), env.clone(), consensus.clone(), identities));
-        Ok(Arc::new(Self { config, env, consensus, custody }))
+        let audit =
+            AuditLog::open(config.id, env.clone(), audit, config.audit.retain_segments, crate::grpc::code_name)?;
+        Ok(Arc::new(Self { config, env, consensus, custody, audit }))
     }
 
     pub fn id(&self) -> NodeId {
@@ -63,6 +68,8 @@ impl Node {
     pub fn spawn_duties(&self) -> Vec<tokio::task::JoinHandle<()>> {
         let mut tasks = self.consensus.spawn_duties();
         tasks.extend(self.custody.spawn_duties());
+        let interval = std::time::Duration::from_millis(self.config.audit.head_interval_ms.max(100));
+        tasks.push(tokio::spawn(crate::audit::publish_heads(self.audit.clone(), self.consensus.clone(), interval)));
         tasks
     }
 

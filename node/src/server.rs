@@ -49,7 +49,10 @@ pub async fn open_node(config: NodeConfig, credentials: Option<&Credentials>) ->
         tls,
         local_address: config.dial_from,
     });
-    Node::start(config, Env::new(system_clock(), rng), connector, (log, sm, state), identities).await
+    let audit_dir = config.data_dir.join("audit");
+    let audit = crate::audit::FileStore::open(&audit_dir, config.audit.segment_bytes)
+        .map_err(|e| StartError::Storage(format!("cannot open the audit log in {}: {e}", audit_dir.display())))?;
+    Node::start(config, Env::new(system_clock(), rng), connector, (log, sm, state), identities, Box::new(audit)).await
 }
 
 pub use crate::grpc::serve;

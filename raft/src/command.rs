@@ -138,6 +138,14 @@ pub enum Command {
         root_epoch: u64,
         now_ms: u64,
     },
+    /// `node`'s audit chain head: its audit record `seq` has hash `hash`. Heads only move
+    /// forward; any member can then check that node's audit files against it.
+    AuditHead {
+        node: NodeId,
+        seq: u64,
+        hash: String,
+        now_ms: u64,
+    },
 }
 
 /// In-place changes to one key.
@@ -214,6 +222,7 @@ impl Command {
             Command::RevokeGrant { retire: true, .. } => "RetireGrant",
             Command::DestroyDue { .. } => "DestroyDue",
             Command::SnapshotDurable { .. } => "SnapshotDurable",
+            Command::AuditHead { .. } => "AuditHead",
         }
     }
 
@@ -233,6 +242,7 @@ impl Command {
             | Command::CreateGrant { now_ms, .. }
             | Command::RevokeGrant { now_ms, .. }
             | Command::SnapshotDurable { now_ms, .. }
+            | Command::AuditHead { now_ms, .. }
             | Command::DestroyDue { now_ms } => *now_ms,
         }
     }
@@ -268,6 +278,7 @@ impl Command {
             | Command::AddLogKey { .. }
             | Command::ReplaceRoot { .. }
             | Command::SnapshotDurable { .. }
+            | Command::AuditHead { .. }
             | Command::DestroyDue { .. } => None,
         }
     }

@@ -32,7 +32,7 @@ pub use policy::{
     MAX_GRANTS_PER_KEY, MAX_PRINCIPALS, MAX_STATEMENTS,
 };
 pub use principal::Principal;
-pub use state::{KeyStore, Keyring, RetiredRoot, RootHolder, RootKey};
+pub use state::{AuditHead, KeyStore, Keyring, RetiredRoot, RootHolder, RootKey};
 
 /// Raft node ids.
 pub type NodeId = u64;

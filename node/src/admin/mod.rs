@@ -46,7 +46,17 @@ pub enum AdminOp {
         id: NodeId,
     },
     Snapshot,
+    /// This node's audit records from a sequence number on.
+    ReadAudit {
+        from: usize,
+        max: usize,
+    },
+    /// Every node's replicated audit chain head.
+    AuditHeads,
 }
+
+/// The most audit records one `ReadAudit` returns.
+pub const MAX_AUDIT_PAGE: usize = 5000;
 
 /// What an operator call answers.
 #[derive(Debug)]
@@ -57,6 +67,8 @@ pub enum AdminOut {
     NodeStatus(Box<NodeStatus>),
     Done,
     Snapshot { last_log_index: u64 },
+    Audit { lines: Vec<::audit::Line>, last_seq: u64, total: usize },
+    AuditHeads(std::collections::BTreeMap<NodeId, raft::AuditHead>),
 }
 
 impl AdminOp {
@@ -70,6 +82,8 @@ impl AdminOp {
             AdminOp::RemoveNode { .. } => "RemoveNode",
             AdminOp::TransferLeader { .. } => "TransferLeader",
             AdminOp::Snapshot => "Snapshot",
+            AdminOp::ReadAudit { .. } => "ReadAudit",
+            AdminOp::AuditHeads => "AuditHeads",
         }
     }
 }
@@ -121,9 +135,18 @@ impl Admin {
     pub async fn execute(&self, ctx: &CallContext, op: AdminOp) -> Result<AdminOut> {
         let operation = op.name();
         let result = self.pipeline(ctx, op).await;
-        let outcome = Outcome::served(&result);
-        let record = AuditRecord { node: self.node.id(), service: "admin", operation, key: None, ctx, outcome };
-        self.audit.record(&record);
+        let record = AuditRecord {
+            node: self.node.id(),
+            service: "admin",
+            operation,
+            key: None,
+            ctx,
+            outcome: Outcome::served(&result),
+            error: result.as_ref().err(),
+            context: None,
+            used: None,
+        };
+        self.audit.record(&record).await?;
         result
     }
 
@@ -212,6 +235,16 @@ impl Admin {
             AdminOp::Snapshot => {
                 let last_log_index = consensus.snapshot(Duration::from_secs(30)).await?;
                 Ok(AdminOut::Snapshot { last_log_index })
+            }
+            AdminOp::ReadAudit { from, max } => {
+                let max = if max == 0 { MAX_AUDIT_PAGE } else { max.min(MAX_AUDIT_PAGE) };
+                let last_seq = self.node.audit.head().0;
+                let (lines, total) = self.node.audit.read(from, max).await?;
+                Ok(AdminOut::Audit { lines, last_seq, total })
+            }
+            AdminOp::AuditHeads => {
+                consensus.linearize(crate::consensus::Consistency::Linearizable).await?;
+                Ok(AdminOut::AuditHeads(self.node.open_state()?.store.audit_heads().clone()))
             }
         }
     }

@@ -120,6 +120,41 @@ impl AdminRpc for AdminService {
         };
         self.run(request, Ok(AdminOp::Snapshot), answer).await
     }
+
+    async fn read_audit(&self, request: Request<pb::ReadAuditRequest>) -> Answer<pb::ReadAuditResponse> {
+        let node = self.0.node().id();
+        let r = *request.get_ref();
+        let from = usize::try_from(r.from_index).unwrap_or(usize::MAX);
+        let op = Ok(AdminOp::ReadAudit { from, max: r.max_records as usize });
+        let answer = |out| match out {
+            AdminOut::Audit { lines, last_seq, total } => Ok(pb::ReadAuditResponse {
+                node: 0,
+                lines: lines
+                    .into_iter()
+                    .map(|l| pb::AuditLine { file: l.place.file, line: l.place.line as u64, text: l.text })
+                    .collect(),
+                last_seq,
+                total: total as u64,
+            }),
+            other => Err(unexpected(other)),
+        };
+        let mut response = self.run(request, op, answer).await?;
+        response.get_mut().node = node;
+        Ok(response)
+    }
+
+    async fn audit_heads(&self, request: Request<pb::AuditHeadsRequest>) -> Answer<pb::AuditHeadsResponse> {
+        let answer = |out| match out {
+            AdminOut::AuditHeads(heads) => Ok(pb::AuditHeadsResponse {
+                heads: heads
+                    .into_iter()
+                    .map(|(node, h)| pb::AuditHead { node, seq: h.seq, hash: h.hash, at_ms: h.at_ms })
+                    .collect(),
+            }),
+            other => Err(unexpected(other)),
+        };
+        self.run(request, Ok(AdminOp::AuditHeads), answer).await
+    }
 }
 
 fn done(out: AdminOut) -> Result<pb::AdminEmpty> {

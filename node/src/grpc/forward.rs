@@ -30,6 +30,9 @@ fn request<W>(node: &Node, ctx: &CallContext, message: W) -> Request<W> {
     if let Ok(v) = MetadataValue::try_from(node.id().to_string()) {
         md.insert(FORWARDED_BY, v);
     }
+    if let Ok(v) = MetadataValue::try_from(ctx.request_id.as_str()) {
+        md.insert(super::REQUEST_ID, v);
+    }
     if let Caller::Verified(principal) = &ctx.caller {
         if let Ok(v) = MetadataValue::try_from(principal.to_string()) {
             md.insert(FORWARDED_FOR, v);

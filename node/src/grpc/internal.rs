@@ -47,12 +47,14 @@ impl Internal for InternalService {
 
     async fn propose(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let command: Command = decode(&request.get_ref().payload)?;
-        // A key-generation message or a durable-snapshot report speaks for one node: only that
-        // node may send it (a forged report would let an old root go before its holder is past it).
+        // A key-generation message, a durable-snapshot report or an audit chain head speaks for one
+        // node: only that node may send it (a forged report would let an old root go before its
+        // holder is past it; a forged head would make an honest node's audit log look cut).
         let speaker = match &command {
             Command::KeyGenPart { dealer, .. } => Some(*dealer),
             Command::KeyGenAck { acker, .. } => Some(*acker),
             Command::SnapshotDurable { node, .. } => Some(*node),
+            Command::AuditHead { node, .. } => Some(*node),
             _ => None,
         };
         if let (Some(speaker), Some(caller)) = (speaker, calling_node(&request)?) {

@@ -30,8 +30,12 @@ use tonic::{Request, Status};
 
 pub(crate) use forward::{FORWARDED_BY, FORWARDED_FOR};
 
+/// Metadata with the caller's id for a call (kept when a call is forwarded).
+pub(crate) const REQUEST_ID: &str = "x-request-id";
+pub(crate) use status::code_name;
+
 use crate::error::{StartError, StartResult};
-use crate::kms::{AuditSink, CallContext, Caller, TracingAudit};
+use crate::kms::{AuditSink, CallContext, Caller};
 use crate::node::Node;
 use crate::tls::{Credentials, Policy};
 
@@ -65,7 +69,14 @@ pub(crate) fn context<T>(node: &Node, request: &Request<T>) -> Result<CallContex
         None => None,
     };
     let region = region.unwrap_or_else(|| node.config().region.clone());
-    Ok(CallContext { forwarded_by, ..CallContext::new(caller, region) })
+    // The caller's request id if it gave a sensible one, else a new one: every record of one
+    // call, here and where it is forwarded, carries the same.
+    let request_id = text(REQUEST_ID)
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| node.with_rng(|r| hex::encode(rand::Rng::gen::<[u8; 16]>(r))));
+    let peer = request.remote_addr().map(|a| a.to_string());
+    Ok(CallContext { forwarded_by, request_id, peer, ..CallContext::new(caller, region) })
 }
 
 /// Serves all gRPC services on `incoming` until `shutdown` resolves, with mTLS when
@@ -111,7 +122,7 @@ where
             .tls_config(c.server_config().timeout(handshake))
             .map_err(|e| StartError::Credentials(format!("TLS: {e}")))?;
     }
-    let audit: Arc<dyn AuditSink> = Arc::new(TracingAudit);
+    let audit: Arc<dyn AuditSink> = node.audit.clone();
     let kms_layer = Arc::new(crate::kms::Kms::new(node.clone(), audit.clone()));
     let fleet = Arc::new(admin::PeerFleet(node.clone()));
     let admin_layer = Arc::new(crate::admin::Admin::new(node.clone(), audit, fleet));

@@ -41,64 +41,92 @@ fn advice(k: &KmsError) -> Option<&'static str> {
     }
 }
 
-/// The status a caller receives for `e`.
+/// The status a caller receives for `e`: its code, and its message with what to do about it.
 pub(crate) fn status(e: NodeError) -> Status {
-    let code = match &e {
-        NodeError::Kms(k) => {
-            let code = match k {
-                KmsError::KeyNotFound(_)
-                | KmsError::AliasNotFound(_)
-                | KmsError::VersionNotFound { .. }
-                | KmsError::NotFound(_)
-                | KmsError::GrantNotFound { .. } => Code::NotFound,
-                KmsError::AccessDenied { .. } => Code::PermissionDenied,
-                KmsError::KeyExists(_) | KmsError::AliasExists(_) | KmsError::AlreadyExists(_) => Code::AlreadyExists,
-                KmsError::KeyNotUsable { .. }
-                | KmsError::VersionNotUsable { .. }
-                | KmsError::PrimaryVersion { .. }
-                | KmsError::NotPendingDeletion(_)
-                | KmsError::NotInitialized
-                | KmsError::InvalidState(_) => Code::FailedPrecondition,
-                KmsError::TokenReused(_) | KmsError::Invalid(_) => Code::InvalidArgument,
-                // Never recorded under a token: the proposer wraps again; should it ever reach a
-                // client, the call may be retried.
-                KmsError::StaleRoot { .. } => Code::Unavailable,
-            };
-            return match advice(k) {
-                Some(advice) => Status::new(code, format!("{k}; {advice}")),
-                None => Status::new(code, k.to_string()),
-            };
-        }
+    let code = code(&e);
+    match &e {
+        NodeError::Kms(k) => match advice(k) {
+            Some(advice) => Status::new(code, format!("{k}; {advice}")),
+            None => Status::new(code, k.to_string()),
+        },
+        NodeError::Crypto(CryptoError::DecryptFailed) => Status::new(
+            code,
+            "decryption failed: the ciphertext was altered, belongs to another key, or the encryption context differs \
+             from the one used to encrypt",
+        ),
+        _ => Status::new(code, e.to_string()),
+    }
+}
+
+/// The gRPC code of `e`, as a caller receives it and the audit log records it.
+pub(crate) fn code(e: &NodeError) -> Code {
+    match e {
+        NodeError::Kms(k) => match k {
+            KmsError::KeyNotFound(_)
+            | KmsError::AliasNotFound(_)
+            | KmsError::VersionNotFound { .. }
+            | KmsError::NotFound(_)
+            | KmsError::GrantNotFound { .. } => Code::NotFound,
+            KmsError::AccessDenied { .. } => Code::PermissionDenied,
+            KmsError::KeyExists(_) | KmsError::AliasExists(_) | KmsError::AlreadyExists(_) => Code::AlreadyExists,
+            KmsError::KeyNotUsable { .. }
+            | KmsError::VersionNotUsable { .. }
+            | KmsError::PrimaryVersion { .. }
+            | KmsError::NotPendingDeletion(_)
+            | KmsError::NotInitialized
+            | KmsError::InvalidState(_) => Code::FailedPrecondition,
+            KmsError::TokenReused(_) | KmsError::Invalid(_) => Code::InvalidArgument,
+            // Never recorded under a token: the proposer wraps again; should it ever reach a
+            // client, the call may be retried.
+            KmsError::StaleRoot { .. } => Code::Unavailable,
+        },
         NodeError::Invalid(_) => Code::InvalidArgument,
         NodeError::Unavailable(_) => Code::Unavailable,
         NodeError::PermissionDenied(_) => Code::PermissionDenied,
-        NodeError::Crypto(c) => {
-            match c {
-                CryptoError::DecryptFailed => return Status::invalid_argument(
-                    "decryption failed: the ciphertext was altered, belongs to another key, or the encryption context \
-                     differs from the one used to encrypt",
-                ),
-                CryptoError::MalformedCiphertext(_)
-                | CryptoError::PlaintextTooLarge { .. }
-                | CryptoError::InvalidSignatureEncoding
-                | CryptoError::BadSignature
-                | CryptoError::InvalidPublicKey(_) => Code::InvalidArgument,
-                // Too few holders answered: another attempt (or node) may find enough.
-                CryptoError::NotEnoughShares { .. } => Code::Unavailable,
-                // Faults of this node or of the cluster's custody, never of the request.
-                CryptoError::InvalidKeyLength { .. }
-                | CryptoError::InvalidNonceLength(_)
-                | CryptoError::InvalidPrivateKey
-                | CryptoError::Threshold(_)
-                | CryptoError::KeyCheckMismatch { .. }
-                | CryptoError::Dkg(_)
-                | CryptoError::Encoding(_) => Code::Internal,
-            }
-        }
+        NodeError::Crypto(c) => match c {
+            CryptoError::DecryptFailed
+            | CryptoError::MalformedCiphertext(_)
+            | CryptoError::PlaintextTooLarge { .. }
+            | CryptoError::InvalidSignatureEncoding
+            | CryptoError::BadSignature
+            | CryptoError::InvalidPublicKey(_) => Code::InvalidArgument,
+            // Too few holders answered: another attempt (or node) may find enough.
+            CryptoError::NotEnoughShares { .. } => Code::Unavailable,
+            // Faults of this node or of the cluster's custody, never of the request.
+            CryptoError::InvalidKeyLength { .. }
+            | CryptoError::InvalidNonceLength(_)
+            | CryptoError::InvalidPrivateKey
+            | CryptoError::Threshold(_)
+            | CryptoError::KeyCheckMismatch { .. }
+            | CryptoError::Dkg(_)
+            | CryptoError::Encoding(_) => Code::Internal,
+        },
         NodeError::OutOfRegion { .. } => Code::Unavailable,
         NodeError::Internal(_) => Code::Internal,
-    };
-    Status::new(code, e.to_string())
+    }
+}
+
+/// `code`'s name as gRPC spells it (`PERMISSION_DENIED`).
+pub(crate) fn code_name(e: &NodeError) -> &'static str {
+    match code(e) {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
 }
 
 impl From<NodeError> for Status {

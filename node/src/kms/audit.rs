@@ -1,17 +1,19 @@
 //! Recording calls: who did what to which key, through which node, with what outcome.
 //!
-//! [`AuditSink`] is where a durable, tamper-evident audit log plugs in; for now
-//! [`TracingAudit`] writes one `tracing` event per call (target `audit`), which operators can
-//! filter (`KEYQUORUM_LOG=info,audit=warn` silences it).
+//! [`AuditSink`] is where records go: the node's durable, hash-chained audit log
+//! (`crate::audit::AuditLog`), which also writes one `tracing` event per call (target
+//! `audit`, [`trace`]; `KEYQUORUM_LOG=info,audit=warn` silences those). A call is answered
+//! only once its record is written: a sink that fails refuses the call.
 //!
 //! **Architecture Invariant:** a record names the call's principal (never the member that
-//! forwarded it, which it names apart), the operation and the key as named; never a
-//! plaintext, key material or a ciphertext.
+//! forwarded it, which it names apart), the operation and the key; never a plaintext, key
+//! material or a ciphertext. The durable record names the key by id only (`crate::audit`).
 
 use raft::NodeId;
+use uuid::Uuid;
 
-use super::{CallContext, Routed};
-use crate::error::Result;
+use super::{CallContext, Context, Routed};
+use crate::error::{NodeError, Result};
 
 /// One call, as it is recorded.
 #[derive(Debug)]
@@ -25,6 +27,12 @@ pub struct AuditRecord<'a> {
     pub key: Option<&'a str>,
     pub ctx: &'a CallContext,
     pub outcome: Outcome,
+    /// The error, when the call was refused.
+    pub error: Option<&'a NodeError>,
+    /// The encryption context the call named.
+    pub context: Option<&'a Context>,
+    /// The key id and version the call used, when it used one.
+    pub used: Option<(Uuid, u32)>,
 }
 
 /// How a call ended.
@@ -68,27 +76,23 @@ impl std::fmt::Display for Outcome {
     }
 }
 
-/// Where call records go.
+/// Where call records go. `record` returns once the record is kept; an error refuses the call.
+#[async_trait::async_trait]
 pub trait AuditSink: Send + Sync + std::fmt::Debug {
-    fn record(&self, record: &AuditRecord<'_>);
+    async fn record(&self, record: &AuditRecord<'_>) -> Result<()>;
 }
 
-/// Records calls as `tracing` events (target `audit`, level INFO).
-#[derive(Debug, Default)]
-pub struct TracingAudit;
-
-impl AuditSink for TracingAudit {
-    fn record(&self, r: &AuditRecord<'_>) {
-        tracing::info!(
-            target: "audit",
-            node = r.node,
-            service = r.service,
-            operation = r.operation,
-            principal = %r.ctx.caller,
-            forwarded_by = r.ctx.forwarded_by,
-            key = r.key,
-            outcome = %r.outcome,
-            "call"
-        );
-    }
+/// One `tracing` event for a call (target `audit`, level INFO), beside its durable record.
+pub fn trace(r: &AuditRecord<'_>) {
+    tracing::info!(
+        target: "audit",
+        node = r.node,
+        service = r.service,
+        operation = r.operation,
+        principal = %r.ctx.caller,
+        forwarded_by = r.ctx.forwarded_by,
+        key = r.key,
+        outcome = %r.outcome,
+        "call"
+    );
 }

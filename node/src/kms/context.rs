@@ -22,13 +22,26 @@ pub struct CallContext {
     /// The region of the node the call entered the cluster at (this node's, or the
     /// forwarding member's): what a policy's region condition is about.
     pub region: String,
+    /// The caller's request id (`x-request-id`; a forwarded call keeps it), or one this node
+    /// made: what the audit records of one call share across nodes.
+    pub request_id: String,
+    /// The address the call came from, if known.
+    pub peer: Option<String>,
 }
 
 impl CallContext {
     /// A context for `caller`, who called a node in `region` directly, linearizable, without a
     /// token.
     pub fn new(caller: Caller, region: String) -> Self {
-        Self { caller, forwarded_by: None, consistency: Consistency::Linearizable, token: None, region }
+        Self {
+            caller,
+            forwarded_by: None,
+            consistency: Consistency::Linearizable,
+            token: None,
+            region,
+            request_id: String::new(),
+            peer: None,
+        }
     }
 
     /// The principal the call is authorized as, and where it entered; `None` when the node

@@ -161,6 +161,22 @@ pub enum Out {
     Grants { key_id: Uuid, grants: Vec<Grant> },
 }
 
+impl Out {
+    /// The key id and version a call used, for its audit record.
+    pub fn used(&self) -> Option<(Uuid, u32)> {
+        match self {
+            Out::Encrypted { key_id, version, .. }
+            | Out::Decrypted { key_id, version, .. }
+            | Out::ReEncrypted { key_id, version, .. }
+            | Out::DataKey { key_id, version, .. }
+            | Out::Signed { key_id, version, .. }
+            | Out::PublicKey { key_id, version, .. } => Some((*key_id, *version)),
+            Out::Key(k) => Some((k.key.id, k.key.primary_version)),
+            _ => None,
+        }
+    }
+}
+
 impl Op {
     /// The operation's name, as audit records and logs spell it.
     pub fn name(&self) -> &'static str {
@@ -215,6 +231,17 @@ impl Op {
             }
             Op::DeleteAlias { alias } => Some(format!("alias/{alias}")),
             Op::CreateKey(_) | Op::ListKeys { .. } | Op::GenerateRandom { .. } | Op::GetTopology => None,
+        }
+    }
+
+    /// The encryption context the call names (a re-encryption's source context).
+    pub fn context(&self) -> Option<&Context> {
+        match self {
+            Op::Encrypt { context, .. } | Op::Decrypt { context, .. } | Op::GenerateDataKey { context, .. } => {
+                Some(context)
+            }
+            Op::ReEncrypt { source_context, .. } => Some(source_context),
+            _ => None,
         }
     }
 

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::command::{Command, CommandResult};
+use crate::command::{Applied, Command, CommandResult};
 use crate::key::{Key, KeyRef, KeySpec, KeyState, WrappedMaterial};
 use crate::keygen::KeyGenRound;
 use crate::{KmsError, NodeId, DAY_MS};
@@ -79,6 +79,17 @@ pub struct KeyStore {
     /// The root epoch of the newest durable snapshot each holder has reported.
     snapshot_epochs: BTreeMap<NodeId, u64>,
     last_token_prune_ms: u64,
+    /// Each node's latest audit chain head.
+    audit_heads: BTreeMap<NodeId, AuditHead>,
+}
+
+/// A node's audit chain head as replicated: its record `seq` has hash `hash` (hex), reported
+/// at `at_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditHead {
+    pub seq: u64,
+    pub hash: String,
+    pub at_ms: u64,
 }
 
 /// The part of the state a sealed node needs before it can read the rest: the root key (to
@@ -132,6 +143,11 @@ impl KeyStore {
     /// Replaced roots some holder may still need shares of, with their log key wrappings.
     pub fn retired(&self) -> &BTreeMap<u64, RetiredRoot> {
         &self.retired
+    }
+
+    /// Every node's latest audit chain head.
+    pub fn audit_heads(&self) -> &BTreeMap<NodeId, AuditHead> {
+        &self.audit_heads
     }
 
     /// The root epoch of the newest durable snapshot `node` has reported.
@@ -329,6 +345,26 @@ impl KeyStore {
             }
             Command::DestroyDue { now_ms, .. } => self.destroy_due(now_ms),
             Command::SnapshotDurable { node, root_epoch, .. } => self.snapshot_durable(node, root_epoch),
+            Command::AuditHead { node, seq, hash, now_ms } => self.audit_head(*node, *seq, hash, *now_ms),
         }
+    }
+
+    /// A node's audit chain head moves forward only: one that goes back, or names another
+    /// hash for a record already committed to, is refused (and the refusal is the evidence:
+    /// that node's audit files were cut or rewritten).
+    fn audit_head(&mut self, node: NodeId, seq: u64, hash: &str, now_ms: u64) -> CommandResult {
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(KmsError::Invalid("an audit chain head's hash is 64 hex digits".into()));
+        }
+        if let Some(current) = self.audit_heads.get(&node) {
+            if seq < current.seq || (seq == current.seq && hash != current.hash) {
+                return Err(KmsError::Invalid(format!(
+                    "node {node}'s audit chain head goes back from record {} to {seq}, or changes its hash: refused",
+                    current.seq
+                )));
+            }
+        }
+        self.audit_heads.insert(node, AuditHead { seq, hash: hash.to_string(), at_ms: now_ms });
+        Ok(Applied::Done)
     }
 }
