@@ -110,18 +110,27 @@ async fn a_region_restricted_key_is_unwrapped_only_inside_its_regions() {
         encrypt(&app, "alias/eu", b"for payments", &[]).await.unwrap();
         let denied = decrypt(&app, &ct, &[("app", "r")]).await.unwrap_err();
         assert_eq!(denied.code(), Code::PermissionDenied, "Encrypt only: {denied:?}");
-        let served = |log: String| {
-            log.lines().any(|l| {
-                l.contains("operation=\"Encrypt\"")
-                    && l.contains("principal=client/payments")
-                    && l.contains(&format!("forwarded_by={outside}"))
-                    && l.contains("outcome=ok")
-            })
+        // Each node's audit log records the call: served inside for client/payments, forwarded
+        // by the outside node; forwarded outside.
+        let records = |id: u64| {
+            let admin = cluster.admin_for(&[id]);
+            async move {
+                let log = admin.audit_log().await.unwrap();
+                log.lines
+                    .into_iter()
+                    .map(|l| serde_json::from_str::<audit::Record>(&l.text).unwrap())
+                    .collect::<Vec<_>>()
+            }
         };
-        assert!(served(cluster.log(inside)), "node {inside} recorded no Encrypt served for client/payments");
-        let forwarded = cluster.log(outside).lines().any(|l| {
-            l.contains("principal=client/payments") && l.contains(&format!("outcome=forwarded to node {inside}"))
-        });
+        let payments =
+            |r: &audit::Record| r.principal.as_deref() == Some("client/payments") && r.operation == "Encrypt";
+        let served = records(inside)
+            .await
+            .iter()
+            .any(|r| payments(r) && r.forwarded_by == Some(outside) && r.outcome == "ok" && r.code == "OK");
+        assert!(served, "node {inside} recorded no Encrypt served for client/payments");
+        let forwarded =
+            records(outside).await.iter().any(|r| payments(r) && r.outcome == format!("forwarded to node {inside}"));
         assert!(forwarded, "node {outside} recorded no Encrypt forwarded for client/payments");
         // A client cannot speak for another: the metadata a member forwards with is ignored
         // from anyone else.
