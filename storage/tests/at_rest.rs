@@ -60,6 +60,20 @@ fn recording_sm(cipher: Arc<LogCipher>) -> (StateMachineStore<MemSnapshots>, Arc
     (sm, seen)
 }
 
+/// A leader's state machine that applied log key v1 (entry 1), its cipher, and its snapshot.
+async fn snapshot_with_log_key() -> (Arc<LogCipher>, openraft::Snapshot<TypeConfig>) {
+    let cipher = cipher_with_key();
+    let (mut leader, _) = recording_sm(cipher.clone());
+    let add = Command::AddLogKey {
+        version: 1,
+        key: WrappedMaterial { root_epoch: 1, ciphertext: vec![3; 64], kcv: [4; 32], public_key: None },
+        now_ms: 1,
+    };
+    leader.apply([cipher.seal_entry(entry(1, 1, add)).unwrap()]).await.unwrap();
+    let snapshot = leader.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    (cipher, snapshot)
+}
+
 #[test]
 fn stored_entries_are_sealed_and_only_custody_commands_may_be_clear() {
     let cipher = cipher_with_key();
@@ -103,15 +117,7 @@ async fn an_entry_moved_to_another_index_or_term_is_rejected() {
 
 #[tokio::test]
 async fn a_snapshot_opens_only_with_its_own_metadata_and_a_sealed_node_waits_for_its_key() {
-    let cipher = cipher_with_key();
-    let (mut leader, _) = recording_sm(cipher.clone());
-    let add = Command::AddLogKey {
-        version: 1,
-        key: WrappedMaterial { root_epoch: 1, ciphertext: vec![3; 64], kcv: [4; 32], public_key: None },
-        now_ms: 1,
-    };
-    leader.apply([cipher.seal_entry(entry(1, 1, add)).unwrap()]).await.unwrap();
-    let snapshot = leader.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let (cipher, snapshot) = snapshot_with_log_key().await;
     let data = snapshot.snapshot.into_inner();
     assert!(!data.windows(16).any(|w| w == [42; 16]), "the log key itself is in the snapshot");
 
@@ -151,15 +157,7 @@ fn a_snapshot_build_waits_for_an_apply_that_holds_the_backlog() {
     let thread = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
-            let cipher = cipher_with_key();
-            let (mut leader, _) = recording_sm(cipher.clone());
-            let add = Command::AddLogKey {
-                version: 1,
-                key: WrappedMaterial { root_epoch: 1, ciphertext: vec![3; 64], kcv: [4; 32], public_key: None },
-                now_ms: 1,
-            };
-            leader.apply([cipher.seal_entry(entry(1, 1, add)).unwrap()]).await.unwrap();
-            let snapshot = leader.get_snapshot_builder().await.build_snapshot().await.unwrap();
+            let (cipher, snapshot) = snapshot_with_log_key().await;
 
             // A started node that installed the snapshot without the log key: sealed.
             let empty = LogCipher::new(SecureRng::from_seed_u64(3));
