@@ -175,6 +175,12 @@ impl Kms {
         if let Some(forward) = self.route(ctx, &op, &local)? {
             return Ok(Routed::Forward(forward, op));
         }
+        // The injected bug the revocation checkers must catch: authorize on this node's state
+        // before the read barrier, which may not hold a revoke acknowledged elsewhere yet.
+        let authorized_early = crate::failpoint("node::authorize-before-read-barrier");
+        if authorized_early {
+            self.authorize(ctx, &op, &self.resolve(&op)?)?;
+        }
         if reads(&op) {
             self.node.linearize(ctx.consistency).await?;
         } else if rotates_unknown(&op, &local) {
@@ -189,7 +195,7 @@ impl Kms {
         }
         // (The failpoint: the benchmark of what authorizing costs, and the self-tests of the
         // revocation checkers.)
-        if !crate::failpoint("node::skip-authorization") {
+        if !authorized_early && !crate::failpoint("node::skip-authorization") {
             self.authorize(ctx, &op, &target)?;
         }
         self.work(ctx, op, target).await.map(Routed::Served)
