@@ -50,6 +50,10 @@ fn parse_range(s: &str) -> Result<(u64, u64), String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // A build with failpoints takes them from FAILPOINTS (`node::skip-authorization=return`),
+    // so a self-test's seed can be replayed with its injected bug.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     if let Some(seed) = args.child {
         print_child_report(&run_seed(seed, false));
         return ExitCode::SUCCESS;

@@ -48,8 +48,12 @@ impl Connector for SimConnector {
     }
 }
 
+/// The principal of the workload clients, which create (and so own) every key.
+pub const APP_PRINCIPAL: &str = "client/workload";
+
 /// A seed's PKI: one CA, a certificate per node (for its host name), one for the operator
-/// (init, membership changes) and one for the applications (the workload). Key generation
+/// (init, membership changes), one for the applications (the workload, which owns the keys)
+/// and one for the principal the access workload grants to and revokes from. Key generation
 /// uses the OS's randomness, not the seed's: certificates never reach the trace, and TLS
 /// bytes do not change simulated timing (turmoil models latency, not bandwidth).
 #[derive(Debug)]
@@ -57,6 +61,8 @@ pub struct SimPki {
     nodes: BTreeMap<u64, Credentials>,
     pub admin: ClientTlsConfig,
     pub app: ClientTlsConfig,
+    /// `history::check::revocation::GRANTEE_PRINCIPAL`.
+    pub grantee: ClientTlsConfig,
 }
 
 impl SimPki {
@@ -73,7 +79,12 @@ impl SimPki {
         Ok(Self {
             nodes,
             admin: credentials(Principal::Admin("chaos".into()), &[])?.client_config(),
-            app: credentials(Principal::Client("workload".into()), &[])?.client_config(),
+            app: credentials(Principal::parse(APP_PRINCIPAL).map_err(anyhow::Error::msg)?, &[])?.client_config(),
+            grantee: credentials(
+                Principal::parse(::history::check::revocation::GRANTEE_PRINCIPAL).map_err(anyhow::Error::msg)?,
+                &[],
+            )?
+            .client_config(),
         })
     }
 

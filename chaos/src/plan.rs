@@ -18,6 +18,7 @@ pub const STREAM_PLAN: u64 = 1;
 pub const STREAM_FAULTS: u64 = 2;
 pub const STREAM_RAFT: u64 = 3;
 pub const STREAM_REGION_LOSS: u64 = 4;
+pub const STREAM_ACCESS: u64 = 5;
 pub const STREAM_NODES: u64 = 1000;
 /// Seeds of the clients' jitter RNGs (admin clients add their sequence number, the checker's
 /// pinned clients the node id).
@@ -73,6 +74,9 @@ pub struct Plan {
     pub latency: BTreeMap<(String, String), (u64, u64)>,
     pub knobs: Knobs,
     pub clients: Vec<ClientPlan>,
+    /// The access workload: the owner's client that grants, revokes and puts policies, and the
+    /// grantee principal's client (`workload::run_access_manager`, `run_grantee`).
+    pub access: [ClientPlan; 2],
     pub keys: usize,
     /// Per key, the one region it is restricted to, if any (`key_names`).
     pub key_regions: Vec<Option<String>>,
@@ -143,6 +147,14 @@ impl Plan {
             (0..keys).map(|_| rng.gen_bool(0.3).then(|| regions[rng.gen_range(0..region_count)].clone())).collect();
         // Half the runs want the leader in one region (every node's config says the same).
         let preferred_leader_region = rng.gen_bool(0.5).then(|| regions[rng.gen_range(0..region_count)].clone());
+        // From a stream of its own, so the access workload shifts nothing else of the plan.
+        let mut access_rng = stream(seed, STREAM_ACCESS);
+        let mut access_client = |name: &str| ClientPlan {
+            name: name.to_string(),
+            region: regions[access_rng.gen_range(0..region_count)].clone(),
+            seed: access_rng.gen(),
+        };
+        let access = [access_client("access"), access_client("grantee")];
         Plan {
             seed,
             voters,
@@ -151,6 +163,7 @@ impl Plan {
             latency,
             knobs,
             clients,
+            access,
             keys,
             key_regions,
             fault_phase_ms,

@@ -13,7 +13,9 @@ use crate::cluster::{mix, World};
 use crate::faults::Faults;
 use crate::history::{now_ms, set_driver_ms, OpKind, Outcome, Recorder, Value, Violation};
 use crate::plan::{stream, Plan, STREAM_CHECKER, STREAM_FAULTS, STREAM_RAFT, STREAM_SERVICE_CLIENTS};
-use crate::workload::{client_for, execute, execute_until_answered, pinned_client, run_client};
+use crate::workload::{
+    client_for, execute, execute_until_answered, pinned_client, run_access_manager, run_client, run_grantee,
+};
 
 /// How long the healed cluster has to elect a leader, converge and serve every kind of
 /// request (simulated time).
@@ -213,6 +215,20 @@ fn run(sim: &mut turmoil::Sim<'_>, world: &World, seed: u64) -> Result<(), ()> {
         });
         add_client_host(sim, world, &c.name, &c.region);
     }
+    let [manager, grantee] = plan.access.clone();
+    for (c, tls, is_manager) in [(manager, world.pki.app.clone(), true), (grantee, world.pki.grantee.clone(), false)] {
+        let (plan2, c2, rec, stop2, fin) = (plan.clone(), c.clone(), recorder.clone(), stop.clone(), finished.clone());
+        sim.client(c.name.as_str(), async move {
+            let r = if is_manager {
+                run_access_manager(plan2, c2, tls, rec, stop2).await
+            } else {
+                run_grantee(plan2, c2, tls, rec, stop2).await
+            };
+            fin.fetch_add(1, Ordering::Relaxed);
+            r
+        });
+        add_client_host(sim, world, &c.name, &c.region);
+    }
     let probing = Arc::new(AtomicBool::new(true));
     {
         let (world2, probing2) = (world.clone(), probing.clone());
@@ -225,7 +241,7 @@ fn run(sim: &mut turmoil::Sim<'_>, world: &World, seed: u64) -> Result<(), ()> {
     recorder.lock().stop_ms = Some(now_ms());
     recorder.event("fault phase over");
     faults.heal_all(sim);
-    let clients = plan.clients.len();
+    let clients = plan.clients.len() + plan.access.len();
     let admin_busy = faults.admin_busy();
     // No faults from here on: the drain and the liveness phase run on a healed cluster.
     let drained = step_until(sim, world, None, Duration::from_secs(30), || {
@@ -545,6 +561,7 @@ fn finish(seed: u64, plan: &Plan, recorder: &Recorder, sim_ms: u64) -> SeedRepor
     violations.extend(crate::invariants::no_lost_writes::check(&ops));
     violations.extend(::history::check::rotation::check(&ops));
     violations.extend(crate::invariants::disabled_unusable::check(&ops));
+    violations.extend(crate::invariants::revocation::check(&ops));
     for v in &violations {
         recorder.event(format!("violation {}: {}", v.invariant, v.detail));
     }

@@ -37,6 +37,16 @@ fn make_client(tls: &ClientTlsConfig, addrs: &[String], options: ClientOptions) 
     Ok(Client::with_connector(addrs, options, connect)?)
 }
 
+/// A workload client's RNG (from its seed) and its client, starting from the voters in a
+/// seeded order and preferring its region.
+fn seeded_client(plan: &Plan, me: &ClientPlan, tls: &ClientTlsConfig) -> Result<(ChaCha8Rng, Client), String> {
+    let mut rng = ChaCha8Rng::seed_from_u64(me.seed);
+    let mut addrs: Vec<String> = plan.voters.iter().map(|n| n.addr()).collect();
+    shuffle(&mut addrs, &mut rng);
+    let client = client_for(tls, &addrs, me.seed, Some(&me.region)).map_err(|e| e.to_string())?;
+    Ok((rng, client))
+}
+
 /// One workload client: creates every key (with a shared idempotency token, so concurrent
 /// creates of one key must yield one key), then issues random operations until `stop`.
 pub async fn run_client(
@@ -46,10 +56,7 @@ pub async fn run_client(
     recorder: Recorder,
     stop: Arc<AtomicBool>,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let mut rng = ChaCha8Rng::seed_from_u64(me.seed);
-    let mut addrs: Vec<String> = plan.voters.iter().map(|n| n.addr()).collect();
-    shuffle(&mut addrs, &mut rng);
-    let client = client_for(&tls, &addrs, me.seed, Some(&me.region)).map_err(|e| e.to_string())?;
+    let (mut rng, client) = seeded_client(&plan, &me, &tls)?;
     let keys: Vec<String> = plan.key_names();
     for key in &keys {
         let op = recorder.invoke(&me.name, key, OpKind::Create);
@@ -90,6 +97,54 @@ pub async fn run_client(
         if let Outcome::Ok(Value::Ciphertext { ciphertext, plaintext, .. }) = &outcome {
             mine.push((key.clone(), ciphertext.clone(), plaintext.clone()));
         }
+        recorder.complete(op, outcome);
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..50))).await;
+    }
+    Ok(())
+}
+
+/// The access workload's owner side (the keys' owner principal, like the other workload
+/// clients): `history::access::AccessManager` on the plan's keys.
+pub async fn run_access_manager(
+    plan: Arc<Plan>,
+    me: ClientPlan,
+    tls: ClientTlsConfig,
+    recorder: Recorder,
+    stop: Arc<AtomicBool>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let (mut rng, client) = seeded_client(&plan, &me, &tls)?;
+    // (The other clients create the keys: a grant on one not made yet fails, NotFound.)
+    let mut manager = ::history::access::AccessManager::new(plan.key_names(), crate::net::APP_PRINCIPAL);
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let (i, key, kind) = manager.next(&mut rng);
+        let op = recorder.invoke(&me.name, &key, kind.clone());
+        let outcome = manager.run(&client, i, &kind, &format!("{}-{n}", me.name)).await;
+        recorder.complete(op, outcome);
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..100))).await;
+    }
+    Ok(())
+}
+
+/// The access workload's grantee side: Encrypts on random keys as the grantee principal, which
+/// may do only what the manager's grants and policies allow at the time.
+pub async fn run_grantee(
+    plan: Arc<Plan>,
+    me: ClientPlan,
+    tls: ClientTlsConfig,
+    recorder: Recorder,
+    stop: Arc<AtomicBool>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let (mut rng, client) = seeded_client(&plan, &me, &tls)?;
+    let keys: Vec<String> = plan.key_names();
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let key = &keys[rng.gen_range(0..keys.len())];
+        let kind = OpKind::Encrypt { plaintext: format!("{}-{n}", me.name).into_bytes() };
+        let op = recorder.invoke(&me.name, key, kind.clone());
+        let outcome = execute(&client, key, &kind, "").await;
         recorder.complete(op, outcome);
         tokio::time::sleep(Duration::from_millis(rng.gen_range(0..50))).await;
     }

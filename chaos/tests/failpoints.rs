@@ -83,6 +83,30 @@ fn serving_while_sealed_is_caught() {
 }
 
 #[test]
+fn serving_a_principal_without_authorizing_it_is_caught() {
+    // The grantee principal is refused until a grant or policy allows it; a node that skips
+    // the check serves it anyway, also after a revoke.
+    let r = caught("node::skip-authorization", "revocation", |_| {});
+    println!("seed {} caught: {:?}", r.seed, r.violations.first());
+}
+
+#[test]
+fn authorizing_on_state_older_than_the_read_barrier_is_caught() {
+    // A follower that authorizes before it has caught up can still hold a grant whose revoke
+    // the leader has acknowledged: the grantee is served after the revoke. The window is
+    // widest with the owner next to the leader and the grantee a WAN away, and no faults.
+    let r = caught("node::authorize-before-read-barrier", "revocation", |p| {
+        p.knobs = chaos::plan::Knobs::default();
+        let near = p.access[0].region.clone();
+        p.preferred_leader_region = Some(near.clone());
+        if let Some(far) = p.regions.iter().find(|r| **r != near) {
+            p.access[1].region = far.clone();
+        }
+    });
+    println!("seed {} caught: {:?}", r.seed, r.violations.first());
+}
+
+#[test]
 fn a_holder_giving_corrupt_shares_is_named_and_worked_around() {
     // Node 2 corrupts every decryption share it gives (key material and log keys). The others
     // must still unwrap everything (t + 1 honest holders remain) and name node 2, and only it.

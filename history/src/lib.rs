@@ -7,6 +7,7 @@
 //! The simulator (`chaos`) and the Jepsen harness (`jepsen`) record the same history through
 //! [`ops::execute`] and judge it with the same checkers ([`check`]).
 
+pub mod access;
 pub mod check;
 pub mod ops;
 
@@ -59,6 +60,21 @@ pub enum OpKind {
         node: Option<u64>,
     },
     DataKey,
+    /// CreateGrant of Encrypt on the key to `grantee`, with the op's token (the caller asks
+    /// again with the same token while the outcome is unknown: [`ops::execute_settled`]).
+    Grant {
+        grantee: String,
+    },
+    /// RevokeGrant of a grant a `Grant` returned (asked again while unknown; a grant found
+    /// gone after an unknown attempt was revoked by it).
+    Revoke {
+        grant_id: String,
+    },
+    /// PutKeyPolicy: `owner` may do everything, and each of `encrypters` may Encrypt.
+    PutPolicy {
+        owner: String,
+        encrypters: Vec<String>,
+    },
 }
 
 impl OpKind {
@@ -75,7 +91,15 @@ impl OpKind {
             OpKind::Encrypt { .. } => "encrypt",
             OpKind::Decrypt { .. } => "decrypt",
             OpKind::DataKey => "datakey",
+            OpKind::Grant { .. } => "grant",
+            OpKind::Revoke { .. } => "revoke",
+            OpKind::PutPolicy { .. } => "put-policy",
         }
+    }
+
+    /// Whether it changes who may use the key (and nothing the key-metadata model holds).
+    pub fn is_access(&self) -> bool {
+        matches!(self, OpKind::Grant { .. } | OpKind::Revoke { .. } | OpKind::PutPolicy { .. })
     }
 
     pub fn is_write(&self) -> bool {
@@ -88,6 +112,9 @@ impl OpKind {
                 | OpKind::Enable
                 | OpKind::ScheduleDeletion
                 | OpKind::CancelDeletion
+                | OpKind::Grant { .. }
+                | OpKind::Revoke { .. }
+                | OpKind::PutPolicy { .. }
         )
     }
 }
@@ -109,6 +136,11 @@ pub enum Value {
         plaintext: Vec<u8>,
         version: u32,
     },
+    Grant {
+        grant_id: String,
+    },
+    /// Done, with nothing to return (a revoke, a policy put).
+    Done,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -205,6 +237,8 @@ pub fn summary(outcome: &Outcome) -> String {
         Outcome::Ok(Value::Key(k)) => format!("ok {:?} v{}", k.status, k.primary),
         Outcome::Ok(Value::Ciphertext { version, .. }) => format!("ok v{version}"),
         Outcome::Ok(Value::Plaintext { version, .. }) => format!("ok v{version}"),
+        Outcome::Ok(Value::Grant { grant_id }) => format!("ok grant {grant_id}"),
+        Outcome::Ok(Value::Done) => "ok".into(),
         Outcome::Fail(code, msg) => format!("fail {code} {msg}"),
         Outcome::Unknown(why) => format!("unknown {why}"),
     }

@@ -175,5 +175,85 @@ async fn run(client: &Client, key: &str, kind: &OpKind, token: &str) -> Result<V
             let r = client.decrypt(req).await?;
             Ok(Value::Plaintext { plaintext: r.plaintext, version: r.key_version })
         }
+        OpKind::Grant { grantee } => {
+            let req = pb::CreateGrantRequest {
+                key: k,
+                grantee: grantee.clone(),
+                operations: vec!["Encrypt".into()],
+                idempotency_token: token.to_string(),
+                ..Default::default()
+            };
+            let grant = client.create_grant(req).await?.grant;
+            let grant = grant.ok_or_else(|| Failure::Malformed("CreateGrant answered without a grant".into()))?;
+            Ok(Value::Grant { grant_id: grant.grant_id })
+        }
+        OpKind::Revoke { grant_id } => {
+            client.revoke_grant(pb::RevokeGrantRequest { key: k, grant_id: grant_id.clone() }).await?;
+            Ok(Value::Done)
+        }
+        OpKind::PutPolicy { owner, encrypters } => {
+            let policy = policy_json(owner, encrypters);
+            client.put_key_policy(pb::PutKeyPolicyRequest { key: k, policy }).await?;
+            Ok(Value::Done)
+        }
+    }
+}
+
+/// The policy `OpKind::PutPolicy` puts: the owner may do everything, the encrypters Encrypt.
+fn policy_json(owner: &str, encrypters: &[String]) -> String {
+    let mut statements = vec![serde_json::json!({"principals": [owner], "operations": ALL_OPERATIONS})];
+    if !encrypters.is_empty() {
+        statements.push(serde_json::json!({"principals": encrypters, "operations": ["Encrypt"]}));
+    }
+    serde_json::json!({ "statements": statements }).to_string()
+}
+
+/// Every operation a key policy can name (the owner's statement).
+const ALL_OPERATIONS: [&str; 23] = [
+    "Encrypt",
+    "Decrypt",
+    "ReEncryptFrom",
+    "ReEncryptTo",
+    "GenerateDataKey",
+    "GenerateDataKeyWithoutPlaintext",
+    "Sign",
+    "Verify",
+    "GetPublicKey",
+    "Describe",
+    "Update",
+    "Rotate",
+    "Enable",
+    "Disable",
+    "ScheduleDeletion",
+    "CancelDeletion",
+    "SetAllowedRegions",
+    "ManageAliases",
+    "Tag",
+    "GetPolicy",
+    "PutPolicy",
+    "CreateGrant",
+    "RevokeGrant",
+];
+
+/// Runs a write until its outcome is known or `bound` has passed, as one operation: asked
+/// again (with the same token) while the outcome is unknown, so the op spans every attempt and
+/// took effect somewhere inside it. A revoke that finds its grant gone after an unknown
+/// attempt was done by that attempt. For the access workload, whose checker needs to know
+/// which grants exist (`check::revocation`).
+pub async fn execute_settled(client: &Client, key: &str, kind: &OpKind, token: &str, bound: Duration) -> Outcome {
+    let give_up = tokio::time::Instant::now() + bound;
+    let mut in_doubt = false;
+    loop {
+        let outcome = execute(client, key, kind, token).await;
+        match outcome {
+            Outcome::Unknown(_) if tokio::time::Instant::now() < give_up => {
+                in_doubt = true;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Outcome::Fail(code, _) if in_doubt && code == "NotFound" && matches!(kind, OpKind::Revoke { .. }) => {
+                return Outcome::Ok(Value::Done)
+            }
+            other => return other,
+        }
     }
 }

@@ -37,7 +37,7 @@ struct TestArgs {
           default_value = "kill,kill-all,pause,partition,clock,member,transfer,rotate-root")]
     nemesis: Vec<Option<Fault>>,
     /// Workloads the clients mix, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "register,crypto,create")]
+    #[arg(long, value_delimiter = ',', default_value = "register,crypto,create,access")]
     workload: Vec<Workload>,
     /// Seconds of workload and faults (healing and the final reads come after).
     #[arg(long, default_value_t = 300)]

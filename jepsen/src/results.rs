@@ -7,7 +7,9 @@ use std::io::Write;
 use std::path::Path;
 
 use history::check::idempotent_create::Listing;
-use history::check::{crypto_set, disabled_unusable, idempotent_create, linearizable, no_lost_writes, rotation};
+use history::check::{
+    crypto_set, disabled_unusable, idempotent_create, linearizable, no_lost_writes, revocation, rotation,
+};
 use history::{Op, Outcome, Violation};
 use serde::Serialize;
 use serde_json::json;
@@ -98,6 +100,7 @@ pub fn check(
     violations.extend(rotation::check(ops));
     violations.extend(no_lost_writes::check(ops));
     violations.extend(disabled_unusable::check(ops));
+    violations.extend(revocation::check(ops));
     violations.extend(crypto_set::check(ops, members));
     violations.extend(idempotent_create::check(ops, listings));
     violations.extend(

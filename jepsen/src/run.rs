@@ -62,7 +62,7 @@ impl Options {
             time_limit: Duration::from_secs(60),
             clients: 6,
             workload: WorkloadOptions {
-                workloads: vec![Workload::Register, Workload::Crypto, Workload::Create],
+                workloads: vec![Workload::Register, Workload::Crypto, Workload::Create, Workload::Access],
                 rate: 30.0,
                 active_keys: 4,
                 ops_per_key: 120,
@@ -92,6 +92,11 @@ impl Options {
 
 /// A client in region `r` (through the relay, from that region's client address).
 fn client_in(cluster: &LocalCluster, r: usize, seed: u64, discover: bool) -> anyhow::Result<Client> {
+    client_as(cluster, "client", r, seed, discover)
+}
+
+/// [`client_in`] presenting the certificate `stem` of the cluster's tls directory.
+fn client_as(cluster: &LocalCluster, stem: &str, r: usize, seed: u64, discover: bool) -> anyhow::Result<Client> {
     let mut endpoints = cluster.endpoints();
     endpoints.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
     let options = ClientOptions {
@@ -101,7 +106,7 @@ fn client_in(cluster: &LocalCluster, r: usize, seed: u64, discover: bool) -> any
         discover,
         ..ClientOptions::default()
     };
-    Ok(Client::with_options(&endpoints, Some(cluster.tls("client")?), options)?)
+    Ok(Client::with_options(&endpoints, Some(cluster.tls(stem)?), options)?)
 }
 
 /// A client of node `id` alone.
@@ -155,6 +160,18 @@ pub async fn run(options: Options) -> anyhow::Result<Results> {
             stop.clone(),
         ));
     }
+    if options.workload.workloads.contains(&Workload::Access) {
+        // The owner near the first region, the grantee in the last: a revoke is acknowledged
+        // to the one before the other's region has heard of it.
+        let c = cluster.lock().await;
+        c.issue_for(history::check::revocation::GRANTEE_PRINCIPAL, "grantee")?;
+        let seed = options.seed.wrapping_mul(1000).wrapping_add(900);
+        let manager = client_in(&c, 0, seed, true)?;
+        let grantee = client_as(&c, "grantee", options.regions.saturating_sub(1), seed + 1, true)?;
+        let owner = "client/dev".to_string();
+        clients.spawn(workload::run_access_manager(manager, owner, recorder.clone(), seed, stop.clone()));
+        clients.spawn(workload::run_grantee(grantee, recorder.clone(), seed + 1, stop.clone()));
+    }
     let nemesis_stop = Arc::new(AtomicBool::new(false));
     let nemesis = tokio::spawn(nemesis::run(
         cluster.clone(),
@@ -180,7 +197,10 @@ pub async fn run(options: Options) -> anyhow::Result<Results> {
     if let Err(e) = cluster.lock().await.wait_ready(Duration::from_secs(120)).await {
         unreadable.push(format!("{e:#}"));
     }
-    let keys = pool.lock().map(|p| p.all.clone()).unwrap_or_else(|p| p.into_inner().all.clone());
+    let mut keys = pool.lock().map(|p| p.all.clone()).unwrap_or_else(|p| p.into_inner().all.clone());
+    if options.workload.workloads.contains(&Workload::Access) {
+        keys.extend(workload::access_keys());
+    }
     let deadline = tokio::time::Instant::now() + options.final_budget;
     let (listings, more) = final_reads(&cluster, &recorder, &keys, deadline).await?;
     unreadable.extend(more);

@@ -5,7 +5,11 @@
 //!   the client's own ciphertexts; after healing every acknowledged ciphertext must decrypt to
 //!   its plaintext at every node;
 //! - **create**: CreateKey without an alias under a fresh idempotency token, retried with the
-//!   same token while the outcome is unknown: no duplicates, no losses.
+//!   same token while the outcome is unknown: no duplicates, no losses;
+//! - **access**: the keys' owner grants Encrypt on its own keys to a second principal
+//!   (`client/grantee`) and revokes it, and puts policies that name it or not, while that
+//!   principal's client encrypts: no use succeeds that began after the revoke or policy that
+//!   forbids it was acknowledged (`history::check::revocation`).
 //!
 //! Keys are independent registers (Jepsen's `independent`): a few are active at a time, and
 //! each is retired after `ops_per_key` operations for a fresh one, so every key's history
@@ -31,6 +35,7 @@ pub enum Workload {
     Register,
     Crypto,
     Create,
+    Access,
 }
 
 #[derive(Debug, Clone)]
@@ -204,4 +209,58 @@ pub async fn record(recorder: &Recorder, client: &Client, who: &str, key: &str, 
     let outcome = client::with_request_id(Recorder::request_id(op), execute(client, key, &kind, token)).await;
     recorder.complete(op, outcome.clone());
     outcome
+}
+
+/// The access workload's keys (its own, created by its owner, never retired).
+pub fn access_keys() -> Vec<String> {
+    (0..2).map(|i| format!("access-{i}")).collect()
+}
+
+/// The access workload's owner: creates its keys, then grants, revokes and puts policies
+/// (`history::access::AccessManager`) until `stop`. `owner` is its client's principal.
+pub async fn run_access_manager(
+    client: Client,
+    owner: String,
+    recorder: Arc<Recorder>,
+    seed: u64,
+    stop: Arc<AtomicBool>,
+) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let name = "access";
+    let keys = access_keys();
+    for key in &keys {
+        while !stop.load(Ordering::Relaxed) {
+            let outcome = record(&recorder, &client, name, key, OpKind::Create, &format!("create-{key}")).await;
+            if matches!(outcome, Outcome::Ok(_)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let mut manager = history::access::AccessManager::new(keys, &owner);
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let (i, key, kind) = manager.next(&mut rng);
+        let op = recorder.invoke(name, &key, kind.clone());
+        let token = format!("{name}-{n}");
+        let run = manager.run(&client, i, &kind, &token);
+        let outcome = client::with_request_id(Recorder::request_id(op), run).await;
+        recorder.complete(op, outcome);
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..200))).await;
+    }
+}
+
+/// The access workload's grantee: Encrypts on the access keys as `client/grantee` until `stop`.
+pub async fn run_grantee(client: Client, recorder: Arc<Recorder>, seed: u64, stop: Arc<AtomicBool>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let keys = access_keys();
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let key = &keys[rng.gen_range(0..keys.len())];
+        let kind = OpKind::Encrypt { plaintext: format!("grantee-{n}").into_bytes() };
+        record(&recorder, &client, "grantee", key, kind, "").await;
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..100))).await;
+    }
 }

@@ -130,3 +130,18 @@ async fn audit_records_lost_by_answering_before_they_are_durable_are_caught() {
     }
     panic!("three runs of nodes that answer before their audit records are durable, and no lost record was caught");
 }
+
+/// Nodes that serve a call without authorizing its principal (`node::skip-authorization`):
+/// the grantee's Encrypts go through while it holds no grant and no policy statement, and
+/// the revocation checker must name them. No faults are needed; one run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_served_without_authorization_are_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = options(dir.path(), "node::skip-authorization=return", vec![], vec![Workload::Access]);
+    options.time_limit = Duration::from_secs(15);
+    let results =
+        tokio::time::timeout(Duration::from_secs(170), run(options)).await.expect("the run took over 170 s").unwrap();
+    let (n, first) = results.anomalies.get("revocation").expect("no unauthorized call was caught");
+    assert_eq!(results.valid, Validity::Invalid);
+    eprintln!("{n} unauthorized calls served, e.g. {}", first[0]);
+}

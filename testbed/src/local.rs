@@ -273,6 +273,11 @@ impl LocalCluster {
         self.authority()?.issue(principal, &hosts, CERT_DAYS)?.write(&self.tls_dir, stem)
     }
 
+    /// [`LocalCluster::issue`] for a principal given as text (`client/NAME`, `admin/NAME`).
+    pub fn issue_for(&self, principal: &str, stem: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
+        self.issue(&Principal::parse(principal).map_err(anyhow::Error::msg)?, stem)
+    }
+
     /// mTLS presenting the certificate `<stem>` of the cluster's tls directory.
     pub fn tls(&self, stem: &str) -> anyhow::Result<ClientTlsConfig> {
         let dir = &self.tls_dir;

@@ -9,4 +9,4 @@ pub mod raft_safety;
 pub mod regions;
 pub mod rotation;
 
-pub use ::history::check::{disabled_unusable, linearizable, no_lost_writes, per_key, testing};
+pub use ::history::check::{disabled_unusable, linearizable, no_lost_writes, per_key, revocation, testing};

@@ -6,7 +6,8 @@
 //! required operation completed before it was invoked. Acknowledged operations are required.
 //! Writes that failed or timed out may or may not have happened (Jepsen's `:info`): they are
 //! optional, and may be placed only before their completion (never, for a timeout). Failed
-//! reads constrain nothing and are left out.
+//! reads constrain nothing and are left out, as are grants and policy changes (they change
+//! who may use a key, which `revocation` checks).
 
 use std::collections::HashSet;
 
@@ -78,6 +79,10 @@ pub struct Search {
 pub fn check_key(ops: &[&Op]) -> Result<Search, String> {
     let mut list: Vec<Entry<'_>> = Vec::new();
     for op in ops {
+        // Grants and policies change who may use the key, not its state (`revocation`).
+        if op.kind.is_access() {
+            continue;
+        }
         let (required, complete) = match &op.outcome {
             Some(Outcome::Ok(_)) => (true, op.complete.unwrap_or(u64::MAX)),
             Some(Outcome::Fail(..)) if op.kind.is_write() => (false, op.complete.unwrap_or(u64::MAX)),

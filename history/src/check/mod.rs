@@ -6,6 +6,7 @@ pub mod disabled_unusable;
 pub mod idempotent_create;
 pub mod linearizable;
 pub mod no_lost_writes;
+pub mod revocation;
 pub mod rotation;
 
 use std::collections::BTreeMap;
