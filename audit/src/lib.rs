@@ -94,6 +94,26 @@ impl Record {
         self.hash = self.compute_hash();
     }
 
+    /// [`Record::seal`] and [`Record::to_line`] with one serialization: the JSON without the
+    /// hash is what is hashed, and since `hash` is the last field, the line is that JSON with
+    /// the hash appended.
+    pub fn seal_to_line(&mut self, prev_seq: u64, prev_hash: &str) -> String {
+        self.seq = prev_seq + 1;
+        self.prev = prev_hash.to_string();
+        self.hash = String::new();
+        let mut line = self.to_line();
+        self.hash = hex::encode(Sha256::digest(line.as_bytes()));
+        if line.ends_with('}') {
+            line.pop();
+            line.push_str(",\"hash\":\"");
+            line.push_str(&self.hash);
+            line.push_str("\"}");
+            line
+        } else {
+            self.to_line()
+        }
+    }
+
     /// The JSON line (without the newline).
     pub fn to_line(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()

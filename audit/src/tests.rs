@@ -137,3 +137,20 @@ fn a_retention_record_allows_the_chain_to_start_later_and_only_there() {
     // Deleting one more than the retention record says is caught.
     assert!(verify(1, &lines[4..], None).unwrap_err().why.contains("should start at 4"));
 }
+
+#[test]
+fn sealing_to_a_line_in_one_serialization_matches_seal_then_to_line() {
+    // With and without the optional fields, and with strings that JSON must escape.
+    let mut bare = record(2);
+    (bare.principal, bare.key, bare.key_id, bare.version, bare.peer) = (None, None, None, None, None);
+    bare.context.clear();
+    let mut escaped = record(3);
+    escaped.context.insert("quote\"and\\slash".into(), "line\nbreak}".into());
+    for r in [record(1), bare, escaped] {
+        let (mut one, mut two) = (r.clone(), r);
+        let line = one.seal_to_line(41, GENESIS);
+        two.seal(41, GENESIS);
+        assert_eq!((line, &one), (two.to_line(), &two));
+        assert_eq!(one.hash, one.compute_hash());
+    }
+}

@@ -1,9 +1,9 @@
 //! The audit log: one hash-chained record per call this node handles, durable before the
 //! call is answered, and the chain head written into the replicated log from time to time.
 //!
-//! Appends are **group-committed**: callers hand their record to one writer task, which takes
-//! every record waiting, links them into the chain, writes them and syncs once, then answers
-//! each caller. A caller waits for at most the batch in flight and its own. If the log cannot
+//! Appends are **group-committed**: callers hand their record to one writer (a thread of its
+//! own when the log is on disk, a task in the simulator), which takes every record waiting,
+//! links them into the chain, writes them and syncs once, then answers each caller. A caller waits for at most the batch in flight and its own. If the log cannot
 //! be written the node **fails closed**: that call and every later one is refused
 //! (`Unavailable`) until the operator fixes the disk and restarts the node, as Vault does.
 //!
@@ -99,8 +99,15 @@ impl AuditLog {
         };
         let (head_tx, head_rx) = watch::channel(head.clone());
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
+        let blocking = store.blocking();
         let store = Arc::new(Mutex::new(store));
-        tokio::spawn(write(rx, store.clone(), head, head_tx, retain, node, env.clone()));
+        let writer = Writer { store: store.clone(), head, head_tx, retain, node, env: env.clone(), broken: None };
+        if blocking {
+            write_on_thread(rx, writer)
+                .map_err(|e| StartError::Storage(format!("cannot start the audit writer: {e}")))?;
+        } else {
+            tokio::spawn(write_in_task(rx, writer));
+        }
         Ok(Arc::new(Self { node, env, code_of, tx, head: head_rx, store }))
     }
 
@@ -177,132 +184,138 @@ impl AuditSink for AuditLog {
     }
 }
 
-/// The writer: batches, links, writes and syncs, answers.
-async fn write(
-    mut rx: mpsc::Receiver<Pending>,
+/// The writer's state: the chain head and whether the log broke.
+struct Writer {
     store: Arc<Mutex<Box<dyn AuditStore>>>,
-    mut head: (u64, String),
+    head: (u64, String),
     head_tx: watch::Sender<(u64, String)>,
     retain: usize,
     node: NodeId,
     env: Arc<Env>,
-) {
-    let mut broken: Option<String> = None;
-    let blocking = lock(&store).blocking();
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
-            }
+    broken: Option<String>,
+}
+
+/// One batch: every record waiting after `first`, up to [`MAX_BATCH`].
+fn drain(first: Pending, rx: &mut mpsc::Receiver<Pending>) -> Vec<Pending> {
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(p) => batch.push(p),
+            Err(_) => break,
         }
-        if let Some(why) = &broken {
-            for p in batch {
-                let _ = p.done.send(Err(why.clone()));
-            }
-            continue;
-        }
-        // The injected bug the Jepsen audit-trail check must catch: answer first, write a
-        // second later (a kill -9 meanwhile loses records of answered calls).
-        if crate::failpoint("node::audit-answer-before-durable") {
-            for p in &mut batch {
-                let (done, _) = oneshot::channel();
-                let _ = std::mem::replace(&mut p.done, done).send(Ok(()));
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-        let first_seq = head.0 + 1;
-        let mut bytes = Vec::with_capacity(batch.len() * 384);
-        let mut next = head.clone();
-        for p in &mut batch {
-            p.record.seal(next.0, &next.1);
-            next = (p.record.seq, p.record.hash.clone());
-            bytes.extend_from_slice(p.record.to_line().as_bytes());
-            bytes.push(b'\n');
-        }
-        let result = append(&store, blocking, first_seq, bytes).await;
-        let result = match result {
-            Ok(()) => {
-                head = next;
-                // Old segments go under the retention setting, and a record says so (it is
-                // in the chain: deleting more than it says is caught).
-                match retain_and_record(&store, blocking, retain, &mut head, node, &env).await {
-                    Ok(()) => Ok(()),
-                    Err(e) => {
-                        tracing::error!(error = %e, "audit: retention failed; the records written are durable");
-                        Ok(())
-                    }
-                }
-            }
-            Err(e) => {
-                let why = e.to_string();
-                tracing::error!(error = %why, "audit: the log cannot be written: this node refuses calls from now on");
-                broken = Some(why.clone());
-                Err(why)
-            }
+    }
+    batch
+}
+
+/// The injected bug the Jepsen audit-trail check must catch: answer first, write later (a
+/// kill -9 meanwhile loses records of answered calls). Whether it is on.
+fn answer_before_durable(batch: &mut [Pending]) -> bool {
+    if !crate::failpoint("node::audit-answer-before-durable") {
+        return false;
+    }
+    for p in batch {
+        let (done, _) = oneshot::channel();
+        let _ = std::mem::replace(&mut p.done, done).send(Ok(()));
+    }
+    true
+}
+
+impl Writer {
+    /// Links, writes and syncs `batch` (on the calling thread: the store's disk, if it has
+    /// one, blocks it), then answers each caller.
+    fn commit(&mut self, mut batch: Vec<Pending>) {
+        let result = match self.broken.clone() {
+            Some(why) => Err(why),
+            None => self.write(&mut batch),
         };
-        let _ = head_tx.send(head.clone());
         for p in batch {
             let _ = p.done.send(result.clone());
         }
     }
-}
 
-async fn append(
-    store: &Arc<Mutex<Box<dyn AuditStore>>>,
-    blocking: bool,
-    first_seq: u64,
-    bytes: Vec<u8>,
-) -> std::io::Result<()> {
-    if blocking {
-        let store = store.clone();
-        tokio::task::spawn_blocking(move || lock(&store).append(first_seq, &bytes))
-            .await
-            .map_err(std::io::Error::other)?
-    } else {
-        lock(store).append(first_seq, &bytes)
+    fn write(&mut self, batch: &mut [Pending]) -> std::result::Result<(), String> {
+        let first_seq = self.head.0 + 1;
+        let mut bytes = Vec::with_capacity(batch.len() * 384);
+        let mut next = self.head.clone();
+        for p in batch.iter_mut() {
+            bytes.extend_from_slice(p.record.seal_to_line(next.0, &next.1).as_bytes());
+            bytes.push(b'\n');
+            next = (p.record.seq, p.record.hash.clone());
+        }
+        if let Err(e) = lock(&self.store).append(first_seq, &bytes) {
+            let why = e.to_string();
+            tracing::error!(error = %why, "audit: the log cannot be written: this node refuses calls from now on");
+            self.broken = Some(why.clone());
+            return Err(why);
+        }
+        self.head = next;
+        // Old segments go under the retention setting, and a record says so (it is in the
+        // chain: deleting more than it says is caught).
+        if let Err(e) = self.retain() {
+            tracing::error!(error = %e, "audit: retention failed; the records written are durable");
+        }
+        let _ = self.head_tx.send(self.head.clone());
+        Ok(())
+    }
+
+    fn retain(&mut self) -> std::io::Result<()> {
+        if self.retain == 0 {
+            return Ok(());
+        }
+        let Some(kept_from) = lock(&self.store).retain(self.retain)? else { return Ok(()) };
+        let mut record = ::audit::Record {
+            seq: 0,
+            prev: String::new(),
+            time_ms: self.env.now_ms(),
+            node: self.node,
+            service: "audit".into(),
+            operation: ::audit::RETENTION.into(),
+            principal: None,
+            forwarded_by: None,
+            key: None,
+            key_id: None,
+            version: None,
+            context: Default::default(),
+            code: "OK".into(),
+            outcome: format!("records before {kept_from} deleted under audit.retain_segments"),
+            request_id: String::new(),
+            peer: None,
+            retained_from: Some(kept_from),
+            hash: String::new(),
+        };
+        let mut bytes = record.seal_to_line(self.head.0, &self.head.1).into_bytes();
+        bytes.push(b'\n');
+        lock(&self.store).append(record.seq, &bytes)?;
+        self.head = (record.seq, record.hash);
+        Ok(())
     }
 }
 
-async fn retain_and_record(
-    store: &Arc<Mutex<Box<dyn AuditStore>>>,
-    blocking: bool,
-    retain: usize,
-    head: &mut (u64, String),
-    node: NodeId,
-    env: &Env,
-) -> std::io::Result<()> {
-    if retain == 0 {
-        return Ok(());
-    }
-    let Some(kept_from) = lock(store).retain(retain)? else { return Ok(()) };
-    let mut record = ::audit::Record {
-        seq: 0,
-        prev: String::new(),
-        time_ms: env.now_ms(),
-        node,
-        service: "audit".into(),
-        operation: ::audit::RETENTION.into(),
-        principal: None,
-        forwarded_by: None,
-        key: None,
-        key_id: None,
-        version: None,
-        context: Default::default(),
-        code: "OK".into(),
-        outcome: format!("records before {kept_from} deleted under audit.retain_segments"),
-        request_id: String::new(),
-        peer: None,
-        retained_from: Some(kept_from),
-        hash: String::new(),
-    };
-    record.seal(head.0, &head.1);
-    let mut bytes = record.to_line().into_bytes();
-    bytes.push(b'\n');
-    append(store, blocking, record.seq, bytes).await?;
-    *head = (record.seq, record.hash);
+/// The writer of a store on disk: a thread of its own, so that a batch's sync waits on
+/// neither the async workers nor a blocking-pool hand-off, and the next batch starts as soon
+/// as one is durable.
+fn write_on_thread(mut rx: mpsc::Receiver<Pending>, mut writer: Writer) -> std::io::Result<()> {
+    std::thread::Builder::new().name(format!("audit-writer-{}", writer.node)).spawn(move || {
+        while let Some(first) = rx.blocking_recv() {
+            let mut batch = drain(first, &mut rx);
+            if answer_before_durable(&mut batch) {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            writer.commit(batch);
+        }
+    })?;
     Ok(())
+}
+
+/// The writer of a store in memory (the simulator's): a task, on the simulated clock.
+async fn write_in_task(mut rx: mpsc::Receiver<Pending>, mut writer: Writer) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = drain(first, &mut rx);
+        if answer_before_durable(&mut batch) {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        writer.commit(batch);
+    }
 }
 
 /// Writes this node's chain head into the replicated log every `interval` while it moved,
