@@ -10,7 +10,9 @@
 //!   after a jittered cooldown).
 //! - **Retries:** within one deadline per call, with exponential backoff and full jitter,
 //!   bounded by a client-wide retry budget; a write without an idempotency token
-//!   ([`CallKind::Unsafe`]) is retried only when it certainly never reached a node.
+//!   ([`CallKind::Unsafe`]) is retried only when it certainly never took effect (never
+//!   reached a node, or was refused by an overloaded one). A node's retry-after hint
+//!   (`RESOURCE_EXHAUSTED` with [`proto::RETRY_AFTER_MS`]) is waited for at least.
 //! - **Hedged reads** (off by default): a slow read also goes to the next endpoint.
 //!
 //! Every knob is in [`ClientOptions`]. Time is read through `tokio::time` and randomness comes
@@ -323,7 +325,9 @@ impl Shared {
                         return Err(fail(why, sent_any));
                     }
                     let cap = o.backoff_max.min(o.backoff_base.saturating_mul(1 << (retry - 1).min(16)));
-                    Duration::from_micros(state.rng.gen_range(0..=cap.as_micros() as u64))
+                    let jittered = Duration::from_micros(state.rng.gen_range(0..=cap.as_micros() as u64));
+                    // An overloaded node said how long to wait: at least that.
+                    jittered.max(proto::retry_after(&last).unwrap_or_default())
                 };
                 if Instant::now() + wait >= deadline {
                     return Err(fail(deadline_status(&last), sent_any));
@@ -689,8 +693,12 @@ fn retryable(s: &Status) -> bool {
     proto::retry_elsewhere(s)
 }
 
-/// Whether the request certainly never reached a node: the connection was never made.
+/// Whether the request certainly never took effect: the connection was never made, or the
+/// node refused it before any work because it was at its limit of calls in flight.
 fn never_sent(s: &Status) -> bool {
+    if proto::retry_after(s).is_some() {
+        return true;
+    }
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(s);
     while let Some(e) = source {
         if e.downcast_ref::<tonic::ConnectError>().is_some() {

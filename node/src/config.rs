@@ -149,11 +149,23 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// Largest snapshot a follower accepts.
     pub max_snapshot_bytes: u64,
+    /// KMS calls this node serves at once; one more is refused with `RESOURCE_EXHAUSTED` and a
+    /// retry-after hint before any work. Admin calls are not counted: operators can act on an
+    /// overloaded node. Node-to-node traffic is not counted either.
+    pub max_concurrent_calls: usize,
+    /// The longest one KMS call may run here before it is answered `DEADLINE_EXCEEDED` (a
+    /// caller's shorter `grpc-timeout` applies as well). Admin calls bound their own waits.
+    pub call_timeout_ms: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_message_bytes: 4 * 1024 * 1024, max_snapshot_bytes: 1 << 30 }
+        Self {
+            max_message_bytes: 4 * 1024 * 1024,
+            max_snapshot_bytes: 1 << 30,
+            max_concurrent_calls: 1024,
+            call_timeout_ms: 30_000,
+        }
     }
 }
 
@@ -194,6 +206,13 @@ impl NodeConfig {
         if r.read_lease_ms.is_some_and(|l| l >= r.election_timeout_ms_min) {
             return Err(StartError::Config(
                 "invalid configuration: field `raft.read_lease_ms` must be below election_timeout_ms_min".into(),
+            ));
+        }
+        if self.limits.max_concurrent_calls == 0 || self.limits.call_timeout_ms == 0 {
+            return Err(StartError::Config(
+                "invalid configuration: fields `limits.max_concurrent_calls` and `limits.call_timeout_ms` must be \
+                 greater than 0"
+                    .into(),
             ));
         }
         Ok(())

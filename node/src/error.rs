@@ -27,6 +27,14 @@ pub enum NodeError {
     /// call is forwarded to a node there, so clients see this only when none answers.
     #[error("{key} may be used only by nodes in regions {allowed:?}; this node is in region {region:?}")]
     OutOfRegion { key: String, allowed: std::collections::BTreeSet<String>, region: String },
+    /// This node is serving its limit of calls at once: the call was refused before any work,
+    /// and may be retried after `retry_after_ms`, here or at another node.
+    #[error("node {node} is serving its limit of {limit} calls at once; retry in {retry_after_ms} ms")]
+    Overloaded { node: u64, limit: usize, retry_after_ms: u64 },
+    /// The call did not finish within this node's deadline for one call (`limits.call_timeout_ms`);
+    /// a write may or may not have taken effect.
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// Fatal: storage or an invariant broke on this node.
     #[error("internal error: {0}")]
     Internal(String),
@@ -42,6 +50,8 @@ impl NodeError {
             NodeError::PermissionDenied(_) => "PermissionDenied",
             NodeError::Crypto(_) => "Crypto",
             NodeError::OutOfRegion { .. } => "OutOfRegion",
+            NodeError::Overloaded { .. } => "Overloaded",
+            NodeError::DeadlineExceeded(_) => "DeadlineExceeded",
             NodeError::Internal(_) => "Internal",
         }
     }

@@ -54,6 +54,13 @@ pub(crate) fn status(e: NodeError) -> Status {
             "decryption failed: the ciphertext was altered, belongs to another key, or the encryption context differs \
              from the one used to encrypt",
         ),
+        NodeError::Overloaded { retry_after_ms, .. } => {
+            let mut status = Status::new(code, e.to_string());
+            if let Ok(value) = retry_after_ms.to_string().parse() {
+                status.metadata_mut().insert(proto::RETRY_AFTER_MS, value);
+            }
+            status
+        }
         _ => Status::new(code, e.to_string()),
     }
 }
@@ -102,6 +109,8 @@ pub(crate) fn code(e: &NodeError) -> Code {
             | CryptoError::Encoding(_) => Code::Internal,
         },
         NodeError::OutOfRegion { .. } => Code::Unavailable,
+        NodeError::Overloaded { .. } => Code::ResourceExhausted,
+        NodeError::DeadlineExceeded(_) => Code::DeadlineExceeded,
         NodeError::Internal(_) => Code::Internal,
     }
 }
@@ -150,6 +159,7 @@ mod tests {
             (NodeError::Crypto(CryptoError::KeyCheckMismatch { faulty: vec![3] }), Code::Internal),
             (NodeError::Kms(KmsError::NotInitialized), Code::FailedPrecondition),
             (NodeError::Internal("x".into()), Code::Internal),
+            (NodeError::DeadlineExceeded("slow".into()), Code::DeadlineExceeded),
         ];
         for (e, code) in cases {
             let what = format!("{e:?}");
@@ -167,5 +177,16 @@ mod tests {
         let s = status(NodeError::Kms(disabled));
         assert_eq!(s.code(), Code::FailedPrecondition);
         assert!(s.message().ends_with("enable it first (keyquorum key enable)"), "{}", s.message());
+    }
+
+    #[test]
+    fn an_overloaded_node_says_how_long_to_wait_and_that_another_node_may_serve() {
+        let s = status(NodeError::Overloaded { node: 2, limit: 8, retry_after_ms: 20 });
+        assert_eq!(s.code(), Code::ResourceExhausted);
+        assert!(s.message().contains("limit of 8 calls"), "{}", s.message());
+        assert_eq!(proto::retry_after(&s), Some(std::time::Duration::from_millis(20)));
+        assert!(proto::retry_elsewhere(&s));
+        // A quota's RESOURCE_EXHAUSTED without the hint is not retried elsewhere.
+        assert!(!proto::retry_elsewhere(&Status::resource_exhausted("over quota")));
     }
 }

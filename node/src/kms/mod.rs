@@ -108,10 +108,15 @@ impl Placement {
     }
 }
 
+/// What [`NodeError::Overloaded`] asks a caller to wait before trying again.
+const OVERLOADED_RETRY_AFTER_MS: u64 = 20;
+
 /// The KMS service of one node.
 pub struct Kms {
     node: Arc<Node>,
     audit: Arc<dyn AuditSink>,
+    /// One permit per call in flight (`limits.max_concurrent_calls`).
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Kms {
@@ -122,7 +127,8 @@ impl std::fmt::Debug for Kms {
 
 impl Kms {
     pub fn new(node: Arc<Node>, audit: Arc<dyn AuditSink>) -> Self {
-        Self { node, audit }
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(node.config().limits.max_concurrent_calls));
+        Self { node, audit, in_flight }
     }
 
     pub fn node(&self) -> &Arc<Node> {
@@ -134,7 +140,7 @@ impl Kms {
         let operation = op.name();
         let key = op.key();
         let context = op.context().filter(|c| !c.is_empty()).cloned();
-        let result = self.pipeline(ctx, op).await;
+        let result = self.bounded(ctx, op).await;
         let record = AuditRecord {
             node: self.node.id(),
             service: "kms",
@@ -155,6 +161,29 @@ impl Kms {
             self.audit.record(&record).await?;
         }
         result
+    }
+
+    /// The pipeline within this node's limits: a call beyond `limits.max_concurrent_calls` in
+    /// flight is refused before any work; one that runs past `limits.call_timeout_ms` is
+    /// answered `DEADLINE_EXCEEDED`.
+    async fn bounded(&self, ctx: &CallContext, op: Op) -> Result<Routed<Out, Op>> {
+        let limits = &self.node.config().limits;
+        let Ok(_permit) = self.in_flight.clone().try_acquire_owned() else {
+            return Err(NodeError::Overloaded {
+                node: self.node.id(),
+                limit: limits.max_concurrent_calls,
+                retry_after_ms: OVERLOADED_RETRY_AFTER_MS,
+            });
+        };
+        let timeout = std::time::Duration::from_millis(limits.call_timeout_ms);
+        let name = op.name();
+        tokio::time::timeout(timeout, self.pipeline(ctx, op)).await.unwrap_or_else(|_| {
+            Err(NodeError::DeadlineExceeded(format!(
+                "{name} did not finish within this node's limit of {} ms for one call (a write may or may not have \
+                 taken effect)",
+                limits.call_timeout_ms
+            )))
+        })
     }
 
     async fn pipeline(&self, ctx: &CallContext, op: Op) -> Result<Routed<Out, Op>> {

@@ -262,6 +262,12 @@ impl Op {
 
     /// Checks what can be checked without any state: sizes and counts.
     pub fn validate(&self) -> Result<()> {
+        if let Some(context) = self.context() {
+            check_call_context(context)?;
+        }
+        if let Op::ReEncrypt { destination_context, .. } = self {
+            check_call_context(destination_context)?;
+        }
         match self {
             Op::Encrypt { plaintext, .. } if plaintext.len() > MAX_PLAINTEXT_LEN => Err(NodeError::Invalid(format!(
                 "plaintext is {} bytes; the limit is {MAX_PLAINTEXT_LEN} (64 KiB): encrypt a data key instead (envelope \
@@ -300,6 +306,37 @@ impl Op {
     }
 }
 
+/// Pairs a call's encryption context may hold.
+pub(crate) const MAX_CALL_CONTEXT_PAIRS: usize = 64;
+/// Bytes of one encryption-context key (at least 1) or value.
+pub(crate) const MAX_CALL_CONTEXT_ITEM: usize = 1024;
+/// Bytes of a call's whole encryption context, keys and values.
+pub(crate) const MAX_CALL_CONTEXT_BYTES: usize = 8192;
+
+/// A call's encryption context is bounded (it is authenticated, written to the audit log and
+/// matched against conditions): at most [`MAX_CALL_CONTEXT_PAIRS`] pairs, each key 1 to
+/// [`MAX_CALL_CONTEXT_ITEM`] bytes and each value at most that, [`MAX_CALL_CONTEXT_BYTES`] in all.
+fn check_call_context(context: &Context) -> Result<()> {
+    if context.len() > MAX_CALL_CONTEXT_PAIRS {
+        return Err(NodeError::Invalid(format!(
+            "the encryption context has {} pairs; the limit is {MAX_CALL_CONTEXT_PAIRS}",
+            context.len()
+        )));
+    }
+    if context.iter().any(|(k, v)| k.is_empty() || k.len() > MAX_CALL_CONTEXT_ITEM || v.len() > MAX_CALL_CONTEXT_ITEM) {
+        return Err(NodeError::Invalid(format!(
+            "encryption-context keys are 1-{MAX_CALL_CONTEXT_ITEM} bytes and values at most {MAX_CALL_CONTEXT_ITEM}"
+        )));
+    }
+    let total: usize = context.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if total > MAX_CALL_CONTEXT_BYTES {
+        return Err(NodeError::Invalid(format!(
+            "the encryption context is {total} bytes; the limit is {MAX_CALL_CONTEXT_BYTES}"
+        )));
+    }
+    Ok(())
+}
+
 fn change_name(change: &KeyChange) -> &'static str {
     match change {
         KeyChange::Enable => "EnableKey",
@@ -313,5 +350,31 @@ fn change_name(change: &KeyChange) -> &'static str {
         KeyChange::EnableVersion(_) => "EnableKeyVersion",
         KeyChange::DisableVersion(_) => "DisableKeyVersion",
         KeyChange::SetAllowedRegions(_) => "SetAllowedRegions",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encrypt(context: Context) -> Op {
+        Op::Encrypt { key: KeyRef::Alias("k".into()), plaintext: b"x".to_vec(), context }
+    }
+
+    #[test]
+    fn a_calls_encryption_context_is_bounded() {
+        let pairs =
+            |n: usize, len: usize| -> Context { (0..n).map(|i| (format!("{i:0len$}"), "v".repeat(len))).collect() };
+        assert!(encrypt(pairs(MAX_CALL_CONTEXT_PAIRS, 8)).validate().is_ok());
+        let over = [
+            pairs(MAX_CALL_CONTEXT_PAIRS + 1, 8),
+            pairs(1, MAX_CALL_CONTEXT_ITEM + 1),
+            pairs(9, MAX_CALL_CONTEXT_ITEM / 2 + 1),
+            [(String::new(), "v".to_string())].into(),
+        ];
+        for context in over {
+            let n = context.len();
+            assert!(matches!(encrypt(context).validate(), Err(NodeError::Invalid(_))), "{n} pairs");
+        }
     }
 }
