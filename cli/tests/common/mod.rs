@@ -65,6 +65,11 @@ impl Cluster {
         Self::from_spec(Spec { regions: 5, raft: QUICK_RAFT.into(), ..Spec::new("", n, exe()) }).await
     }
 
+    /// `n` nodes talking directly, with the production raft timings (not the quick ones).
+    pub async fn start_with_default_raft(n: u64) -> Self {
+        Self::from_spec(Spec { regions: 5, ..Spec::new("", n, exe()) }).await
+    }
+
     /// `n` nodes over `regions` regions (node `id` in region `(id - 1) % regions`), every
     /// link between two regions `latency_ms` one way through the WAN relay.
     pub async fn start_wan(n: u64, regions: usize, latency_ms: u64) -> Self {
