@@ -31,7 +31,8 @@ async fn a_client_flood_at_the_leader_does_not_cost_it_leadership() {
         let served = Arc::new(AtomicU64::new(0));
         let mut callers = Vec::new();
         for _ in 0..CONNECTIONS {
-            let client = Arc::new(cluster.client_with(&[leader], ClientOptions { discover: false, ..Default::default() }));
+            let client =
+                Arc::new(cluster.client_with(&[leader], ClientOptions { discover: false, ..Default::default() }));
             for _ in 0..CALLERS {
                 let (client, served, key) = (client.clone(), served.clone(), key.key_id.clone());
                 callers.push(tokio::spawn(async move {

@@ -56,7 +56,10 @@ impl KeyStore {
                 ));
             }
         }
-        for (alias, id) in &self.aliases {
+        if !self.aliases.index_matches() {
+            return Err("the aliases' by-key index differs from the aliases".into());
+        }
+        for (alias, id) in self.aliases.iter() {
             match self.keys.get(id) {
                 None => return Err(format!("alias/{alias} points at key {id}, which does not exist")),
                 Some(k) if k.state == KeyState::Destroyed => {

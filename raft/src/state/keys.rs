@@ -148,11 +148,11 @@ impl KeyStore {
     }
 
     /// Removes an alias.
-    pub(super) fn delete_alias(&mut self, alias: &String, by: &Option<Actor>, now_ms: &u64) -> CommandResult {
+    pub(super) fn delete_alias(&mut self, alias: &str, by: &Option<Actor>, now_ms: &u64) -> CommandResult {
         validate_alias(alias)?;
-        let k = self.resolve(&KeyRef::Alias(alias.clone()))?;
+        let k = self.resolve(&KeyRef::Alias(alias.to_string()))?;
         authorize(k, Permission::ManageAliases, by, *now_ms)?;
-        self.aliases.remove(alias).map(|_| Applied::Done).ok_or_else(|| KmsError::AliasNotFound(alias.clone()))
+        self.aliases.remove(alias).map(|_| Applied::Done).ok_or_else(|| KmsError::AliasNotFound(alias.to_string()))
     }
 
     /// Destroys every key whose deletion date is at or before `now_ms`.
@@ -166,7 +166,9 @@ impl KeyStore {
                 }
             }
         }
-        self.aliases.retain(|_, id| !destroyed.contains(id));
+        for id in &destroyed {
+            self.aliases.remove_key(*id);
+        }
         Ok(Applied::Destroyed(destroyed))
     }
 
@@ -176,7 +178,7 @@ impl KeyStore {
 
     fn check_alias_free(&self, alias: &str) -> Result<(), KmsError> {
         validate_alias(alias)?;
-        if self.aliases.contains_key(alias) {
+        if self.aliases.contains(alias) {
             return Err(KmsError::AliasExists(alias.to_string()));
         }
         Ok(())

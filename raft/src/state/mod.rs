@@ -3,6 +3,7 @@
 //! command (`invariants.rs`).
 
 mod access;
+mod aliases;
 mod invariants;
 mod keys;
 mod root;
@@ -64,7 +65,7 @@ struct TokenRecord {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyStore {
     keys: BTreeMap<Uuid, Key>,
-    aliases: BTreeMap<String, Uuid>,
+    aliases: aliases::Aliases,
     tokens: BTreeMap<String, TokenRecord>,
     root: Option<RootKey>,
     /// The root key generation in progress, if any.
@@ -195,13 +196,13 @@ impl KeyStore {
     fn resolve_id(&self, key: &KeyRef) -> Result<Uuid, KmsError> {
         match key {
             KeyRef::Id(id) => Ok(*id),
-            KeyRef::Alias(name) => self.aliases.get(name).copied().ok_or_else(|| KmsError::AliasNotFound(name.clone())),
+            KeyRef::Alias(name) => self.aliases.get(name).ok_or_else(|| KmsError::AliasNotFound(name.clone())),
         }
     }
 
     /// Aliases that point at `id`.
     pub fn aliases_of(&self, id: Uuid) -> Vec<String> {
-        self.aliases.iter().filter(|(_, k)| **k == id).map(|(a, _)| a.clone()).collect()
+        self.aliases.of(id)
     }
 
     /// Keys in id order, starting after `after`.
