@@ -43,8 +43,9 @@ fn request<W>(node: &Node, ctx: &CallContext, message: W) -> Request<W> {
 
 /// Sends the call to each member of `forward.to` in turn with `call` on a client `client`
 /// makes, the request built by `message`. Tries the next member when one is unreachable or
-/// unavailable, unless the call is not idempotent and a member answered. When none answers:
-/// the fallback if there is one, else the refusal with every member's failure.
+/// unavailable, unless the call is not idempotent and a member answered having maybe done it.
+/// When none answers: the fallback if there is one, else the refusal with every member's
+/// failure.
 pub(super) async fn forward<C, W, R, Fut>(
     node: &Node,
     ctx: &CallContext,
@@ -71,8 +72,11 @@ where
         match call(client(channel), request(node, ctx, message.clone())).await {
             Ok(r) => return Ok(r),
             Err(s) => {
-                let no_answer = matches!(s.code(), Code::Unknown | Code::Cancelled) && s.metadata().is_empty();
-                if !proto::retry_elsewhere(&s) || !(idempotent || no_answer) {
+                // Nothing was done: no answer came, or the member refused the call before any
+                // work (at its limit of calls in flight), so even an untokened write moves on.
+                let nothing_done = (matches!(s.code(), Code::Unknown | Code::Cancelled) && s.metadata().is_empty())
+                    || proto::retry_after(&s).is_some();
+                if !proto::retry_elsewhere(&s) || !(idempotent || nothing_done) {
                     return Err(s);
                 }
                 failures.push(format!("node {id} ({}): {}", info.region, s.message()));
