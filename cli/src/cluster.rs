@@ -1,5 +1,5 @@
 //! `keyquorum cluster …`: the operator's commands (init, status, membership, leadership,
-//! snapshots, root rotation).
+//! snapshots, root rotation, quotas).
 
 use clap::Subcommand;
 use client::{pb, Client};
@@ -33,6 +33,11 @@ pub(crate) enum ClusterCommand {
     /// Generate a new root key among the current voters, re-wrap every key version and log key
     /// under it, and erase the old shares. Old ciphertexts keep decrypting.
     RotateRoot,
+    /// Per-principal call rates and limits on keys and aliases.
+    Quota {
+        #[command(subcommand)]
+        command: crate::quota::QuotaCommand,
+    },
 }
 
 /// `id=1,addr=127.0.0.1:7401,region=a[,zone=z]`.
@@ -150,6 +155,7 @@ pub(crate) async fn run(command: ClusterCommand, common: &Common) -> anyhow::Res
             let r = c.snapshot(pb::SnapshotRequest {}).await?;
             println!("snapshot at log index {}", r.last_log_index);
         }
+        ClusterCommand::Quota { command } => crate::quota::run(command, &c, common.output).await?,
         ClusterCommand::RotateRoot => {
             let r = c.rotate_root(pb::RotateRootRequest {}).await?;
             if common.output == Output::Json {

@@ -12,6 +12,7 @@ mod crypto;
 mod dev;
 mod key;
 mod output;
+mod quota;
 
 use std::path::PathBuf;
 

@@ -90,6 +90,9 @@ rpcs! { admin_call:
     /// One node's audit records (pin the client to it: `Client::only`).
     read_audit(pb::ReadAuditRequest) -> pb::ReadAuditResponse, |_| CallKind::Read;
     audit_heads(pb::AuditHeadsRequest) -> pb::AuditHeadsResponse, |_| CallKind::Read;
+    get_quotas(pb::GetQuotasRequest) -> pb::GetQuotasResponse, |_| CallKind::Read;
+    /// Setting the same quota again changes nothing.
+    set_quota(pb::SetQuotaRequest) -> pb::AdminEmpty, |_| CallKind::Idempotent;
 }
 
 impl Client {

@@ -31,6 +31,19 @@ pub enum NodeError {
     /// and may be retried after `retry_after_ms`, here or at another node.
     #[error("node {node} is serving its limit of {limit} calls at once; retry in {retry_after_ms} ms")]
     Overloaded { node: u64, limit: usize, retry_after_ms: u64 },
+    /// The principal is calling faster than its quota allows at this node: refused before any
+    /// work; a token will be there after `retry_after_ms`.
+    #[error(
+        "{principal} is over its {class} call quota of {rate} at node {node} ({scope}); retry in {retry_after_ms} ms"
+    )]
+    Throttled {
+        principal: String,
+        class: &'static str,
+        rate: raft::Rate,
+        scope: String,
+        node: u64,
+        retry_after_ms: u64,
+    },
     /// The call did not finish within this node's deadline for one call (`limits.call_timeout_ms`);
     /// a write may or may not have taken effect.
     #[error("{0}")]
@@ -51,6 +64,7 @@ impl NodeError {
             NodeError::Crypto(_) => "Crypto",
             NodeError::OutOfRegion { .. } => "OutOfRegion",
             NodeError::Overloaded { .. } => "Overloaded",
+            NodeError::Throttled { .. } => "Throttled",
             NodeError::DeadlineExceeded(_) => "DeadlineExceeded",
             NodeError::Internal(_) => "Internal",
         }

@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use crate::key::{Key, KeyRef, KeySpec, WrappedMaterial};
 use crate::policy::{Actor, Grant, KeyPolicy, Permission};
+use crate::quota::Limits;
 use crate::{KmsError, NodeId};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,6 +147,14 @@ pub enum Command {
         hash: String,
         now_ms: u64,
     },
+    /// Sets the cluster's default quota (`scope` `None`) or a principal's override; `limits`
+    /// `None` removes the override.
+    SetQuota {
+        scope: Option<String>,
+        limits: Option<Limits>,
+        by: Option<Actor>,
+        now_ms: u64,
+    },
 }
 
 /// In-place changes to one key.
@@ -223,6 +232,7 @@ impl Command {
             Command::DestroyDue { .. } => "DestroyDue",
             Command::SnapshotDurable { .. } => "SnapshotDurable",
             Command::AuditHead { .. } => "AuditHead",
+            Command::SetQuota { .. } => "SetQuota",
         }
     }
 
@@ -243,6 +253,7 @@ impl Command {
             | Command::RevokeGrant { now_ms, .. }
             | Command::SnapshotDurable { now_ms, .. }
             | Command::AuditHead { now_ms, .. }
+            | Command::SetQuota { now_ms, .. }
             | Command::DestroyDue { now_ms } => *now_ms,
         }
     }
@@ -271,7 +282,8 @@ impl Command {
             | Command::DeleteAlias { by, .. }
             | Command::PutKeyPolicy { by, .. }
             | Command::CreateGrant { by, .. }
-            | Command::RevokeGrant { by, .. } => by.as_ref(),
+            | Command::RevokeGrant { by, .. }
+            | Command::SetQuota { by, .. } => by.as_ref(),
             Command::StartKeyGen { .. }
             | Command::KeyGenPart { .. }
             | Command::KeyGenAck { .. }

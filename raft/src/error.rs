@@ -114,6 +114,10 @@ pub enum KmsError {
     /// which key, never the policy.
     #[error("{principal} is not allowed to {operation}{}", key.map(|k| format!(" on key {k}")).unwrap_or_default())]
     AccessDenied { principal: String, operation: String, key: Option<Uuid> },
+    /// RESOURCE_EXHAUSTED: the principal holds what its quota allows (keys, aliases). Waiting
+    /// does not help; destroying keys or a higher quota does.
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
     /// NOT_FOUND.
     #[error("key {key} has no grant {grant}")]
     GrantNotFound { key: Uuid, grant: Uuid },
@@ -143,6 +147,7 @@ impl KmsError {
             | KmsError::InvalidState(_) => "InvalidState",
             KmsError::TokenReused(_) | KmsError::Invalid(_) => "Invalid",
             KmsError::StaleRoot { .. } => "StaleRoot",
+            KmsError::QuotaExceeded(_) => "QuotaExceeded",
         }
     }
 }

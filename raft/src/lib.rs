@@ -18,6 +18,7 @@ mod key;
 pub mod keygen;
 mod policy;
 mod principal;
+pub mod quota;
 pub mod runtime;
 mod state;
 
@@ -32,6 +33,7 @@ pub use policy::{
     MAX_GRANTS_PER_KEY, MAX_PRINCIPALS, MAX_STATEMENTS,
 };
 pub use principal::Principal;
+pub use quota::{Limits, Quotas, Rate};
 pub use state::{AuditHead, KeyStore, Keyring, RetiredRoot, RootHolder, RootKey};
 
 /// Raft node ids.

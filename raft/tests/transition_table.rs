@@ -251,12 +251,19 @@ fn every_command_in_every_key_state_has_the_expected_outcome() {
     }
 }
 
+/// What a replay answers with: the key's metadata and versions as the first apply left them
+/// (a token remembers no policy or grants).
+fn replayed(applied: &Applied) -> raft::Key {
+    let Applied::Key(k) = applied else { panic!("not a key: {applied:?}") };
+    raft::Key { policy: Default::default(), grants: Default::default(), ..(**k).clone() }
+}
+
 #[test]
 fn a_retried_create_with_the_same_token_returns_the_first_result() {
     let mut s = store();
     let first = create(&mut s, "a", Some("tok-1")).unwrap();
     let again = create(&mut s, "a", Some("tok-1")).unwrap();
-    assert_eq!(first, again);
+    assert_eq!(replayed(&first), replayed(&again));
     assert_eq!(s.key_count(), 1);
     // A different request under the same token is refused, not replayed.
     let other = create(&mut s, "b", Some("tok-1"));
@@ -280,12 +287,37 @@ fn a_retried_update_with_the_same_token_applies_once() {
     let first = s.apply(&disable("t1")).unwrap();
     // Someone enables the key; the retry of the first disable must not disable it again.
     update(&mut s, &key, KeyChange::Enable, T0).unwrap();
-    assert_eq!(s.apply(&disable("t1")).unwrap(), first);
+    assert_eq!(replayed(&s.apply(&disable("t1")).unwrap()), replayed(&first));
     assert_eq!(s.resolve(&key).unwrap().state, KeyState::Enabled);
     // A token names one request: reusing it for another change is refused.
     let other =
         Command::Update { key: key.clone(), change: KeyChange::Enable, token: Some("t1".into()), by: None, now_ms: T0 };
     assert!(matches!(s.apply(&other), Err(KmsError::TokenReused(t)) if t == "t1"));
+}
+
+#[test]
+fn a_retried_rotation_answers_as_it_first_did_after_later_rotations() {
+    let (mut s, key) = key_in(Start::Enabled);
+    let rotate = |s: &mut KeyStore, token: Option<&str>| {
+        s.apply(&Command::RotateKey {
+            key: key.clone(),
+            token: token.map(str::to_string),
+            material: material(KeySpec::Aes256GcmSiv),
+            if_primary_is: None,
+            by: None,
+            now_ms: T0,
+        })
+        .unwrap()
+    };
+    let first = rotate(&mut s, Some("r1"));
+    let made = replayed(&first).primary_version;
+    rotate(&mut s, None);
+    rotate(&mut s, None);
+    let again = rotate(&mut s, Some("r1"));
+    assert_eq!(replayed(&again), replayed(&first));
+    let Applied::Key(k) = again else { unreachable!() };
+    assert_eq!((k.primary_version, k.versions.len()), (made, made as usize));
+    assert_eq!(s.resolve(&key).unwrap().primary_version, made + 2);
 }
 
 #[test]

@@ -148,6 +148,11 @@ impl Cluster {
         self.inner.client_as(stem, ids, ClientOptions { discover: false, ..Default::default() }).unwrap()
     }
 
+    /// A client presenting the certificate `<stem>` to the nodes `ids`, with `options`.
+    pub fn client_as_with(&self, stem: &str, ids: &[u64], options: ClientOptions) -> Client {
+        self.inner.client_as(stem, ids, options).unwrap()
+    }
+
     /// The application's client with `options`, starting from the nodes `ids`.
     pub fn client_with(&self, ids: &[u64], options: ClientOptions) -> Client {
         self.inner.client_as("client", ids, options).unwrap()

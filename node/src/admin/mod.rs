@@ -1,5 +1,5 @@
 //! The operator's calls, transport-free, through the same pipeline as the KMS's: validate,
-//! route (membership changes and leadership transfer run on the leader: a follower refuses
+//! route (membership changes, leadership transfer and quota changes run on the leader: a follower refuses
 //! them, naming the leader, and the client goes there; a member never makes an operator's call
 //! with its own certificate), authorize (operators only), work, record.
 
@@ -53,6 +53,15 @@ pub enum AdminOp {
     },
     /// Every node's replicated audit chain head.
     AuditHeads,
+    /// The cluster's quotas, and those that apply to `principal`.
+    GetQuotas {
+        principal: Option<Principal>,
+    },
+    /// Sets the default quota (`scope` `None`) or an override; `limits` `None` removes it.
+    SetQuota {
+        scope: Option<String>,
+        limits: Option<raft::Limits>,
+    },
 }
 
 /// The most audit records one `ReadAudit` returns.
@@ -61,14 +70,32 @@ pub const MAX_AUDIT_PAGE: usize = 5000;
 /// What an operator call answers.
 #[derive(Debug)]
 pub enum AdminOut {
-    Init { shares_needed: u32, holders: u32 },
-    RotateRoot { root_epoch: u64, holders: Vec<NodeId>, shares_needed: u32 },
+    Init {
+        shares_needed: u32,
+        holders: u32,
+    },
+    RotateRoot {
+        root_epoch: u64,
+        holders: Vec<NodeId>,
+        shares_needed: u32,
+    },
     ClusterStatus(ClusterStatus),
     NodeStatus(Box<NodeStatus>),
     Done,
-    Snapshot { last_log_index: u64 },
-    Audit { lines: Vec<::audit::Line>, last_seq: u64, total: usize },
+    Snapshot {
+        last_log_index: u64,
+    },
+    Audit {
+        lines: Vec<::audit::Line>,
+        last_seq: u64,
+        total: usize,
+    },
     AuditHeads(std::collections::BTreeMap<NodeId, raft::AuditHead>),
+    Quotas {
+        quotas: raft::Quotas,
+        /// For the principal asked about: its limits and the override they come from.
+        effective: Option<(raft::Limits, Option<String>)>,
+    },
 }
 
 impl AdminOp {
@@ -84,6 +111,8 @@ impl AdminOp {
             AdminOp::Snapshot => "Snapshot",
             AdminOp::ReadAudit { .. } => "ReadAudit",
             AdminOp::AuditHeads => "AuditHeads",
+            AdminOp::GetQuotas { .. } => "GetQuotas",
+            AdminOp::SetQuota { .. } => "SetQuota",
         }
     }
 }
@@ -159,9 +188,17 @@ impl Admin {
         if let AdminOp::AddNode { id, info } = &op {
             check_member(*id, info)?;
         }
+        if let AdminOp::SetQuota { scope, limits } = &op {
+            if let Some(scope) = scope {
+                raft::quota::check_scope(scope)?;
+            }
+            if let Some(limits) = limits {
+                limits.validate()?;
+            }
+        }
         self.authorize(ctx, &op)?;
         self.route(&op).await?;
-        self.work(op).await
+        self.work(ctx, op).await
     }
 
     /// Membership changes and leadership transfer run on the leader; a follower refuses them
@@ -172,8 +209,13 @@ impl Admin {
     /// leading a configuration it is not in, and its next membership change trips an internal
     /// assertion (found by the simulator, seed 156).
     async fn route(&self, op: &AdminOp) -> Result<()> {
-        let on_leader =
-            matches!(op, AdminOp::AddNode { .. } | AdminOp::RemoveNode { .. } | AdminOp::TransferLeader { .. });
+        let on_leader = matches!(
+            op,
+            AdminOp::AddNode { .. }
+                | AdminOp::RemoveNode { .. }
+                | AdminOp::TransferLeader { .. }
+                | AdminOp::SetQuota { .. }
+        );
         if !on_leader {
             return Ok(());
         }
@@ -214,7 +256,7 @@ impl Admin {
         }
     }
 
-    async fn work(&self, op: AdminOp) -> Result<AdminOut> {
+    async fn work(&self, ctx: &CallContext, op: AdminOp) -> Result<AdminOut> {
         let consensus = &self.node.consensus;
         match op {
             AdminOp::Init { members } => self.init(members).await,
@@ -245,6 +287,20 @@ impl Admin {
             AdminOp::AuditHeads => {
                 consensus.linearize(crate::consensus::Consistency::Linearizable).await?;
                 Ok(AdminOut::AuditHeads(self.node.open_state()?.store.audit_heads().clone()))
+            }
+            AdminOp::GetQuotas { principal } => {
+                consensus.linearize(crate::consensus::Consistency::Linearizable).await?;
+                let state = self.node.open_state()?;
+                let quotas = state.store.quotas().clone();
+                let effective = principal.map(|p| {
+                    let (limits, scope) = quotas.of(&p);
+                    (limits.clone(), scope.map(str::to_string))
+                });
+                Ok(AdminOut::Quotas { quotas, effective })
+            }
+            AdminOp::SetQuota { scope, limits } => {
+                let command = Command::SetQuota { scope, limits, by: ctx.actor(), now_ms: self.node.now_ms() };
+                consensus.propose(command).await.map(|_| AdminOut::Done)
             }
         }
     }

@@ -155,6 +155,29 @@ impl AdminRpc for AdminService {
         };
         self.run(request, Ok(AdminOp::AuditHeads), answer).await
     }
+
+    async fn get_quotas(&self, request: Request<pb::GetQuotasRequest>) -> Answer<pb::GetQuotasResponse> {
+        let principal = &request.get_ref().principal;
+        let op = if principal.is_empty() {
+            Ok(AdminOp::GetQuotas { principal: None })
+        } else {
+            raft::Principal::parse(principal)
+                .map(|p| AdminOp::GetQuotas { principal: Some(p) })
+                .map_err(NodeError::Invalid)
+        };
+        let answer = |out| match out {
+            AdminOut::Quotas { quotas, effective } => Ok(c::quotas_response(&quotas, effective)),
+            other => Err(unexpected(other)),
+        };
+        self.run(request, op, answer).await
+    }
+
+    async fn set_quota(&self, request: Request<pb::SetQuotaRequest>) -> Answer<pb::AdminEmpty> {
+        let r = request.get_ref();
+        let scope = Some(r.scope.clone()).filter(|s| !s.is_empty());
+        let op = Ok(AdminOp::SetQuota { scope, limits: r.limits.as_ref().map(c::limits) });
+        self.run(request, op, done).await
+    }
 }
 
 fn done(out: AdminOut) -> Result<pb::AdminEmpty> {

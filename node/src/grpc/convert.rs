@@ -623,3 +623,49 @@ pub(crate) fn cluster_status(s: ClusterStatus) -> pb::ClusterStatusResponse {
         placement_warnings: s.placement_warnings,
     }
 }
+
+fn rate(r: &pb::Rate) -> raft::Rate {
+    raft::Rate { per_second: r.per_second, burst: r.burst }
+}
+
+fn wire_rate(r: &raft::Rate) -> pb::Rate {
+    pb::Rate { per_second: r.per_second, burst: r.burst }
+}
+
+pub(crate) fn limits(l: &pb::QuotaLimits) -> raft::Limits {
+    raft::Limits {
+        crypto: l.crypto.as_ref().map(rate),
+        management: l.management.as_ref().map(rate),
+        max_keys: l.max_keys,
+        max_aliases: l.max_aliases,
+    }
+}
+
+fn wire_limits(l: &raft::Limits) -> pb::QuotaLimits {
+    pb::QuotaLimits {
+        crypto: l.crypto.as_ref().map(wire_rate),
+        management: l.management.as_ref().map(wire_rate),
+        max_keys: l.max_keys,
+        max_aliases: l.max_aliases,
+    }
+}
+
+pub(crate) fn quotas_response(
+    quotas: &raft::Quotas,
+    effective: Option<(raft::Limits, Option<String>)>,
+) -> pb::GetQuotasResponse {
+    let (effective, effective_scope) = match effective {
+        Some((l, scope)) => (Some(wire_limits(&l)), scope.unwrap_or_default()),
+        None => (None, String::new()),
+    };
+    pb::GetQuotasResponse {
+        default: Some(wire_limits(&quotas.default)),
+        overrides: quotas
+            .overrides
+            .iter()
+            .map(|(scope, l)| pb::QuotaOverride { scope: scope.clone(), limits: Some(wire_limits(l)) })
+            .collect(),
+        effective,
+        effective_scope,
+    }
+}

@@ -23,6 +23,9 @@ fn advice(k: &KmsError) -> Option<&'static str> {
         KmsError::PrimaryVersion { .. } => Some("it cannot be disabled: rotate the key first"),
         KmsError::NotInitialized => Some("run `keyquorum cluster init` (keyquorum dev does it for you)"),
         KmsError::TokenReused(_) => Some("use a new token for a new request"),
+        KmsError::QuotaExceeded(_) => {
+            Some("schedule unused keys for deletion or delete aliases, or ask an operator to raise the quota (keyquorum cluster quota set)")
+        }
         KmsError::AccessDenied { .. } => {
             Some("ask the key's owner for a grant or a policy statement (keyquorum key policy get shows it to those who may read it)")
         }
@@ -54,7 +57,7 @@ pub(crate) fn status(e: NodeError) -> Status {
             "decryption failed: the ciphertext was altered, belongs to another key, or the encryption context differs \
              from the one used to encrypt",
         ),
-        NodeError::Overloaded { retry_after_ms, .. } => {
+        NodeError::Overloaded { retry_after_ms, .. } | NodeError::Throttled { retry_after_ms, .. } => {
             let mut status = Status::new(code, e.to_string());
             if let Ok(value) = retry_after_ms.to_string().parse() {
                 status.metadata_mut().insert(proto::RETRY_AFTER_MS, value);
@@ -83,6 +86,8 @@ pub(crate) fn code(e: &NodeError) -> Code {
             | KmsError::NotInitialized
             | KmsError::InvalidState(_) => Code::FailedPrecondition,
             KmsError::TokenReused(_) | KmsError::Invalid(_) => Code::InvalidArgument,
+            // No retry-after hint: waiting does not make room.
+            KmsError::QuotaExceeded(_) => Code::ResourceExhausted,
             // Never recorded under a token: the proposer wraps again; should it ever reach a
             // client, the call may be retried.
             KmsError::StaleRoot { .. } => Code::Unavailable,
@@ -109,7 +114,7 @@ pub(crate) fn code(e: &NodeError) -> Code {
             | CryptoError::Encoding(_) => Code::Internal,
         },
         NodeError::OutOfRegion { .. } => Code::Unavailable,
-        NodeError::Overloaded { .. } => Code::ResourceExhausted,
+        NodeError::Overloaded { .. } | NodeError::Throttled { .. } => Code::ResourceExhausted,
         NodeError::DeadlineExceeded(_) => Code::DeadlineExceeded,
         NodeError::Internal(_) => Code::Internal,
     }

@@ -24,6 +24,7 @@ mod crypto;
 pub mod duties;
 mod keys;
 mod op;
+mod quota;
 pub mod topology;
 
 use std::collections::BTreeSet;
@@ -117,6 +118,8 @@ pub struct Kms {
     audit: Arc<dyn AuditSink>,
     /// One permit per call in flight (`limits.max_concurrent_calls`).
     in_flight: Arc<tokio::sync::Semaphore>,
+    /// Per-principal call rates at this node.
+    throttle: quota::Throttle,
 }
 
 impl std::fmt::Debug for Kms {
@@ -128,7 +131,7 @@ impl std::fmt::Debug for Kms {
 impl Kms {
     pub fn new(node: Arc<Node>, audit: Arc<dyn AuditSink>) -> Self {
         let in_flight = Arc::new(tokio::sync::Semaphore::new(node.config().limits.max_concurrent_calls));
-        Self { node, audit, in_flight }
+        Self { node, audit, in_flight, throttle: quota::Throttle::default() }
     }
 
     pub fn node(&self) -> &Arc<Node> {
@@ -163,10 +166,11 @@ impl Kms {
         result
     }
 
-    /// The pipeline within this node's limits: a call beyond `limits.max_concurrent_calls` in
-    /// flight is refused before any work; one that runs past `limits.call_timeout_ms` is
-    /// answered `DEADLINE_EXCEEDED`.
+    /// The pipeline within this node's limits: a call over its principal's rate at this node,
+    /// or beyond `limits.max_concurrent_calls` in flight, is refused before any work; one that
+    /// runs past `limits.call_timeout_ms` is answered `DEADLINE_EXCEEDED`.
     async fn bounded(&self, ctx: &CallContext, op: Op) -> Result<Routed<Out, Op>> {
+        self.charge(ctx, &op)?;
         let limits = &self.node.config().limits;
         let Ok(_permit) = self.in_flight.clone().try_acquire_owned() else {
             return Err(NodeError::Overloaded {
@@ -183,6 +187,24 @@ impl Kms {
                  taken effect)",
                 limits.call_timeout_ms
             )))
+        })
+    }
+
+    /// Takes a token from the principal's bucket for the call's class, under the quotas as
+    /// this node has applied them. A forwarded call was charged where it entered the cluster.
+    fn charge(&self, ctx: &CallContext, op: &Op) -> Result<()> {
+        let (Some(principal), None, Some(class)) = (ctx.principal(), ctx.forwarded_by, op.class()) else {
+            return Ok(());
+        };
+        let state = self.node.state().read();
+        let now = tokio::time::Instant::now();
+        self.throttle.admit(state.store.quotas(), principal, class, now).map_err(|over| NodeError::Throttled {
+            principal: principal.to_string(),
+            class: class.name(),
+            rate: over.rate,
+            scope: over.scope,
+            node: self.node.id(),
+            retry_after_ms: over.retry_after_ms,
         })
     }
 

@@ -208,6 +208,36 @@ impl Op {
         }
     }
 
+    /// The quota the call is charged to; `None`: none (the topology, which clients poll to
+    /// find the cluster).
+    pub(super) fn class(&self) -> Option<super::quota::Class> {
+        use super::quota::Class;
+        match self {
+            Op::Encrypt { .. }
+            | Op::Decrypt { .. }
+            | Op::ReEncrypt { .. }
+            | Op::GenerateDataKey { .. }
+            | Op::GenerateRandom { .. }
+            | Op::Sign { .. }
+            | Op::Verify { .. }
+            | Op::GetPublicKey { .. } => Some(Class::Crypto),
+            Op::GetTopology => None,
+            Op::CreateKey(_)
+            | Op::DescribeKey { .. }
+            | Op::ListKeys { .. }
+            | Op::CreateAlias { .. }
+            | Op::DeleteAlias { .. }
+            | Op::UpdateKey { .. }
+            | Op::RotateKey { .. }
+            | Op::ListKeyVersions { .. }
+            | Op::GetKeyPolicy { .. }
+            | Op::PutKeyPolicy { .. }
+            | Op::CreateGrant { .. }
+            | Op::ListGrants { .. }
+            | Op::RevokeGrant { .. } => Some(Class::Management),
+        }
+    }
+
     /// The key the operation names, as the caller named it (a ciphertext names its own).
     pub fn key(&self) -> Option<String> {
         match self {

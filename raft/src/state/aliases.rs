@@ -51,6 +51,11 @@ impl Aliases {
         self.by_key.get(&key).map(|names| names.iter().cloned().collect()).unwrap_or_default()
     }
 
+    /// How many aliases point at `key`.
+    pub(super) fn count_of(&self, key: Uuid) -> usize {
+        self.by_key.get(&key).map_or(0, BTreeSet::len)
+    }
+
     pub(super) fn iter(&self) -> impl Iterator<Item = (&String, &Uuid)> {
         self.by_name.iter()
     }

@@ -59,6 +59,9 @@ impl KeyStore {
         if !self.aliases.index_matches() {
             return Err("the aliases' by-key index differs from the aliases".into());
         }
+        if !self.keys.index_matches() {
+            return Err("the keys' by-owner index differs from the keys' owners".into());
+        }
         for (alias, id) in self.aliases.iter() {
             match self.keys.get(id) {
                 None => return Err(format!("alias/{alias} points at key {id}, which does not exist")),
@@ -71,7 +74,7 @@ impl KeyStore {
         if !self.keys.is_empty() && self.root.is_none() {
             return Err(format!("{} keys exist without a root key", self.keys.len()));
         }
-        for (id, k) in &self.keys {
+        for (id, k) in self.keys.iter() {
             if k.id != *id {
                 return Err(format!("key {} is stored under id {id}", k.id));
             }
@@ -184,7 +187,7 @@ mod tests {
             created_ms: 0,
             updated_ms: 0,
         };
-        s.keys.insert(id, key);
+        s.keys.insert(key);
         s.aliases.insert("a".into(), id);
         (s, id)
     }

@@ -52,6 +52,9 @@ impl KeyStore {
         if let Some(alias) = alias {
             self.check_alias_free(alias)?;
         }
+        if let Some(owner) = &owner {
+            self.check_room(owner, 1, u32::from(alias.is_some()))?;
+        }
         let key = Key {
             id: *key_id,
             spec: *spec,
@@ -77,7 +80,7 @@ impl KeyStore {
         if let Some(alias) = alias {
             self.aliases.insert(alias.clone(), *key_id);
         }
-        self.keys.insert(*key_id, key.clone());
+        self.keys.insert(key.clone());
         Ok(Applied::Key(Box::new(key)))
     }
 
@@ -143,6 +146,9 @@ impl KeyStore {
         self.check_alias_free(alias)?;
         k.ensure_mutable(Action::CreateAlias)?;
         let id = k.id;
+        if let Some(owner) = k.owner.clone() {
+            self.check_room(&owner, 0, 1)?;
+        }
         self.aliases.insert(alias.to_string(), id);
         Ok(Applied::Done)
     }
@@ -170,6 +176,30 @@ impl KeyStore {
             self.aliases.remove_key(*id);
         }
         Ok(Applied::Destroyed(destroyed))
+    }
+
+    /// `owner` may own `keys` more keys and `aliases` more aliases within its quota: keys
+    /// not destroyed, and aliases pointing at its keys.
+    fn check_room(&self, owner: &Principal, keys: u32, aliases: u32) -> Result<(), KmsError> {
+        let (limits, scope) = self.quotas.of(owner);
+        let scope = scope.map_or_else(|| "the cluster default".to_string(), |s| format!("the override for {s}"));
+        if let Some(max) = limits.max_keys.filter(|_| keys > 0) {
+            let live = self.keys.owned_by(owner).filter(|k| k.state != KeyState::Destroyed).count();
+            if live as u64 + u64::from(keys) > u64::from(max) {
+                return Err(KmsError::QuotaExceeded(format!(
+                    "{owner} owns {live} keys that are not destroyed, the most its quota allows ({max}, {scope})"
+                )));
+            }
+        }
+        if let Some(max) = limits.max_aliases.filter(|_| aliases > 0) {
+            let held: usize = self.keys.owned_by(owner).map(|k| self.aliases.count_of(k.id)).sum();
+            if held as u64 + u64::from(aliases) > u64::from(max) {
+                return Err(KmsError::QuotaExceeded(format!(
+                    "{owner}'s keys have {held} aliases, the most its quota allows ({max}, {scope})"
+                )));
+            }
+        }
+        Ok(())
     }
 
     pub(super) fn key_mut(&mut self, id: Uuid) -> Result<&mut Key, KmsError> {

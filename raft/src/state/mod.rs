@@ -6,6 +6,7 @@ mod access;
 mod aliases;
 mod invariants;
 mod keys;
+mod keyset;
 mod root;
 
 use std::collections::BTreeMap;
@@ -16,7 +17,10 @@ use uuid::Uuid;
 use crate::command::{Applied, Command, CommandResult};
 use crate::key::{Key, KeyRef, KeySpec, KeyState, WrappedMaterial};
 use crate::keygen::KeyGenRound;
-use crate::{KmsError, NodeId, DAY_MS};
+use crate::policy::Actor;
+use crate::quota::Limits;
+use crate::quota::Quotas;
+use crate::{KmsError, NodeId, Principal, DAY_MS};
 
 /// How long an idempotency token is remembered (by command time).
 pub(crate) const TOKEN_RETENTION_MS: u64 = DAY_MS;
@@ -57,14 +61,51 @@ pub struct RetiredRoot {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct TokenRecord {
     fingerprint: String,
-    outcome: CommandResult,
+    outcome: Remembered,
     at_ms: u64,
+}
+
+/// A tokened command's outcome as its token remembers it. A key's outcome keeps what a replay
+/// answers with, the key's metadata as the first apply left it, without its versions, policy
+/// and grants (a copy of every version's material per token made the records of a
+/// often-rotated key grow with the square of its versions); the versions a replay shows are
+/// the key's first `versions`, as they are now (versions are only ever appended).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+enum Remembered {
+    Key { key: Box<Key>, versions: u32 },
+    Other(CommandResult),
+}
+
+impl Remembered {
+    fn of(outcome: &CommandResult) -> Self {
+        match outcome {
+            Ok(Applied::Key(k)) => {
+                let key =
+                    Key { versions: Vec::new(), policy: Default::default(), grants: BTreeMap::new(), ..(**k).clone() };
+                Remembered::Key { key: Box::new(key), versions: k.versions.len() as u32 }
+            }
+            other => Remembered::Other(other.clone()),
+        }
+    }
+
+    fn replay(&self, keys: &keyset::Keys) -> CommandResult {
+        match self {
+            Remembered::Key { key, versions } => {
+                let mut k = (**key).clone();
+                if let Some(now) = keys.get(&key.id) {
+                    k.versions = now.versions.iter().take(*versions as usize).cloned().collect();
+                }
+                Ok(Applied::Key(Box::new(k)))
+            }
+            Remembered::Other(outcome) => outcome.clone(),
+        }
+    }
 }
 
 /// The whole replicated state of the KMS.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyStore {
-    keys: BTreeMap<Uuid, Key>,
+    keys: keyset::Keys,
     aliases: aliases::Aliases,
     tokens: BTreeMap<String, TokenRecord>,
     root: Option<RootKey>,
@@ -82,6 +123,8 @@ pub struct KeyStore {
     last_token_prune_ms: u64,
     /// Each node's latest audit chain head.
     audit_heads: BTreeMap<NodeId, AuditHead>,
+    /// Per-principal rates and limits (`quota.rs`).
+    quotas: Quotas,
 }
 
 /// A node's audit chain head as replicated: its record `seq` has hash `hash` (hex), reported
@@ -144,6 +187,11 @@ impl KeyStore {
     /// Replaced roots some holder may still need shares of, with their log key wrappings.
     pub fn retired(&self) -> &BTreeMap<u64, RetiredRoot> {
         &self.retired
+    }
+
+    /// The cluster's quotas.
+    pub fn quotas(&self) -> &Quotas {
+        &self.quotas
     }
 
     /// Every node's latest audit chain head.
@@ -254,13 +302,13 @@ impl KeyStore {
                 if record.fingerprint != fingerprint {
                     return Err(KmsError::TokenReused(token.to_string()));
                 }
-                return record.outcome.clone();
+                return record.outcome.replay(&self.keys);
             }
             // Material wrapped under a replaced root is refused before the token records
             // anything: the proposer re-wraps and proposes again under the same token.
             self.check_wrapped_epochs(command)?;
             let outcome = self.apply_inner(command);
-            let record = TokenRecord { fingerprint, outcome: outcome.clone(), at_ms: now_ms };
+            let record = TokenRecord { fingerprint, outcome: Remembered::of(&outcome), at_ms: now_ms };
             self.tokens.insert(scoped, record);
             return outcome;
         }
@@ -347,7 +395,21 @@ impl KeyStore {
             Command::DestroyDue { now_ms, .. } => self.destroy_due(now_ms),
             Command::SnapshotDurable { node, root_epoch, .. } => self.snapshot_durable(node, root_epoch),
             Command::AuditHead { node, seq, hash, now_ms } => self.audit_head(*node, *seq, hash, *now_ms),
+            Command::SetQuota { scope, limits, by, .. } => self.set_quota(scope.as_deref(), limits.as_ref(), by),
         }
+    }
+
+    /// Quotas are the operators' to set.
+    fn set_quota(&mut self, scope: Option<&str>, limits: Option<&Limits>, by: &Option<Actor>) -> CommandResult {
+        if let Some(who) = by.as_ref().map(|a| &a.principal).filter(|p| !matches!(p, Principal::Admin(_))) {
+            return Err(KmsError::AccessDenied {
+                principal: who.to_string(),
+                operation: "SetQuota (quotas are set by admin principals)".into(),
+                key: None,
+            });
+        }
+        self.quotas.set(scope, limits)?;
+        Ok(Applied::Done)
     }
 
     /// A node's audit chain head moves forward only: one that goes back, or names another
