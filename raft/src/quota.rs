@@ -133,6 +133,11 @@ impl Quotas {
     }
 }
 
+/// Where limits come from, as refusals name it: `scope` is the override [`Quotas::of`] found.
+pub fn source(scope: Option<&str>) -> String {
+    scope.map_or_else(|| "the cluster default".to_string(), |s| format!("the override for {s}"))
+}
+
 /// An override names an application or operator principal, or a `prefix*` of them.
 pub fn check_scope(scope: &str) -> Result<(), KmsError> {
     let bad = || {

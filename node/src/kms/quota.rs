@@ -119,7 +119,7 @@ impl Throttle {
         let wait_s = (1.0 - bucket.tokens) / f64::from(rate.per_second);
         Err(OverRate {
             rate,
-            scope: scope.map_or_else(|| "the cluster default".to_string(), |s| format!("the override for {s}")),
+            scope: raft::quota::source(scope),
             retry_after_ms: ((wait_s * 1000.0).ceil() as u64).max(1),
         })
     }

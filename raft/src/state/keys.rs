@@ -182,12 +182,12 @@ impl KeyStore {
     /// not destroyed, and aliases pointing at its keys.
     fn check_room(&self, owner: &Principal, keys: u32, aliases: u32) -> Result<(), KmsError> {
         let (limits, scope) = self.quotas.of(owner);
-        let scope = scope.map_or_else(|| "the cluster default".to_string(), |s| format!("the override for {s}"));
         if let Some(max) = limits.max_keys.filter(|_| keys > 0) {
             let live = self.keys.owned_by(owner).filter(|k| k.state != KeyState::Destroyed).count();
             if live as u64 + u64::from(keys) > u64::from(max) {
                 return Err(KmsError::QuotaExceeded(format!(
-                    "{owner} owns {live} keys that are not destroyed, the most its quota allows ({max}, {scope})"
+                    "{owner} owns {live} keys that are not destroyed, the most its quota allows ({max}, {})",
+                    crate::quota::source(scope)
                 )));
             }
         }
@@ -195,7 +195,8 @@ impl KeyStore {
             let held: usize = self.keys.owned_by(owner).map(|k| self.aliases.count_of(k.id)).sum();
             if held as u64 + u64::from(aliases) > u64::from(max) {
                 return Err(KmsError::QuotaExceeded(format!(
-                    "{owner}'s keys have {held} aliases, the most its quota allows ({max}, {scope})"
+                    "{owner}'s keys have {held} aliases, the most its quota allows ({max}, {})",
+                    crate::quota::source(scope)
                 )));
             }
         }
