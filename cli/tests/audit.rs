@@ -45,8 +45,9 @@ fn segment(cluster: &Cluster, id: u64) -> PathBuf {
     files.pop().unwrap()
 }
 
+/// The records of a segment (the open one is zero-filled past them).
 fn read_lines(path: &PathBuf) -> Vec<String> {
-    std::fs::read_to_string(path).unwrap().lines().map(str::to_string).collect()
+    std::fs::read_to_string(path).unwrap().trim_end_matches('\0').lines().map(str::to_string).collect()
 }
 
 fn write_lines(path: &PathBuf, lines: &[String]) {

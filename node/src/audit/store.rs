@@ -5,9 +5,16 @@
 //! one JSON record per line. A segment is closed once it passes `segment_bytes`; with
 //! `retain_segments` set, the oldest closed segments beyond that many are deleted, and the log
 //! writes a retention record naming the first sequence number it keeps.
+//!
+//! The open segment is **zero-filled ahead** of its records ([`PREFILL_BYTES`] at a time):
+//! records overwrite blocks the file already has, so a batch's `fdatasync` flushes data only,
+//! not the file's size and extents through the filesystem's journal (on ext4 here, 0.19 ms
+//! instead of 0.44 ms per sync). Readers stop at the trailing NUL bytes; a record is JSON, which
+//! never holds a raw NUL. A closed segment is cut to its records.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -27,13 +34,41 @@ pub trait AuditStore: Send + std::fmt::Debug {
     fn blocking(&self) -> bool;
 }
 
+/// How far ahead of its records the open segment is zero-filled, at most (a segment smaller
+/// than this is filled to its size).
+pub const PREFILL_BYTES: u64 = 1 << 20;
+
 /// Segments in a directory.
 #[derive(Debug)]
 pub struct FileStore {
     dir: PathBuf,
     segment_bytes: u64,
-    /// The open segment and its size.
-    current: Option<(File, u64)>,
+    current: Option<Segment>,
+}
+
+/// The open segment: its records end at `size`; the file is zero-filled from there to `len`.
+#[derive(Debug)]
+struct Segment {
+    file: File,
+    size: u64,
+    len: u64,
+}
+
+/// The bytes of a segment that hold records: up to its last byte that is not NUL (the rest is
+/// the zero-filled tail of the open segment).
+fn records_of(bytes: &[u8]) -> &[u8] {
+    &bytes[..bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1)]
+}
+
+/// The lines of a segment's records, empty ones included (an unreadable byte is kept as
+/// U+FFFD: a check must see it).
+fn lines_of(bytes: &[u8]) -> impl Iterator<Item = String> + '_ {
+    let records = records_of(bytes);
+    let records = records.strip_suffix(b"\n").unwrap_or(records);
+    (!records.is_empty())
+        .then(|| records.split(|b| *b == b'\n').map(|l| String::from_utf8_lossy(l).into_owned()))
+        .into_iter()
+        .flatten()
 }
 
 fn segment_name(first_seq: u64) -> String {
@@ -46,22 +81,28 @@ fn first_seq_of(path: &Path) -> Option<u64> {
 }
 
 impl FileStore {
-    /// Opens (creating) `dir`. A last line without its newline was being written when the
-    /// node stopped: its call was never answered (a record is durable before its answer), so
-    /// it is cut off.
+    /// Opens (creating) `dir`. A last batch without its newline, or with a hole of zeros, was
+    /// being written when the node stopped: its calls were never answered (a record is durable
+    /// before its answer), so it is cut off (zeroed, like the rest of the tail).
     pub fn open(dir: &Path, segment_bytes: u64) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
         let mut store = Self { dir: dir.to_path_buf(), segment_bytes: segment_bytes.max(1), current: None };
         if let Some(last) = store.segments()?.pop() {
-            let file = OpenOptions::new().read(true).append(true).open(&last)?;
-            let text = fs::read(&last)?;
-            let whole = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-            if whole < text.len() {
-                tracing::warn!(file = %last.display(), bytes = text.len() - whole, "audit: cutting off a torn last record");
-                file.set_len(whole as u64)?;
-                file.sync_all()?;
+            let file = OpenOptions::new().read(true).write(true).open(&last)?;
+            let bytes = fs::read(&last)?;
+            let end = records_of(&bytes).len();
+            // Synced records hold no NUL: the first one is in the batch being written when
+            // the node stopped (a power loss may leave a hole of zeros in the middle of it, the
+            // overwrite having no ordering of its sectors), so the records end at the last
+            // newline before it.
+            let first_nul = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+            let whole = bytes[..first_nul].iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            if whole < end {
+                tracing::warn!(file = %last.display(), bytes = end - whole, "audit: cutting off a torn last record");
+                file.write_all_at(&vec![0; end - whole], whole as u64)?;
+                file.sync_data()?;
             }
-            store.current = Some((file, whole as u64));
+            store.current = Some(Segment { file, size: whole as u64, len: bytes.len() as u64 });
         }
         Ok(store)
     }
@@ -86,16 +127,28 @@ impl FileStore {
 
 impl AuditStore for FileStore {
     fn append(&mut self, first_seq: u64, lines: &[u8]) -> io::Result<()> {
-        if self.current.as_ref().is_none_or(|(_, size)| *size >= self.segment_bytes) {
+        if self.current.as_ref().is_none_or(|c| c.size >= self.segment_bytes) {
+            if let Some(closed) = self.current.take() {
+                closed.file.set_len(closed.size)?;
+                closed.file.sync_data()?;
+            }
             let path = self.dir.join(segment_name(first_seq));
-            let file = OpenOptions::new().create(true).append(true).open(path)?;
+            let file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(path)?;
             self.sync_dir()?;
-            self.current = Some((file, 0));
+            self.current = Some(Segment { file, size: 0, len: 0 });
         }
-        let Some((file, size)) = self.current.as_mut() else { return Err(io::Error::other("no open segment")) };
-        file.write_all(lines)?;
-        file.sync_data()?;
-        *size += lines.len() as u64;
+        let prefill = PREFILL_BYTES.min(self.segment_bytes);
+        let Some(c) = self.current.as_mut() else { return Err(io::Error::other("no open segment")) };
+        let end = c.size + lines.len() as u64;
+        if end > c.len {
+            // Zeros ahead of the records; this batch's sync makes them durable with it.
+            let len = end + prefill;
+            c.file.write_all_at(&vec![0; (len - c.len) as usize], c.len)?;
+            c.len = len;
+        }
+        c.file.write_all_at(lines, c.size)?;
+        c.file.sync_data()?;
+        c.size = end;
         Ok(())
     }
 
@@ -103,8 +156,9 @@ impl AuditStore for FileStore {
         let mut out = Vec::new();
         for path in self.segments()? {
             let file = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
-            for (i, line) in BufReader::new(File::open(&path)?).lines().enumerate() {
-                out.push(::audit::Line { place: ::audit::Place { file: file.clone(), line: i + 1 }, text: line? });
+            let bytes = fs::read(&path)?;
+            for (i, text) in lines_of(&bytes).enumerate() {
+                out.push(::audit::Line { place: ::audit::Place { file: file.clone(), line: i + 1 }, text });
             }
         }
         Ok(out)
@@ -112,9 +166,8 @@ impl AuditStore for FileStore {
 
     fn last(&self) -> io::Result<Option<String>> {
         for path in self.segments()?.iter().rev() {
-            let text = fs::read_to_string(path)?;
-            if let Some(line) = text.lines().next_back() {
-                return Ok(Some(line.to_string()));
+            if let Some(line) = lines_of(&fs::read(path)?).last() {
+                return Ok(Some(line));
             }
         }
         Ok(None)

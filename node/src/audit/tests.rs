@@ -104,6 +104,83 @@ async fn a_torn_last_record_is_cut_off_at_open() {
     assert!(::audit::verify(1, &log.read(0, usize::MAX).await.unwrap().0, None).is_ok());
 }
 
+/// A log in `dir` that wrote the records `1..=n` and stopped: its head, its one segment and
+/// where that segment's records end (the zero-filled tail starts).
+async fn stopped_after(dir: &std::path::Path, n: usize) -> ((u64, String), std::path::PathBuf, u64) {
+    let log = AuditLog::open(1, env(), Box::new(FileStore::open(dir, 1 << 20).unwrap()), 0, code_of).unwrap();
+    for i in 1..=n {
+        log.append(call(i)).await.unwrap();
+    }
+    let head = log.head();
+    drop(log);
+    let file = std::fs::read_dir(dir).unwrap().next().unwrap().unwrap().path();
+    let bytes = std::fs::read(&file).unwrap();
+    let records = bytes.iter().rposition(|b| *b != 0).unwrap() + 1;
+    assert!(bytes.len() > records && bytes[records..].iter().all(|b| *b == 0), "the open segment is zero-filled ahead");
+    (head, file, records as u64)
+}
+
+/// Writes `bytes` at `offset` of `file`, as a crash left them.
+fn scribble(file: &std::path::Path, offset: u64, bytes: &[u8]) {
+    let f = std::fs::OpenOptions::new().write(true).open(file).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, bytes, offset).unwrap();
+}
+
+/// Reopens the log in `dir`: it continues from `head` with the records `from..=to`, and its
+/// chain verifies with `to` records.
+async fn continues(dir: &std::path::Path, head: (u64, String), from: usize, to: usize) {
+    let log = AuditLog::open(1, env(), Box::new(FileStore::open(dir, 1 << 20).unwrap()), 0, code_of).unwrap();
+    assert_eq!(log.head(), head);
+    for i in from..=to {
+        log.append(call(i)).await.unwrap();
+    }
+    let lines = log.read(0, usize::MAX).await.unwrap().0;
+    assert_eq!(lines.len(), to, "{lines:?}");
+    assert_eq!(::audit::verify(1, &lines, None).unwrap().last, Some(to as u64));
+}
+
+/// The realistic crash: the batch was being written over the zero-filled tail when the node
+/// stopped, so a fragment of a record sits between the records and the zeros.
+#[tokio::test]
+async fn a_record_torn_inside_the_zero_filled_tail_is_cut_off_and_zeroed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (head, file, records) = stopped_after(dir.path(), 2).await;
+    scribble(&file, records, b"{\"seq\":3,\"prev\":\"ab");
+    continues(dir.path(), head, 3, 4).await;
+    let text = String::from_utf8(std::fs::read(&file).unwrap()).unwrap();
+    assert!(!text.contains("\"ab"), "the fragment is gone");
+}
+
+/// A power loss may tear the batch being written at sector granularity: its end written, a
+/// block of its middle still zeros. No synced record holds a NUL, so that batch is cut off.
+#[tokio::test]
+async fn a_batch_with_a_hole_of_zeros_is_cut_off_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (head, file, records) = stopped_after(dir.path(), 1).await;
+    // "{\"seq\":2,…" then 600 bytes never written, then the batch's tail and its newline.
+    scribble(&file, records, b"{\"seq\":2,\"prev\":\"ab");
+    scribble(&file, records + 620, b"\"cd\"}\n");
+    continues(dir.path(), head, 2, 2).await;
+}
+
+#[tokio::test]
+async fn a_closed_segment_holds_its_records_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(1, env(), Box::new(FileStore::open(dir.path(), 600).unwrap()), 0, code_of).unwrap();
+    for i in 0..10 {
+        log.append(call(i)).await.unwrap();
+    }
+    let mut files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    assert!(files.len() > 2, "{files:?}");
+    files.pop();
+    for f in files {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(!bytes.contains(&0) && bytes.ends_with(b"\n"), "{}", f.display());
+    }
+    assert_eq!(::audit::verify(1, &log.read(0, usize::MAX).await.unwrap().0, None).unwrap().last, Some(10));
+}
+
 /// A disk that fails after `ok` appends.
 #[derive(Debug)]
 struct Failing {
