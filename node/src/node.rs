@@ -131,6 +131,18 @@ impl Node {
         self.consensus.linearize(consistency).await
     }
 
+    /// The index of the state this node has applied.
+    pub fn applied_index(&self) -> u64 {
+        self.consensus.applied_index()
+    }
+
+    /// Whether this node's state at index `from` already held every write acknowledged
+    /// before now (a read index at most `from`); refused while sealed.
+    pub async fn covers(&self, from: u64) -> Result<bool> {
+        self.ensure_unsealed()?;
+        self.consensus.covers(from).await
+    }
+
     /// Fails with `NotInitialized` only when that is the truth: a node that belongs to a
     /// cluster but has no root key may just be behind (it was down while the root key was
     /// made), so it asks the leader first. A definite "not initialised" from stale local state

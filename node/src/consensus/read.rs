@@ -73,6 +73,16 @@ impl Consensus {
         }
     }
 
+    /// Whether the state at index `from` already held every write acknowledged before now:
+    /// a read index at most `from`, so what was answered from that state is linearizable.
+    pub async fn covers(self: &Arc<Self>, from: u64) -> Result<bool> {
+        // Failpoint (simulator self-test): serve from local state, skipping the read index.
+        if crate::failpoint("node::read-without-read-index") {
+            return Ok(true);
+        }
+        Ok(self.read_index().await? <= from)
+    }
+
     /// A read index shared by every request waiting at the moment a round starts: requests
     /// that arrive while a round is in flight join the next one, never the current one (which
     /// may have been confirmed before they arrived).

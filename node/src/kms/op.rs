@@ -178,6 +178,35 @@ impl Out {
 }
 
 impl Op {
+    /// A copy of a crypto read that may be served before its read barrier confirms this node's
+    /// state (`Kms::presume`); `None` for every other operation.
+    pub fn presumable(&self) -> Option<Op> {
+        Some(match self {
+            Op::Encrypt { key, plaintext, context } => {
+                Op::Encrypt { key: key.clone(), plaintext: plaintext.clone(), context: context.clone() }
+            }
+            Op::Decrypt { ciphertext, context, expected_key } => Op::Decrypt {
+                ciphertext: ciphertext.clone(),
+                context: context.clone(),
+                expected_key: expected_key.clone(),
+            },
+            Op::ReEncrypt { ciphertext, source_context, destination, destination_context } => Op::ReEncrypt {
+                ciphertext: ciphertext.clone(),
+                source_context: source_context.clone(),
+                destination: destination.clone(),
+                destination_context: destination_context.clone(),
+            },
+            Op::GenerateDataKey { key, bytes, context, with_plaintext } => Op::GenerateDataKey {
+                key: key.clone(),
+                bytes: *bytes,
+                context: context.clone(),
+                with_plaintext: *with_plaintext,
+            },
+            Op::Sign { key, message } => Op::Sign { key: key.clone(), message: message.clone() },
+            _ => return None,
+        })
+    }
+
     /// The operation's name, as audit records and logs spell it.
     pub fn name(&self) -> &'static str {
         match self {
