@@ -5,7 +5,8 @@
 # They can be skipped only in a build with failpoints (node::skip-authorization and
 # node::skip-audit), so both sides run that one binary. The sides alternate, twice each, each on
 # a fresh cluster, and the script prints every figure and the ratio of the best of each side.
-# WARM=N sets the calls per point (default 20000).
+# WARM=N sets the calls per point (default 20000); CONNECTIONS=N spreads the callers over N client
+# connections (default 1: every caller multiplexed over one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -14,6 +15,7 @@ bin="${CARGO_TARGET_DIR:-target}/debug"
 exe="$bin/keyquorum-bench"
 cp "$bin/keyquorum" "$exe"
 warm="${WARM:-20000}"
+connections="${CONNECTIONS:-1}"
 work=$(mktemp -d)
 dev_pid=""
 cleanup() {
@@ -34,10 +36,10 @@ side() {
   done
   grep -q '^ready:' "$work/dev.log" || { echo "the dev cluster did not come up"; cat "$work/dev.log"; exit 1; }
   for clients in 32 128; do
-    FAILPOINTS= "$exe" bench --cold 0 --warm "$warm" --clients "$clients" --output json \
+    FAILPOINTS= "$exe" bench --cold 0 --warm "$warm" --clients "$clients" --connections "$connections" --output json \
       --endpoints 127.0.0.1:7601,127.0.0.1:7602 \
       --tls-ca "$dir/tls/ca.pem" --tls-cert "$dir/tls/client.pem" --tls-key "$dir/tls/client.key" |
-      python3 -c "import json,sys; f=json.load(sys.stdin); w=f['warm_encrypt']; print(json.dumps({'side': '$1', 'round': $3, 'clients': f['clients'], 'per_second': round(w['per_second']), 'p50_ms': round(w['p50_ms'], 2), 'p99_ms': round(w['p99_ms'], 2)}))"
+      python3 -c "import json,sys; f=json.load(sys.stdin); w=f['warm_encrypt']; print(json.dumps({'side': '$1', 'round': $3, 'clients': f['clients'], 'connections': f['connections'], 'per_second': round(w['per_second']), 'p50_ms': round(w['p50_ms'], 2), 'p99_ms': round(w['p99_ms'], 2)}))"
   done
   kill "$dev_pid"; wait "$dev_pid" 2>/dev/null || true; dev_pid=""
 }

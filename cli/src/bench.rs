@@ -26,6 +26,11 @@ pub(crate) struct BenchArgs {
     /// is answered); the figures are then throughput and per-call latency under that load.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=4096))]
     clients: u64,
+    /// Connections the warm callers are spread over, in turn: each its own client, as callers
+    /// in separate processes would have (one connection multiplexes every caller over one
+    /// HTTP/2 stream of frames, which the serving node handles in one task).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    connections: u64,
     /// `linearizable` (a read index at the leader per call, shared by concurrent calls) or
     /// `bounded:<ms>` (served from the node's state if it heard from the leader within ms).
     #[arg(long, default_value = "linearizable", value_parser = parse_consistency)]
@@ -96,11 +101,11 @@ async fn encrypt(c: &Client, key: &str, consistency: &pb::Consistency) -> anyhow
 /// Runs `cold` cold Encrypts one at a time and `warm` warm ones from `clients` concurrent
 /// callers, and prints the figures.
 pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let BenchArgs { cold, warm, clients, consistency, common } = args;
+    let BenchArgs { cold, warm, clients, connections, consistency, common } = args;
     let tls = common.tls()?;
     let output = common.output;
     let pinned = ClientOptions { discover: false, ..common.client_options() };
-    let (at_creator, at_user, user) = match (&common.endpoints[..], &common.region) {
+    let (at_creator, at_user, user, more_users) = match (&common.endpoints[..], &common.region) {
         ([first, ..], Some(region)) => {
             let at_user = Client::with_options(&common.endpoints, tls.clone(), common.client_options())?;
             // Learn the members and their regions before the first timed call.
@@ -115,12 +120,22 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 .into_iter()
                 .find(|(_, r)| r.as_deref().is_some_and(|r| r != region))
                 .map_or_else(|| first.clone(), |(addr, _)| addr);
-            let at_creator = Client::with_options(&[creator], tls, pinned)?;
-            (at_creator, at_user, format!("a client in {region}"))
+            let at_creator = Client::with_options(&[creator], tls.clone(), pinned)?;
+            let (endpoints, options) = (common.endpoints.clone(), common.client_options());
+            let more = move || Client::with_options(&endpoints, tls.clone(), options.clone());
+            (
+                at_creator,
+                at_user,
+                format!("a client in {region}"),
+                Box::new(more) as Box<dyn Fn() -> Result<Client, client::SetupError>>,
+            )
         }
         ([creator, user, ..], None) => {
             let at_creator = Client::with_options(&[creator], tls.clone(), pinned.clone())?;
-            (at_creator, Client::with_options(&[user], tls, pinned)?, user.clone())
+            let at_user = Client::with_options(&[user], tls.clone(), pinned.clone())?;
+            let endpoint = user.clone();
+            let more = move || Client::with_options(std::slice::from_ref(&endpoint), tls.clone(), pinned.clone());
+            (at_creator, at_user, user.clone(), Box::new(more) as Box<dyn Fn() -> Result<Client, client::SetupError>>)
         }
         _ => anyhow::bail!(
             "bench needs two endpoints (keys are created at the first and used at the second), or --region"
@@ -149,12 +164,21 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let cold_figures = Figures::of(samples, started.elapsed());
     // One untimed call caches the material (when `cold` is 0, nothing has yet).
     encrypt(&at_user, &keys[0], &consistency).await?;
-    let at_user = std::sync::Arc::new(at_user);
+    let mut users = vec![std::sync::Arc::new(at_user)];
+    for _ in 1..connections.min(clients) {
+        let c = more_users()?;
+        if common.region.is_some() {
+            c.discover().await.map_err(|s| anyhow::anyhow!("cannot learn the cluster's members: {}", s.message()))?;
+        }
+        // Untimed: the connection's handshake.
+        encrypt(&c, &keys[0], &consistency).await?;
+        users.push(std::sync::Arc::new(c));
+    }
     let left = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(warm));
     let started = Instant::now();
     let mut callers = tokio::task::JoinSet::new();
-    for _ in 0..clients {
-        let (c, key, left) = (at_user.clone(), keys[0].clone(), left.clone());
+    for i in 0..clients {
+        let (c, key, left) = (users[i as usize % users.len()].clone(), keys[0].clone(), left.clone());
         callers.spawn(async move {
             let mut samples = Vec::new();
             while left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok() {
@@ -171,14 +195,15 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match output {
         Output::Json => println!(
             "{}",
-            serde_json::json!({"endpoint": user, "consistency": describe(&consistency), "clients": clients, "cold_encrypt": cold_figures.json(), "warm_encrypt": warm_figures.json()})
+            serde_json::json!({"endpoint": user, "consistency": describe(&consistency), "clients": clients, "connections": users.len(), "cold_encrypt": cold_figures.json(), "warm_encrypt": warm_figures.json()})
         ),
         Output::Text => {
             println!("{}", cold_figures.line(&format!("cold Encrypt (unwrap with t+1 shares) at {user}")));
             println!("{}", warm_figures.line(&format!("warm Encrypt (cached material) at {user}")));
             println!(
-                "cold: one call at a time; warm: {clients} concurrent callers; {}; {} bench keys left behind \
-                 (disable or schedule deletion)",
+                "cold: one call at a time; warm: {clients} concurrent callers over {} connections; {}; {} bench \
+                 keys left behind (disable or schedule deletion)",
+                users.len(),
                 describe(&consistency),
                 keys.len()
             );
