@@ -27,8 +27,8 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=4096))]
     clients: u64,
     /// Connections the warm callers are spread over, in turn: each its own client, as callers
-    /// in separate processes would have (one connection multiplexes every caller over one
-    /// HTTP/2 stream of frames, which the serving node handles in one task).
+    /// in separate processes would have (one, the default, multiplexes every caller over one
+    /// HTTP/2 connection).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=4096))]
     connections: u64,
     /// `linearizable` (a read index at the leader per call, shared by concurrent calls) or
